@@ -1,0 +1,110 @@
+"""Resolve a pretraining config: preset ← parameters file ← ``key=value`` overrides.
+
+The same function serves the Kedro ``pretrain`` node and ``python -m dinoflow.train``, so both
+read ``conf/base/parameters_pretrain.yml`` the same way. The resolved config is written next
+to every checkpoint and logged with every run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from dinoflow.config.schema import PretrainConfig
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown or of the wrong type; the message names the key."""
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """Turn ``["optim.base_lr=1e-3", "crops.local_number=4"]`` into a nested dict (YAML-typed)."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        node = nested
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return nested
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; values in ``update`` win, nested mappings are merged."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def validate(raw: Mapping[str, Any], where: str = "pretrain") -> PretrainConfig:
+    """Validate a plain nested dict; errors name the full key, e.g. ``pretrain.optim.base_lr``."""
+    try:
+        # JSON mode: YAML lists become tuples, ints are accepted for floats, nothing else coerces.
+        return PretrainConfig.model_validate_json(json.dumps(raw), strict=True)
+    except ValidationError as err:
+        lines = [
+            f"{where}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in err.errors()
+        ]
+        raise ConfigError("invalid pretraining config:\n  " + "\n  ".join(lines)) from None
+
+
+def resolve_config(
+    section: Mapping[str, Any],
+    presets: Mapping[str, Mapping[str, Any]],
+    overrides: Sequence[str] = (),
+) -> PretrainConfig:
+    """Merge the named preset, the explicit keys of ``section`` and CLI overrides, then validate.
+
+    Args:
+        section: the ``pretrain`` mapping (``preset`` plus any keys that override it).
+        presets: named partial configs (``pretrain_presets`` in the parameters file).
+        overrides: ``dotted.key=value`` strings, applied last.
+    """
+    explicit = deep_merge(section, parse_overrides(overrides))
+    name = explicit.get("preset", "custom")
+    if name != "custom" and name not in presets:
+        raise ConfigError(
+            f"pretrain.preset: unknown preset {name!r}; choose from {sorted(presets)}"
+        )
+    merged = deep_merge(presets.get(name, {}), explicit)
+    merged["preset"] = name
+    return validate(merged)
+
+
+def load_config_file(path: Path, overrides: Sequence[str] = ()) -> PretrainConfig:
+    """Load either a parameters file (``pretrain`` + ``pretrain_presets`` keys) or a resolved config."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if "pretrain" in data:
+        return resolve_config(data["pretrain"], data.get("pretrain_presets", {}), overrides)
+    return validate(deep_merge(data, parse_overrides(overrides)))
+
+
+def to_dict(cfg: PretrainConfig) -> dict[str, Any]:
+    """Plain, YAML/JSON-serialisable dict (tuples become lists)."""
+    return json.loads(cfg.model_dump_json())
+
+
+def save_config(cfg: PretrainConfig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return path
+
+
+def scaled_lr(base_lr: float, batch_size_per_rank: int, world_size: int) -> float:
+    """DINO's linear scaling rule: ``lr = base_lr * total_batch / 256`` (``main_dino.py``)."""
+    return base_lr * batch_size_per_rank * world_size / 256.0

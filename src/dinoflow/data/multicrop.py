@@ -1,0 +1,168 @@
+"""Batched multi-crop augmentation on uint8 image tensors (DINO recipe).
+
+Every op works on a whole batch at once, with per-sample random parameters, on whatever device
+the batch lives on: no PIL round-trips, no per-image Python loop. On a 2-core CPU a PIL
+pipeline in a loader worker competes with the model for the cores; these tensor ops cost a few
+percent of a training step.
+
+Per view, as in DINO (``main_dino.py`` DataAugmentationDINO):
+
+=========  =========================  ======  =========
+view       crop scale                 blur p  solarize p
+=========  =========================  ======  =========
+global 1   RandomResizedCrop (0.4, 1)  1.0     0.0
+global 2   RandomResizedCrop (0.4, 1)  0.1     0.2
+local x N  RandomResizedCrop (0.05,.4) 0.5     0.0
+=========  =========================  ======  =========
+
+shared: horizontal flip 0.5, colour jitter (0.4, 0.4, 0.2, 0.1) with p 0.8 (applied in the fixed
+order brightness, contrast, saturation, hue), grayscale 0.2. We keep DINO's blur probabilities;
+DINOv2/DINOv3 code inverts them by accident (global 1: 0.0, global 2: 0.9, dinov2 PR #411).
+The blur sigma range U(0.1, 2.0) is defined for 224 px crops and is scaled with the crop size,
+so a 32 px crop is not blurred flat.
+
+- [0]: Caron et al., DINO, 2021, https://arxiv.org/abs/2104.14294 (§3.1, App. E)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_LUMA = (0.299, 0.587, 0.114)
+# RGB <-> YIQ: a hue shift is a rotation of the (I, Q) chroma plane.
+_RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=gen) * (high - low) + low
+
+
+def _bernoulli(n: int, p: float, gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=gen) < p
+
+
+def random_resized_crop_boxes(
+    n: int, height: int, width: int, scale: tuple[float, float], gen: torch.Generator
+) -> torch.Tensor:
+    """Sample (n, 4) boxes ``x0, y0, x1, y1`` with area fraction in ``scale`` and aspect in [3/4, 4/3]."""
+    area = _uniform(n, *scale, gen) * height * width
+    log_ratio = _uniform(n, math.log(3 / 4), math.log(4 / 3), gen)
+    ratio = torch.exp(log_ratio)
+    w = torch.sqrt(area * ratio).clamp(1.0, width)
+    h = torch.sqrt(area / ratio).clamp(1.0, height)
+    x0 = torch.rand(n, generator=gen) * (width - w)
+    y0 = torch.rand(n, generator=gen) * (height - h)
+    return torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
+
+
+def _colour_jitter(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
+    """(B, 3, S, S) in [0, 1] → jittered, with probability 0.8 per sample."""
+    b = x.shape[0]
+    apply = _bernoulli(b, 0.8, gen).float()
+
+    def factor(amount: float) -> torch.Tensor:
+        f = _uniform(b, 1 - amount * strength, 1 + amount * strength, gen)
+        return (1 + apply * (f - 1)).to(x.device).view(b, 1, 1, 1)
+
+    brightness, contrast, saturation = factor(0.4), factor(0.4), factor(0.2)
+    hue = (apply * _uniform(b, -0.1 * strength, 0.1 * strength, gen)).to(x.device)
+    luma = torch.tensor(_LUMA, device=x.device).view(1, 3, 1, 1)
+    x = (x * brightness).clamp(0, 1)
+    mean = (x * luma).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    x = ((x - mean) * contrast + mean).clamp(0, 1)
+    gray = (x * luma).sum(1, keepdim=True)
+    x = ((x - gray) * saturation + gray).clamp(0, 1)
+    theta = hue * 2 * math.pi
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    rot = torch.zeros(b, 3, 3, device=x.device)
+    rot[:, 0, 0] = 1
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
+    yiq = _RGB2YIQ.to(x.device)
+    transform = torch.linalg.inv(yiq) @ rot @ yiq  # (B, 3, 3)
+    return torch.einsum("bij,bjhw->bihw", transform, x).clamp(0, 1)
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
+    """Separable per-sample Gaussian blur; samples with ``apply`` False are left untouched."""
+    b, c, s, _ = x.shape
+    radius = max(1, min(int(math.ceil(3 * float(sigma.max()))), s // 2 - 1))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-(offsets[None] ** 2) / (2 * sigma[:, None] ** 2))
+    kernel = kernel / kernel.sum(1, keepdim=True)
+    identity = (offsets == 0).float().expand(b, -1)
+    kernel = torch.where(apply[:, None], kernel, identity).to(x.device, x.dtype)
+    weights = kernel.repeat_interleave(c, dim=0)  # (B*C, K)
+    y = x.reshape(1, b * c, s, s)
+    y = F.pad(y, (radius, radius, radius, radius), mode="reflect")
+    y = F.conv2d(y, weights.view(b * c, 1, 1, -1), groups=b * c)
+    y = F.conv2d(y, weights.view(b * c, 1, -1, 1), groups=b * c)
+    return y.view(b, c, s, s)
+
+
+class MultiCropAugmentation:
+    """2 global + N local views of a uint8 batch, normalised for the network.
+
+    Args:
+        global_size / local_size: output side in pixels.
+        global_scale / local_scale: area fraction range of RandomResizedCrop.
+        local_number: N local views.
+        jitter_strength: scales DINO's colour-jitter magnitudes (1.0 = DINO).
+    """
+
+    def __init__(
+        self,
+        global_size: int,
+        global_scale: tuple[float, float],
+        local_size: int,
+        local_scale: tuple[float, float],
+        local_number: int,
+        jitter_strength: float = 1.0,
+    ) -> None:
+        self.views = [(global_size, global_scale, 1.0, 0.0), (global_size, global_scale, 0.1, 0.2)]
+        self.views += [(local_size, local_scale, 0.5, 0.0)] * local_number
+        self.jitter_strength = jitter_strength
+
+    @property
+    def num_views(self) -> int:
+        return len(self.views)
+
+    def __call__(self, images: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
+        """Args: images: (B, 3, H, W) uint8. Returns: V tensors (B, 3, S_v, S_v) float32."""
+        x = images.float().div_(255)
+        return [
+            self._view(x, size, scale, blur_p, sol_p, gen)
+            for size, scale, blur_p, sol_p in self.views
+        ]
+
+    def _view(self, x, size, scale, blur_p, solarize_p, gen) -> torch.Tensor:
+        b, _, h, w = x.shape
+        boxes = random_resized_crop_boxes(b, h, w, scale, gen)
+        rois = torch.cat([torch.arange(b, dtype=torch.float32)[:, None], boxes], dim=1).to(x.device)
+        view = roi_align(
+            x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True
+        )
+        flip = _bernoulli(b, 0.5, gen).to(x.device).view(b, 1, 1, 1)
+        view = torch.where(flip, view.flip(-1), view)
+        if self.jitter_strength > 0:
+            view = _colour_jitter(view, self.jitter_strength, gen)
+        gray = _bernoulli(b, 0.2, gen).to(x.device).view(b, 1, 1, 1)
+        luma = (view * torch.tensor(_LUMA, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        view = torch.where(gray, luma.expand_as(view), view)
+        sigma = _uniform(b, 0.1, 2.0, gen) * size / 224
+        view = _gaussian_blur(view, sigma, _bernoulli(b, blur_p, gen))
+        solarize = _bernoulli(b, solarize_p, gen).to(x.device).view(b, 1, 1, 1)
+        view = torch.where(solarize & (view >= 0.5), 1.0 - view, view)
+        return normalize(view)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] → ImageNet-standardised."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std

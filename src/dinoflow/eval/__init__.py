@@ -1,0 +1,1 @@
+"""Evaluation of frozen backbones: features, k-NN (pure PyTorch)."""

@@ -1,0 +1,51 @@
+"""Weighted k-NN classification on frozen features, as in DINO's ``eval_knn.py``.
+
+- [0]: Wu et al., Unsupervised Feature Learning via Non-Parametric Instance Discrimination, 2018
+- [1]: Caron et al., DINO, 2021, https://arxiv.org/abs/2104.14294 (App. F.1: k=20, T=0.07)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def knn_classify(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """Class scores of each test sample from its k most cosine-similar training samples.
+
+    Each neighbour votes for its class with weight ``exp(sim / T)``. Test samples are processed
+    in chunks, so memory is O(chunk_size x N_train).
+
+    Args:
+        train_features: (N, D); train_labels: (N,) int64 in [0, C).
+        test_features: (M, D).
+
+    Returns:
+        (M, C) vote totals.
+    """
+    train = F.normalize(train_features.float(), dim=1)
+    test = F.normalize(test_features.float(), dim=1)
+    k = min(k, train.shape[0])
+    scores = []
+    for start in range(0, test.shape[0], chunk_size):
+        similarity = test[start : start + chunk_size] @ train.T  # (m, N)
+        top_sim, top_idx = similarity.topk(k, dim=1)
+        votes = torch.zeros(top_sim.shape[0], num_classes, device=train.device)
+        votes.scatter_add_(1, train_labels[top_idx], (top_sim / temperature).exp())
+        scores.append(votes)
+    return torch.cat(scores)
+
+
+def top_k_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
+    """Share of rows whose true label is among the k highest scores."""
+    top = scores.topk(min(k, scores.shape[1]), dim=1).indices
+    return float((top == labels[:, None]).any(dim=1).float().mean())

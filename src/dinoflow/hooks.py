@@ -1,0 +1,88 @@
+"""Kedro hooks: one MLflow run per pipeline run, and a summary of what was produced."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+from rich.console import Console
+from rich.panel import Panel
+
+from dinoflow.tracking import mlflow_run
+
+log = logging.getLogger(__name__)
+
+# Sections logged by the pretrain node in resolved form instead of raw.
+_RESOLVED_ELSEWHERE = ("pretrain", "pretrain_presets")
+
+
+def git_sha(project_path: Path) -> str:
+    result = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=project_path, capture_output=True, text=True, check=False
+    )
+    return result.stdout.strip() or "unknown"
+
+
+class MlflowRunHook:
+    """Opens the run before the pipeline, closes it FINISHED or FAILED, prints a summary."""
+
+    def __init__(self) -> None:
+        self.project_path = Path.cwd()
+        self.params: dict[str, Any] = {}
+        self.run_id: str | None = None
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        self.project_path = Path(context.project_path)
+        self.params = dict(context.params)
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        tracking = self.params.get("tracking", {})
+        names = run_params.get("pipeline_names") or ["__default__"]
+        self.run_id = mlflow_run.start_run(
+            self.project_path,
+            experiment=tracking.get("experiment", "dinoflow"),
+            run_name="+".join(names),
+            tags={
+                "git_sha": git_sha(self.project_path),
+                "kedro.run_id": str(run_params.get("run_id", "")),
+                "kedro.pipelines": ",".join(names),
+                "kedro.runtime_params": str(run_params.get("runtime_params") or {}),
+            },
+        )
+        mlflow_run.log_params(
+            {k: v for k, v in self.params.items() if k not in _RESOLVED_ELSEWHERE}
+        )
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params, pipeline, catalog) -> None:
+        mlflow_run.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
+        mlflow_run.end_run("FAILED")
+
+    @hook_impl
+    def after_pipeline_run(self, run_params, run_result, pipeline, catalog) -> None:
+        mlflow_run.end_run("FINISHED")
+        self._print_summary(pipeline.all_outputs(), catalog)
+
+    def _print_summary(self, produced: set[str], catalog) -> None:
+        lines = [
+            f"MLflow run: {self.run_id}  (experiment '{self.params.get('tracking', {}).get('experiment', 'dinoflow')}')"
+        ]
+        if "metrics" in produced:
+            m = catalog.load("metrics")
+            lines.append(
+                "k-NN top-1 (k=20, T=0.07) on val: "
+                f"trained {m.get('knn_top1', float('nan')):.3f} | random init {m.get('knn_top1_random_init', float('nan')):.3f} "
+                f"| raw pixels {m.get('knn_top1_raw_pixels', float('nan')):.3f}"
+            )
+        if "registration" in produced:
+            r = catalog.load("registration")
+            lines.append(
+                f"Registered model: {r['name']} version {r['version']} alias @{r['alias']} → {r['model_uri']}"
+            )
+        lines.append("Open the MLflow UI: make mlflow-ui   (then http://127.0.0.1:5000)")
+        Console().print(Panel("\n".join(lines), title="dinoflow run summary", expand=False))

@@ -1,0 +1,1 @@
+"""Launchers for the training process: local (torchrun) now, Kubernetes next."""

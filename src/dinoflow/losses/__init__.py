@@ -1,0 +1,1 @@
+"""Self-distillation losses (pure PyTorch)."""

@@ -1,0 +1,1 @@
+"""Backbones, heads and the student/teacher pair (pure PyTorch + timm)."""

@@ -1,0 +1,46 @@
+"""Data ingestion: materialise the source (embedded generator or a folder), version it, list it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dinoflow.data.manifest import build_manifest
+from dinoflow.data.synthetic import SyntheticSpec, generate
+from dinoflow.tracking import mlflow_run
+from dinoflow.versioning import dvc
+
+log = logging.getLogger(__name__)
+
+
+def materialize_source(data: dict[str, Any]) -> dict[str, Any]:
+    """Generate the embedded dataset or check the user's folder; ``dvc add`` it when asked.
+
+    Returns:
+        ``{"kind", "root", ...}`` plus the DVC hash when tracked.
+    """
+    if data["source"] == "synthetic":
+        root = Path(data["synthetic_dir"])
+        stamp = generate(SyntheticSpec(**data["synthetic"]), root)
+        source = {"kind": "synthetic", "root": str(root), "generator": stamp["fingerprint"]}
+    else:
+        root = Path(data["source"]).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"data.source: {root} is not a directory (or use 'synthetic')")
+        source = {"kind": "folder", "root": str(root)}
+    if data["dvc_track"]:
+        source.update(dvc.track(root))
+    mlflow_run.set_tags({f"data.{k}": v for k, v in source.items()})
+    return source
+
+
+def build_manifest_node(source: dict[str, Any], data: dict[str, Any]) -> pd.DataFrame:
+    """One row per image file with hash, size, mode, label, split and status."""
+    manifest = pd.DataFrame(
+        build_manifest(Path(source["root"]), data["val_ratio"], data["min_size"])
+    )
+    log.info("manifest: %d files, %d ok", len(manifest), int((manifest["status"] == "ok").sum()))
+    return manifest

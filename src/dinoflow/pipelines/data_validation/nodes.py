@@ -1,0 +1,37 @@
+"""Data validation: the Great Expectations suites decide; bad rows are quarantined, never dropped."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+
+from dinoflow.tracking import mlflow_run
+from dinoflow.validation.manifest_suite import validate_manifest
+
+log = logging.getLogger(__name__)
+
+
+class DataValidationError(RuntimeError):
+    """The manifest failed its expectations; the message lists which."""
+
+
+def validate_manifest_node(
+    manifest: pd.DataFrame, data: dict[str, Any], validation: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Returns: (clean rows, quarantined rows with reasons, validation report)."""
+    report = validate_manifest(manifest, data["min_size"], validation["max_quarantine_share"])
+    mlflow_run.log_dict(report, "validation/gx_result.json")
+    mlflow_run.log_metrics({f"data_{k}": v for k, v in report["statistics"].items()})
+    mlflow_run.set_tags({"validation_status": "passed" if report["success"] else "failed"})
+    quarantine = manifest[manifest["status"] != "ok"]
+    for reason, count in quarantine["status"].value_counts().items():
+        log.warning("quarantined %d file(s): %s", count, reason)
+    if not report["success"]:
+        raise DataValidationError("data validation failed:\n  " + "\n  ".join(report["failed"]))
+    return (
+        manifest[manifest["status"] == "ok"].reset_index(drop=True),
+        quarantine.reset_index(drop=True),
+        report,
+    )

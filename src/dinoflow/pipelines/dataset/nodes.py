@@ -1,0 +1,33 @@
+"""Dataset building: pack the clean images of each split into tensor shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dinoflow.data.shards import ImageRecord, build_dataset
+
+
+def build_dataset_node(
+    clean_manifest: pd.DataFrame, source: dict[str, Any], dataset: dict[str, Any]
+) -> dict[str, Any]:
+    """Returns the dataset index: shard paths, classes, counts, image size, fingerprint."""
+    root = Path(source["root"])
+    classes = sorted(label for label in clean_manifest["label"].unique() if label)
+    records = {
+        split: [
+            ImageRecord(
+                path=root / row.path,
+                label=classes.index(row.label) if row.label else -1,
+                mask_path=root / row.mask_path if row.mask_path else None,
+            )
+            for row in rows.itertuples()
+        ]
+        for split, rows in clean_manifest.groupby("split")
+    }
+    fingerprint_rows = clean_manifest[["path", "sha256", "label", "split"]].itertuples(index=False)
+    return build_dataset(
+        records, classes, dataset["image_size"], Path(dataset["output_dir"]), fingerprint_rows
+    )

@@ -1,0 +1,16 @@
+from kedro.pipeline import Node, Pipeline
+
+from dinoflow.pipelines.dataset.nodes import build_dataset_node
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                build_dataset_node,
+                ["clean_manifest", "data_source", "params:dataset"],
+                "dataset_index",
+                name="build_dataset_node",
+            )
+        ]
+    )

@@ -1,0 +1,51 @@
+"""Evaluate: k-NN of the teacher backbone against random-init and raw-pixel baselines."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from dinoflow.config import load_config_file
+from dinoflow.data.shards import load_shard
+from dinoflow.eval.knn_suite import evaluate_knn
+from dinoflow.tracking import mlflow_run
+from dinoflow.train.builders import build_backbone_from_config
+from dinoflow.train.checkpoint import load_checkpoint, teacher_backbone_state
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_node(
+    dataset_index: dict[str, Any], pretrain_result: dict[str, Any], evaluate: dict[str, Any]
+) -> dict[str, float]:
+    """Returns the flat metrics dict written to ``data/08_reporting/metrics.json``."""
+    if not dataset_index["classes"]:
+        raise ValueError(
+            "k-NN evaluation needs labels: use class sub-folders (see README, 'Bring your own images')"
+        )
+    cfg = load_config_file(Path(pretrain_result["config"]))
+    random_init = build_backbone_from_config(cfg, drop_path=False)
+    trained = build_backbone_from_config(cfg, drop_path=False)
+    trained.load_state_dict(
+        teacher_backbone_state(load_checkpoint(Path(pretrain_result["checkpoint"])))
+    )
+    metrics = evaluate_knn(
+        trained,
+        random_init,
+        load_shard(Path(dataset_index["shards"]["train"])),
+        load_shard(Path(dataset_index["shards"]["val"])),
+        num_classes=len(dataset_index["classes"]),
+        image_size=cfg.crops.global_size,
+        k=evaluate["knn_k"],
+        temperature=evaluate["knn_temperature"],
+        batch_size=evaluate["batch_size"],
+    )
+    log.info(
+        "k-NN top-1: trained %.3f, random init %.3f, raw pixels %.3f",
+        metrics["knn_top1"],
+        metrics["knn_top1_random_init"],
+        metrics["knn_top1_raw_pixels"],
+    )
+    mlflow_run.log_metrics(metrics)
+    return metrics

@@ -1,0 +1,16 @@
+from kedro.pipeline import Node, Pipeline
+
+from dinoflow.pipelines.evaluate.nodes import evaluate_node
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                evaluate_node,
+                ["dataset_index", "pretrain_result", "params:evaluate"],
+                "metrics",
+                name="evaluate_node",
+            )
+        ]
+    )

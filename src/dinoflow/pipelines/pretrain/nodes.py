@@ -1,0 +1,67 @@
+"""Pretrain: resolve the config, launch the training process, wait, return where it wrote."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from dinoflow.config import resolve_config, save_config, to_dict
+from dinoflow.launch.local import run_process, training_command
+from dinoflow.tracking import mlflow_run
+
+log = logging.getLogger(__name__)
+
+
+def run_key(config: dict[str, Any], dataset_fingerprint: str) -> str:
+    """Checkpoint directory name: same config on the same data → same directory → resume."""
+    payload = json.dumps({"config": config, "data": dataset_fingerprint}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def pretrain_node(
+    dataset_index: dict[str, Any],
+    pretrain: dict[str, Any],
+    presets: dict[str, Any],
+    launcher: dict[str, Any],
+) -> dict[str, Any]:
+    """Train (or resume, or reuse a finished run of the same config on the same data).
+
+    Returns:
+        ``{"output_dir", "checkpoint", "config", "config_hash", "summary"}``.
+    """
+    cfg = resolve_config(pretrain, presets)
+    config = to_dict(cfg)
+    key = run_key(config, dataset_index["fingerprint"])
+    output_dir = Path(launcher["output_root"]) / key
+    config_path = save_config(cfg, output_dir / "config.yaml")
+    mlflow_run.log_params(config, prefix="pretrain.")
+    mlflow_run.log_artifact(config_path, "config")
+    mlflow_run.set_tags({"config_hash": key, "preset": cfg.preset})
+
+    summary_path = output_dir / "summary.json"
+    if summary_path.exists():
+        log.info("reusing the finished run in %s (same config, same data)", output_dir)
+        records = [
+            json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()
+        ]
+        mlflow_run.log_metric_history(records)
+        mlflow_run.set_tags({"pretrain.reused": "true"})
+    else:
+        command = training_command(
+            config_path,
+            Path(dataset_index["shards"]["train"]),
+            output_dir,
+            launcher["nproc_per_node"],
+            sinks=["mlflow"],
+        )
+        run_process(command, env=mlflow_run.child_process_env(), timeout_s=launcher["timeout_s"])
+    return {
+        "output_dir": str(output_dir),
+        "checkpoint": str(output_dir / "checkpoint.pt"),
+        "config": str(config_path),
+        "config_hash": key,
+        "summary": json.loads(summary_path.read_text()),
+    }

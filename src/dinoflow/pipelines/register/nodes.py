@@ -1,0 +1,46 @@
+"""Register: log the teacher backbone to MLflow, register a version, alias it ``challenger``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from dinoflow.config import load_config_file
+from dinoflow.registry.mlflow_registry import register_backbone
+from dinoflow.tracking import mlflow_run
+from dinoflow.train.builders import build_backbone_from_config
+from dinoflow.train.checkpoint import load_checkpoint, teacher_backbone_state
+
+
+def register_node(
+    pretrain_result: dict[str, Any],
+    metrics: dict[str, float],
+    validation_report: dict[str, Any],
+    data_source: dict[str, Any],
+    dataset_index: dict[str, Any],
+    register: dict[str, Any],
+) -> dict[str, Any]:
+    """Returns ``{"name", "version", "alias", "model_uri", "logged_model_uri"}``."""
+    cfg = load_config_file(Path(pretrain_result["config"]))
+    backbone = build_backbone_from_config(cfg, drop_path=False)
+    state = teacher_backbone_state(load_checkpoint(Path(pretrain_result["checkpoint"])))
+    backbone.load_state_dict(state)
+    weights = Path(pretrain_result["output_dir"]) / "teacher_backbone.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, weights)
+    mlflow_run.log_artifact(weights, "backbone_weights")
+    size = cfg.crops.global_size
+    # Batch 2, not 1: torch.export specialises a size-1 dimension and the model would accept batch 1 only.
+    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).numpy()
+    tags = {
+        "git_sha": mlflow_run.current_tag("git_sha"),
+        "config_hash": pretrain_result["config_hash"],
+        "data_fingerprint": dataset_index["fingerprint"],
+        "data_dvc_md5": data_source.get("dvc_md5", "untracked"),
+        "validation_status": "passed" if validation_report["success"] else "failed",
+        "run_id": mlflow_run.active_run_id(),
+        **{f"metric.{k}": f"{v:.4f}" for k, v in metrics.items() if k.startswith("knn_top")},
+    }
+    return register_backbone(backbone, example, register["model_name"], register["alias"], tags)

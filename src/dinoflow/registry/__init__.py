@@ -1,0 +1,1 @@
+"""MLflow model registry: versions, tags, aliases."""

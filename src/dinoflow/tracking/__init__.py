@@ -1,0 +1,1 @@
+"""MLflow tracking: run lifecycle, params, metrics, artifacts, metrics sink."""

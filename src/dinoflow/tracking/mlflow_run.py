@@ -1,0 +1,113 @@
+"""MLflow run lifecycle and logging for the pipelines (the only module, with ``mlflow_sink``
+and ``registry``, that imports mlflow).
+
+Default store: ``sqlite:///<project>/mlflow.db`` with artifacts in ``<project>/mlruns``;
+``MLFLOW_TRACKING_URI`` overrides it (a team server, PostgreSQL behind it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+
+
+def tracking_uri(project_path: Path) -> str:
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{Path(project_path).resolve() / 'mlflow.db'}"
+    )
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": "1"}`` so runs compare key by key in the UI."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+    return {k: v[:MAX_PARAM_LENGTH] for k, v in flat.items()}
+
+
+def start_run(project_path: Path, experiment: str, run_name: str, tags: Mapping[str, str]) -> str:
+    """Open the pipeline's run (artifacts on local disk next to the sqlite file by default)."""
+    mlflow.set_tracking_uri(tracking_uri(project_path))
+    if mlflow.get_experiment_by_name(experiment) is None:
+        artifact_root = None
+        if tracking_uri(project_path).startswith("sqlite:"):
+            artifact_root = (Path(project_path).resolve() / "mlruns").as_uri()
+        mlflow.create_experiment(experiment, artifact_location=artifact_root)
+    mlflow.set_experiment(experiment)
+    return mlflow.start_run(run_name=run_name, tags=dict(tags)).info.run_id
+
+
+def end_run(status: str = "FINISHED") -> None:
+    if mlflow.active_run() is not None:
+        mlflow.end_run(status=status)
+
+
+def active_run_id() -> str | None:
+    run = mlflow.active_run()
+    return run.info.run_id if run else None
+
+
+def child_process_env() -> dict[str, str]:
+    """Environment that lets a launched training process log into the active run."""
+    return {
+        "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
+        "MLFLOW_RUN_ID": active_run_id() or "",
+    }
+
+
+def log_params(params: Mapping[str, Any], prefix: str = "") -> None:
+    items = list(flatten(params, prefix).items())
+    for start in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+        mlflow.log_params(dict(items[start : start + 100]))
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_metric_history(records: Iterable[Mapping[str, float]]) -> None:
+    """Replay ``{"step": s, name: value, ...}`` records (e.g. a run's metrics.jsonl)."""
+    metrics = [
+        Metric(key, float(value), 0, int(record["step"]))
+        for record in records
+        for key, value in record.items()
+        if key != "step"
+    ]
+    client, run_id = MlflowClient(), active_run_id()
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def log_dict(data: Mapping[str, Any], artifact_file: str) -> None:
+    mlflow.log_dict(dict(data), artifact_file)
+
+
+def log_artifact(path: Path, artifact_path: str | None = None) -> None:
+    mlflow.log_artifact(str(path), artifact_path)
+
+
+def set_tags(tags: Mapping[str, Any]) -> None:
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def run_summary(run_id: str) -> dict[str, Any]:
+    run = MlflowClient().get_run(run_id)
+    return {"run_id": run_id, "status": run.info.status, "metrics": dict(run.data.metrics)}
+
+
+def current_tag(name: str, default: str = "unknown") -> str:
+    return MlflowClient().get_run(active_run_id()).data.tags.get(name, default)

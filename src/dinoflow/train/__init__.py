@@ -1,0 +1,1 @@
+"""Pretraining process: schedules, optimizer, loop, checkpoints (pure PyTorch)."""

@@ -1,0 +1,83 @@
+"""The only functions that read the config: they turn it into plain-argument objects."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dinoflow.config import PretrainConfig
+from dinoflow.data.multicrop import MultiCropAugmentation
+from dinoflow.losses.dino_loss import DINOLoss
+from dinoflow.models.backbone import build_backbone
+from dinoflow.models.heads import DINOHead
+from dinoflow.models.teacher import DINOModel, make_teacher
+from dinoflow.train.schedules import Schedules, build_schedules
+
+
+def build_backbone_from_config(cfg: PretrainConfig, drop_path: bool = True) -> nn.Module:
+    """The configured backbone, seeded by ``run.seed`` so random init is reproducible."""
+    m = cfg.model
+    torch.manual_seed(cfg.run.seed)
+    backbone, _ = build_backbone(
+        m.arch,
+        img_size=cfg.crops.global_size,
+        patch_size=m.patch_size,
+        embed_dim=m.embed_dim,
+        depth=m.depth,
+        num_heads=m.num_heads,
+        drop_path_rate=m.drop_path_rate if drop_path else 0.0,
+        fused_attn=m.fused_attn,
+    )
+    return backbone
+
+
+def build_student_teacher(cfg: PretrainConfig) -> tuple[DINOModel, DINOModel]:
+    backbone = build_backbone_from_config(cfg)
+    h = cfg.head
+    head = DINOHead(
+        backbone.num_features,
+        h.out_dim,
+        h.hidden_dim,
+        h.bottleneck_dim,
+        h.nlayers,
+        h.norm_last_layer,
+    )
+    student = DINOModel(backbone, head)
+    teacher = make_teacher(student)
+    teacher.eval()  # no drop path in the teacher, as in DINO
+    return student, teacher
+
+
+def build_augmentation(cfg: PretrainConfig) -> MultiCropAugmentation:
+    c = cfg.crops
+    return MultiCropAugmentation(
+        c.global_size,
+        c.global_scale,
+        c.local_size,
+        c.local_scale,
+        c.local_number,
+        c.jitter_strength,
+    )
+
+
+def build_loss(cfg: PretrainConfig) -> DINOLoss:
+    return DINOLoss(cfg.head.out_dim, cfg.loss.student_temp, cfg.loss.center_momentum)
+
+
+def build_run_schedules(cfg: PretrainConfig, iters_per_epoch: int, peak_lr: float) -> Schedules:
+    o, loss = cfg.optim, cfg.loss
+    return build_schedules(
+        peak_lr=peak_lr,
+        min_lr=o.min_lr,
+        weight_decay=o.weight_decay,
+        weight_decay_end=o.weight_decay_end,
+        momentum_teacher=o.momentum_teacher,
+        momentum_teacher_end=o.momentum_teacher_end,
+        warmup_teacher_temp=loss.warmup_teacher_temp,
+        teacher_temp=loss.teacher_temp,
+        epochs=o.epochs,
+        iters_per_epoch=iters_per_epoch,
+        warmup_epochs=o.warmup_epochs,
+        warmup_teacher_temp_epochs=loss.warmup_teacher_temp_epochs,
+        freeze_last_layer_epochs=o.freeze_last_layer_epochs,
+    )

@@ -1,0 +1,41 @@
+"""Checkpoints: atomic writes by rank 0, pickle-free loads (``weights_only=True``).
+
+Contents: student, teacher (both with heads), optimizer, DINO loss (its center buffer), the next
+iteration to run and the resolved config — everything needed to continue exactly on schedule.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
+    """Write ``state`` to ``directory/checkpoint.pt`` via a temp file + rename, so a crash
+    mid-write leaves the previous checkpoint intact."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CHECKPOINT_NAME
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load tensors and plain containers only; a pickled payload that would run code is refused."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
+
+
+def teacher_backbone_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The teacher's backbone weights (what downstream users evaluate and deploy)."""
+    prefix = "backbone."
+    return {k[len(prefix) :]: v for k, v in checkpoint["teacher"].items() if k.startswith(prefix)}

@@ -1,0 +1,50 @@
+"""Training-health signals that reveal the two DINO collapse modes early.
+
+- uniform collapse: every teacher output is flat (entropy → ln K, loss → ln K);
+- dimensional collapse: all samples pick the same prototype (batch-mean entropy → 0).
+- [0]: Caron et al., DINO, 2021, https://arxiv.org/abs/2104.14294 (§5.3, Fig. 7)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def teacher_health(teacher_probs: torch.Tensor, teacher_features: torch.Tensor) -> dict[str, float]:
+    """Args:
+        teacher_probs: (N, K) centred, sharpened teacher distributions.
+        teacher_features: (N, D) teacher backbone CLS features.
+
+    Returns:
+        teacher_entropy: mean per-sample entropy / ln K (1 = uniform collapse).
+        teacher_batch_entropy: entropy of the batch-mean distribution / ln K (0 = one prototype).
+        feature_std: mean per-dimension std of L2-normalised features (0 = constant features).
+    """
+    log_k = math.log(teacher_probs.shape[1])
+    p = teacher_probs.float().clamp_min(1e-12)
+    per_sample = -(p * p.log()).sum(1).mean() / log_k
+    mean_p = p.mean(0)
+    batch = -(mean_p * mean_p.log()).sum() / log_k
+    std = F.normalize(teacher_features.float(), dim=-1).std(0).mean()
+    return {
+        "teacher_entropy": float(per_sample),
+        "teacher_batch_entropy": float(batch),
+        "feature_std": float(std),
+    }
+
+
+@torch.no_grad()
+def clip_gradients(parameters, max_norm: float) -> float:
+    """DINO's per-parameter clipping (``utils.clip_gradients``); returns the global grad norm."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return 0.0
+    norms = torch._foreach_norm(grads)
+    if max_norm > 0:
+        for grad, norm in zip(grads, norms, strict=True):
+            grad.mul_((max_norm / (norm + 1e-6)).clamp(max=1.0))
+    return float(torch.linalg.vector_norm(torch.stack(norms)))

@@ -1,0 +1,203 @@
+"""The DINO training loop: one readable function, phases marked.
+
+- [0]: Caron et al., DINO, 2021, https://arxiv.org/abs/2104.14294 (Alg. 1)
+- [1]: Oquab et al., DINOv2, 2023, https://arxiv.org/abs/2304.07193 (KoLeo)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from dinoflow.config import PretrainConfig, scaled_lr, to_dict
+from dinoflow.data.shards import load_shard
+from dinoflow.losses.koleo_loss import koleo_loss
+from dinoflow.models.teacher import update_teacher
+from dinoflow.train import builders
+from dinoflow.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from dinoflow.train.distributed import DistEnv, all_reduce_mean
+from dinoflow.train.health import clip_gradients, teacher_health
+from dinoflow.train.optim import apply_schedules, build_optimizer
+from dinoflow.train.sinks import MetricsSink
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; the last good checkpoint is kept."""
+
+
+def epoch_indices(num_samples: int, seed: int, epoch: int, env: DistEnv, batch: int) -> np.ndarray:
+    """This rank's sample order for ``epoch``: (iters_per_epoch, batch) indices.
+
+    The permutation depends only on (seed, epoch), so every rank and every resumed run agrees.
+    """
+    order = np.random.default_rng([seed, epoch]).permutation(num_samples)
+    per_rank = order[env.rank :: env.world_size]
+    iters = len(per_rank) // batch
+    return per_rank[: iters * batch].reshape(iters, batch)
+
+
+def augmentation_seed(seed: int, iteration: int, rank: int) -> int:
+    """Augmentation randomness is a pure function of (seed, iteration, rank): resume is exact."""
+    return int(np.random.SeedSequence([seed, iteration, rank]).generate_state(1)[0])
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train(
+    cfg: PretrainConfig,
+    dataset_path: Path,
+    output_dir: Path,
+    sink: MetricsSink,
+    env: DistEnv,
+    device: torch.device,
+) -> dict:
+    """Pretrain from ``dataset_path`` (a train shard); checkpoints go to ``output_dir``.
+
+    Resumes from ``output_dir/checkpoint.pt`` when present. Returns a summary dict.
+    """
+    # --- build -------------------------------------------------------------------------
+    images = load_shard(dataset_path)["images"]
+    batch = cfg.optim.batch_size_per_rank
+    iters_per_epoch = len(images) // (batch * env.world_size)
+    if iters_per_epoch == 0:
+        raise ValueError(
+            f"optim.batch_size_per_rank={batch} x {env.world_size} ranks exceeds the {len(images)} training images"
+        )
+    student, teacher = builders.build_student_teacher(cfg)
+    student, teacher = student.to(device), teacher.to(device)
+    dino_loss = builders.build_loss(cfg).to(device)
+    augment = builders.build_augmentation(cfg)
+    optimizer = build_optimizer(student)
+    peak_lr = scaled_lr(cfg.optim.base_lr, batch, env.world_size)
+    schedules = builders.build_run_schedules(cfg, iters_per_epoch, peak_lr)
+    model = DistributedDataParallel(student) if env.enabled else student
+
+    # --- resume ------------------------------------------------------------------------
+    start_iter = 0
+    if (output_dir / CHECKPOINT_NAME).exists():
+        state = load_checkpoint(output_dir / CHECKPOINT_NAME)
+        student.load_state_dict(state["student"])
+        teacher.load_state_dict(state["teacher"])
+        optimizer.load_state_dict(state["optimizer"])
+        dino_loss.load_state_dict(state["dino_loss"])
+        start_iter = state["iteration"]
+        log.info("resumed from %s at iteration %d", output_dir / CHECKPOINT_NAME, start_iter)
+
+    def checkpoint(next_iter: int) -> None:
+        if env.is_main:
+            save_checkpoint(
+                {
+                    "student": student.state_dict(),
+                    "teacher": teacher.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "dino_loss": dino_loss.state_dict(),
+                    "iteration": next_iter,
+                    "config": to_dict(cfg),
+                },
+                output_dir,
+            )
+
+    total = schedules.total_iters
+    last_metrics: dict[str, float] = {}
+    tick, images_seen = time.perf_counter(), 0
+    for it in range(start_iter, total):
+        epoch, step_in_epoch = divmod(it, iters_per_epoch)
+        # --- apply schedules -----------------------------------------------------------
+        apply_schedules(
+            optimizer,
+            schedules.lr[it],
+            schedules.weight_decay[it],
+            schedules.last_layer_lr_scale[it],
+        )
+        teacher_temp = float(schedules.teacher_temp[it])
+
+        # --- data: this rank's batch, augmented on the compute device -------------------
+        idx = epoch_indices(len(images), cfg.run.seed, epoch, env, batch)[step_in_epoch]
+        gen = torch.Generator().manual_seed(augmentation_seed(cfg.run.seed, it, env.rank))
+        crops = augment(images[torch.from_numpy(idx)].to(device, non_blocking=True), gen)
+
+        # --- forward: teacher on global crops, student on all crops ---------------------
+        with _autocast(device, cfg.run.precision):
+            with torch.no_grad():
+                teacher_logits, teacher_feats = teacher(crops[:2])
+            student_logits, student_feats = model(crops)
+            loss_dino = dino_loss(student_logits, teacher_logits, teacher_temp, len(crops))
+            loss = loss_dino
+            if cfg.loss.koleo_weight > 0:
+                # KoLeo per global crop on the student backbone CLS, as in DINOv2.
+                loss_koleo = sum(koleo_loss(f) for f in student_feats[: 2 * batch].chunk(2))
+                loss = loss + cfg.loss.koleo_weight * loss_koleo
+        if not math.isfinite(loss.item()):
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at iteration {it}; last checkpoint kept"
+            )
+
+        # --- backward, clip, optimizer step ---------------------------------------------
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = clip_gradients(student.parameters(), cfg.optim.clip_grad)
+        optimizer.step()
+
+        # --- teacher EMA ------------------------------------------------------------------
+        momentum = float(schedules.momentum[it])
+        update_teacher(student, teacher, momentum)
+        images_seen += batch * env.world_size
+
+        # --- log ---------------------------------------------------------------------------
+        if (it + 1) % cfg.run.log_every == 0 or it + 1 == total:
+            elapsed = time.perf_counter() - tick
+            probs = dino_loss.teacher_probs(teacher_logits, teacher_temp)
+            last_metrics = {
+                "loss": float(all_reduce_mean(loss.detach().float())),
+                "loss_dino": float(loss_dino.detach()),
+                "lr": float(schedules.lr[it]),
+                "weight_decay": float(schedules.weight_decay[it]),
+                "teacher_momentum": momentum,
+                "teacher_temp": teacher_temp,
+                "grad_norm": grad_norm,
+                "epoch": float(epoch),
+                "images_per_s": images_seen / max(elapsed, 1e-9),
+                **teacher_health(probs, teacher_feats),
+            }
+            if cfg.loss.koleo_weight > 0:
+                last_metrics["loss_koleo"] = float(loss_koleo.detach())
+            if env.is_main:
+                sink.log_metrics(last_metrics, step=it + 1)
+                log.info("it %d/%d %s", it + 1, total, _fmt(last_metrics))
+            tick, images_seen = time.perf_counter(), 0
+
+        # --- checkpoint ----------------------------------------------------------------------
+        if (it + 1) % cfg.run.checkpoint_every == 0 or it + 1 == total:
+            checkpoint(it + 1)
+
+    return {
+        "iterations": total,
+        "iters_per_epoch": iters_per_epoch,
+        "peak_lr": peak_lr,
+        **last_metrics,
+    }
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    keys = (
+        "loss",
+        "lr",
+        "teacher_temp",
+        "teacher_entropy",
+        "teacher_batch_entropy",
+        "images_per_s",
+    )
+    return " ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics)

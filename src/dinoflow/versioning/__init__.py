@@ -1,0 +1,1 @@
+"""Data versioning with DVC."""

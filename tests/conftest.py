@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny synthetic data made by the tests themselves (no downloads)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dinoflow.config import resolve_config
+from dinoflow.data.synthetic import SyntheticSpec, generate
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+TINY_SPEC = SyntheticSpec(num_classes=4, train_per_class=12, val_per_class=6, image_size=32, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_root(tmp_path_factory) -> Path:
+    """4 classes x (12 train + 6 val) images of 32 px, with masks."""
+    root = tmp_path_factory.mktemp("tiny") / "synthetic"
+    generate(TINY_SPEC, root)
+    return root
+
+
+@pytest.fixture
+def tiny_config():
+    """A seconds-long pretraining config (fp32, deterministic on CPU)."""
+    section = {
+        "preset": "custom",
+        "model": {"arch": "vit_tiny_patch16_224", "patch_size": 8, "embed_dim": 32, "depth": 2,
+                  "num_heads": 2, "drop_path_rate": 0.0, "fused_attn": False},
+        "head": {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16},
+        "crops": {"global_size": 16, "local_size": 8, "local_number": 2},
+        "loss": {"koleo_weight": 0.1},
+        "optim": {"epochs": 2, "batch_size_per_rank": 8, "warmup_epochs": 1},
+        "run": {"precision": "fp32", "log_every": 1, "checkpoint_every": 2},
+    }  # fmt: skip
+    return resolve_config(section, {})
+
+
+@pytest.fixture
+def mlflow_tmp(tmp_path, monkeypatch):
+    """An isolated sqlite MLflow store with an active run, as the pipeline hook provides."""
+    from dinoflow.tracking import mlflow_run
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = mlflow_run.start_run(tmp_path, "test", "test-run", tags={"git_sha": "test"})
+    yield run_id
+    mlflow_run.end_run()
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tiny_dataset_root, tmp_path_factory) -> dict:
+    """The tiny dataset packed into train/val shards at 32 px (the dataset index)."""
+    from dinoflow.data.manifest import build_manifest
+    from dinoflow.data.shards import ImageRecord, build_dataset
+
+    rows = build_manifest(tiny_dataset_root, progress=False)
+    classes = sorted({r["label"] for r in rows})
+    records: dict[str, list] = {}
+    for r in rows:
+        records.setdefault(r["split"], []).append(
+            ImageRecord(
+                tiny_dataset_root / r["path"],
+                classes.index(r["label"]),
+                tiny_dataset_root / r["mask_path"],
+            )
+        )
+    fingerprint_rows = [(r["path"], r["sha256"], r["label"], r["split"]) for r in rows]
+    return build_dataset(records, classes, 32, tmp_path_factory.mktemp("shards"), fingerprint_rows)

@@ -1,0 +1,32 @@
+import math
+
+import pytest
+import torch
+
+from dinoflow.eval.knn import knn_classify, top_k_accuracy
+
+
+def test_weighted_votes_hand_computed():
+    train = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    labels = torch.tensor([0, 1, 1])
+    query = torch.tensor([[1.0, 0.0]])
+    scores = knn_classify(train, labels, query, num_classes=2, k=2, temperature=0.5)
+    # cosines to the query: 1, 0, 1/sqrt(2); top-2 = samples 0 (class 0) and 2 (class 1).
+    expected = torch.tensor([[math.exp(1 / 0.5), math.exp((1 / math.sqrt(2)) / 0.5)]])
+    torch.testing.assert_close(scores, expected)
+
+
+def test_chunking_does_not_change_scores():
+    torch.manual_seed(0)
+    train, test = torch.randn(50, 8), torch.randn(23, 8)
+    labels = torch.randint(0, 5, (50,))
+    whole = knn_classify(train, labels, test, 5, k=7, chunk_size=1000)
+    chunked = knn_classify(train, labels, test, 5, k=7, chunk_size=4)
+    torch.testing.assert_close(whole, chunked)
+
+
+def test_top_k_accuracy():
+    scores = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.05, 0.15], [0.2, 0.3, 0.5]])
+    labels = torch.tensor([1, 2, 1])
+    assert top_k_accuracy(scores, labels, 1) == pytest.approx(1 / 3)
+    assert top_k_accuracy(scores, labels, 2) == pytest.approx(1.0)

@@ -1,0 +1,64 @@
+"""Data pipelines run with Kedro's runner on an in-memory catalog, plus node edge cases."""
+
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog
+from kedro.runner import SequentialRunner
+
+from dinoflow.pipelines.data_ingestion import create_pipeline as ingestion
+from dinoflow.pipelines.data_ingestion.nodes import build_manifest_node, materialize_source
+from dinoflow.pipelines.data_validation import create_pipeline as validation
+from dinoflow.pipelines.data_validation.nodes import DataValidationError, validate_manifest_node
+from dinoflow.pipelines.dataset import create_pipeline as dataset
+from dinoflow.train.checkpoint import load_checkpoint
+
+
+def data_params(tmp_path, **overrides):
+    params = {
+        "source": "synthetic",
+        "synthetic_dir": str(tmp_path / "raw"),
+        "synthetic": {"num_classes": 3, "train_per_class": 8, "val_per_class": 4, "image_size": 32,
+                      "clutter_strokes": 3, "seed": 0},
+        "val_ratio": 0.2,
+        "min_size": 16,
+        "dvc_track": False,
+    }  # fmt: skip
+    return {**params, **overrides}
+
+
+def test_ingestion_validation_dataset_with_the_runner(tmp_path, mlflow_tmp):
+    catalog = DataCatalog()
+    catalog["params:data"] = data_params(tmp_path)
+    catalog["params:validation"] = {"max_quarantine_share": 0.05}
+    catalog["params:dataset"] = {"image_size": 24, "output_dir": str(tmp_path / "dataset")}
+    outputs = SequentialRunner().run(ingestion() + validation() + dataset(), catalog)
+    index = outputs["dataset_index"].load()
+    assert index["counts"] == {"train": 24, "val": 12}
+    assert index["classes"] == ["00_disc", "01_ring", "02_square"]
+    train = load_checkpoint(index["shards"]["train"])
+    assert train["images"].shape == (24, 3, 24, 24) and train["masks"].shape == (24, 24, 24)
+    assert set(train["labels"].tolist()) == {0, 1, 2}
+    report = catalog.load("validation_report")
+    assert report["success"] and report["statistics"]["quarantined"] == 0
+
+
+def test_user_folder_that_does_not_exist_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data.source"):
+        materialize_source(data_params(tmp_path, source=str(tmp_path / "missing")))
+
+
+def test_too_many_bad_files_stop_the_pipeline_and_name_the_expectation(tmp_path, mlflow_tmp):
+    params = data_params(tmp_path)
+    source = materialize_source(params)
+    for i in range(5):  # 5 of 41 files unreadable: above the 5% threshold
+        (tmp_path / "raw" / "images" / "train" / "00_disc" / f"broken{i}.png").write_text(
+            "not a png"
+        )
+    manifest = build_manifest_node(source, params)
+    with pytest.raises(DataValidationError, match="expect_column_mean_to_be_between is_ok"):
+        validate_manifest_node(manifest, params, {"max_quarantine_share": 0.05})
+    clean, quarantine, report = validate_manifest_node(
+        manifest, params, {"max_quarantine_share": 0.5}
+    )
+    assert len(quarantine) == 5 and quarantine["status"].str.startswith("not decodable").all()
+    assert len(clean) == 36 and isinstance(clean, pd.DataFrame)

@@ -1,0 +1,134 @@
+"""`kedro run` of the whole default pipeline on the `ci` preset, in a temporary project copy."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+CI_PARAMS = ",".join(
+    [
+        "pretrain.preset=ci",
+        "data.synthetic.train_per_class=40",
+        "data.synthetic.val_per_class=20",
+    ]
+)
+
+
+def bin_path(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+@pytest.fixture(scope="module")
+def project_run(tmp_path_factory):
+    """Copy the project (no data, no runs), make it a git + DVC repo, and `kedro run` it."""
+    project = tmp_path_factory.mktemp("e2e") / "project"
+    top_level = {".venv", ".git", ".dvc", "mlflow.db", "mlruns", "data", "build"}
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        skipped = {n for n in names if n == "__pycache__" or n.endswith((".egg-info", "_cache"))}
+        return skipped | (top_level & set(names) if Path(directory) == PROJECT_ROOT else set())
+
+    shutil.copytree(PROJECT_ROOT, project, ignore=ignore)
+    for layer in (
+        "01_raw",
+        "02_intermediate",
+        "03_primary",
+        "05_model_input",
+        "06_models",
+        "08_reporting",
+    ):
+        (project / "data" / layer).mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(KEDRO_LOGGING_CONFIG="conf/logging.yml", COLUMNS="160")
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run([bin_path("dvc"), "init", "-q"], cwd=project, check=True, env=env)
+    result = subprocess.run(
+        [bin_path("kedro"), "run", "--params", CI_PARAMS],
+        cwd=project, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return project, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def mlflow_client(project_run):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(f"sqlite:///{project_run[0] / 'mlflow.db'}")
+    yield MlflowClient()
+    mlflow.set_tracking_uri(None)
+
+
+def the_run(client):
+    runs = client.search_runs([client.get_experiment_by_name("dinoflow").experiment_id])
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_metrics_file_holds_the_three_knn_figures(project_run):
+    metrics = json.loads((project_run[0] / "data" / "08_reporting" / "metrics.json").read_text())
+    for key in ("knn_top1", "knn_top1_random_init", "knn_top1_raw_pixels"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+
+
+def test_mlflow_run_finished_with_params_metrics_tags_and_artifacts(project_run, mlflow_client):
+    run = the_run(mlflow_client)
+    assert run.info.status == "FINISHED"
+    assert {"knn_top1", "knn_top1_random_init", "knn_top1_raw_pixels"} <= set(run.data.metrics)
+    assert run.data.params["pretrain.preset"] == "ci"
+    assert run.data.params["data.synthetic.train_per_class"] == "40"
+    assert run.data.tags["validation_status"] == "passed"
+    assert len(run.data.tags["git_sha"]) > 0 and run.data.tags["data.dvc_md5"].endswith(".dir")
+    artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
+    assert {"config", "validation", "backbone_weights"} <= artifacts
+
+
+def test_training_loss_and_health_logged_at_every_logging_step(project_run, mlflow_client):
+    run = the_run(mlflow_client)
+    summary = json.loads(
+        (project_run[0] / "data" / "06_models" / "pretrain_result.json").read_text()
+    )["summary"]
+    log_every, total = 2, summary["iterations"]
+    expected = sorted(set(range(log_every, total + 1, log_every)) | {total})
+    for key in (
+        "loss",
+        "lr",
+        "teacher_temp",
+        "teacher_entropy",
+        "teacher_batch_entropy",
+        "feature_std",
+    ):
+        steps = sorted(m.step for m in mlflow_client.get_metric_history(run.info.run_id, key))
+        assert steps == expected, key
+
+
+def test_registered_model_loads_back_by_alias(project_run, mlflow_client):
+    import mlflow
+    import torch
+
+    version = mlflow_client.get_model_version_by_alias("dinoflow-backbone", "challenger")
+    assert (
+        version.tags["validation_status"] == "passed"
+        and version.run_id == the_run(mlflow_client).info.run_id
+    )
+    model = mlflow.pytorch.load_model("models:/dinoflow-backbone@challenger")
+    embeddings = model(torch.randn(3, 3, 32, 32))
+    assert embeddings.shape == (3, 64) and torch.isfinite(embeddings).all()
+
+
+def test_raw_data_is_dvc_tracked_and_summary_printed(project_run):
+    project, output = project_run
+    dvc_file = project / "data" / "01_raw" / "synthetic.dvc"
+    assert dvc_file.exists() and ".dir" in dvc_file.read_text()
+    assert "dinoflow run summary" in output and "models:/dinoflow-backbone@challenger" in output

@@ -1,0 +1,79 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dinoflow.train.checkpoint import load_checkpoint
+from dinoflow.train.distributed import DistEnv
+from dinoflow.train.loop import train
+from dinoflow.train.sinks import JsonlSink
+
+
+class ListSink:
+    def __init__(self, fail_at_step: int | None = None):
+        self.records, self.fail_at_step = [], fail_at_step
+
+    def log_metrics(self, metrics, step):
+        if step == self.fail_at_step:
+            raise RuntimeError(f"injected crash at step {step}")
+        self.records.append((step, metrics))
+
+    def close(self):
+        pass
+
+
+def run(cfg, shards, out: Path, sink) -> dict:
+    return train(cfg, Path(shards["shards"]["train"]), out, sink, DistEnv(), torch.device("cpu"))
+
+
+def test_trains_logs_health_metrics_and_checkpoints(tiny_config, tiny_shards, tmp_path):
+    sink = ListSink()
+    summary = run(tiny_config, tiny_shards, tmp_path, sink)
+    iters = summary["iterations"]
+    assert iters == 2 * (48 // 8)
+    assert [step for step, _ in sink.records] == list(range(1, iters + 1))
+    for _, metrics in sink.records:
+        for key in ("loss", "lr", "teacher_temp", "teacher_momentum", "teacher_entropy",
+                    "teacher_batch_entropy", "feature_std", "grad_norm", "loss_koleo"):  # fmt: skip
+            assert key in metrics and metrics[key] == metrics[key], key  # present, not NaN
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["iteration"] == iters and state["config"]["preset"] == "custom"
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(tiny_config, tiny_shards, tmp_path):
+    run(tiny_config, tiny_shards, tmp_path / "straight", ListSink())
+    with pytest.raises(RuntimeError, match="injected crash"):
+        run(tiny_config, tiny_shards, tmp_path / "crashed", ListSink(fail_at_step=7))
+    assert load_checkpoint(tmp_path / "crashed" / "checkpoint.pt")["iteration"] == 6
+    run(tiny_config, tiny_shards, tmp_path / "crashed", ListSink())
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    resumed = load_checkpoint(tmp_path / "crashed" / "checkpoint.pt")
+    for part in ("student", "teacher", "dino_loss"):
+        for key, value in straight[part].items():
+            torch.testing.assert_close(
+                resumed[part][key], value, rtol=0, atol=0, msg=f"{part}.{key}"
+            )
+
+
+def test_jsonl_sink_appends_records(tmp_path):
+    sink = JsonlSink(tmp_path / "m.jsonl")
+    sink.log_metrics({"loss": 1.5}, 1)
+    sink.log_metrics({"loss": 1.0}, 2)
+    sink.close()
+    lines = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert lines == [{"step": 1, "loss": 1.5}, {"step": 2, "loss": 1.0}]
+
+
+def test_batch_larger_than_dataset_is_a_clear_error(tiny_config, tiny_shards, tmp_path):
+    from dinoflow.config import resolve_config, to_dict
+
+    big = resolve_config(
+        {
+            **to_dict(tiny_config),
+            "optim": {**to_dict(tiny_config)["optim"], "batch_size_per_rank": 4096},
+        },
+        {},
+    )
+    with pytest.raises(ValueError, match="batch_size_per_rank=4096"):
+        run(big, tiny_shards, tmp_path, ListSink())
