@@ -71,6 +71,8 @@ class SyntheticSpec:
     val_per_class: int = 100
     image_size: int = 64
     clutter_strokes: int = 3
+    texture_strength: float = 0.4  # amplitude of the stripes/noise modulating the object colour
+    background_noise: float = 0.06  # std of per-pixel background noise (images in [0, 1])
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -83,25 +85,25 @@ class SyntheticSpec:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _texture(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-    """A class-independent (size, size) modulation in [0.6, 1.4]: stripes or smooth noise."""
+def _texture(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray, strength: float) -> np.ndarray:
+    """A class-independent (size, size) modulation in [1 - strength, 1 + strength]: stripes or blocky noise."""
     if rng.random() < 0.5:
         theta, freq = rng.uniform(0, np.pi), rng.uniform(0.15, 0.6)
         phase = rng.uniform(0, 2 * np.pi)
         wave = np.sin(freq * (xx * np.cos(theta) + yy * np.sin(theta)) + phase)
-        return 1.0 + 0.4 * wave
+        return 1.0 + strength * wave
     coarse = rng.uniform(-1, 1, (size // 8 + 1, size // 8 + 1))
     noise = np.kron(coarse, np.ones((8, 8)))[:size, :size]
-    return 1.0 + 0.4 * noise
+    return 1.0 + strength * noise
 
 
-def _background(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+def _background(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray, noise: float) -> np.ndarray:
     """(size, size, 3) float image: random two-colour gradient plus pixel noise."""
     c0, c1 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
     theta = rng.uniform(0, 2 * np.pi)
     t = ((xx * np.cos(theta) + yy * np.sin(theta)) / size + 1) / 2
     img = c0 + (c1 - c0) * np.clip(t, 0, 1)[..., None]
-    return img + rng.normal(0, 0.06, (size, size, 3))
+    return img + rng.normal(0, noise, (size, size, 3))
 
 
 def _draw_clutter(rng: np.random.Generator, img: np.ndarray, strokes: int) -> None:
@@ -123,7 +125,7 @@ def render_sample(spec: SyntheticSpec, label: int, rng: np.random.Generator):
     """
     size = spec.image_size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    img = _background(rng, size, yy, xx)
+    img = _background(rng, size, yy, xx, spec.background_noise)
     _draw_clutter(rng, img, spec.clutter_strokes)
 
     # Object pose: scale, centre (kept mostly inside the frame) and rotation.
@@ -136,7 +138,7 @@ def render_sample(spec: SyntheticSpec, label: int, rng: np.random.Generator):
     inside = SHAPES[list(SHAPES)[label]](u, v)
 
     colour = rng.uniform(0, 1, 3)
-    fill = colour[None, None] * _texture(rng, size, yy, xx)[..., None]
+    fill = colour[None, None] * _texture(rng, size, yy, xx, spec.texture_strength)[..., None]
     img = np.where(inside[..., None], fill, img)
     image = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
     mask = np.where(inside, label + 1, 0).astype(np.uint8)
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     for field, default in asdict(SyntheticSpec()).items():
-        parser.add_argument(f"--{field.replace('_', '-')}", type=int, default=default)
+        parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
     args = vars(parser.parse_args(argv))
     out = args.pop("out")
     stamp = generate(SyntheticSpec(**args), out)
