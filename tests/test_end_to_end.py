@@ -28,9 +28,26 @@ def bin_path(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
+def kedro_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(KEDRO_LOGGING_CONFIG="conf/logging.yml", COLUMNS="160")
+    return env
+
+
+def kedro_run(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [bin_path("kedro"), "run", *args],
+        cwd=project,
+        env=kedro_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 @pytest.fixture(scope="module")
-def project_run(tmp_path_factory):
-    """Copy the project (no data, no runs), make it a git + DVC repo, and `kedro run` it."""
+def project_copy(tmp_path_factory) -> Path:
+    """A copy of the project (no data, no runs) made a fresh git + DVC repository."""
     project = tmp_path_factory.mktemp("e2e") / "project"
     top_level = {".venv", ".git", ".dvc", "mlflow.db", "mlruns", "data", "build"}
 
@@ -48,16 +65,17 @@ def project_run(tmp_path_factory):
         "08_reporting",
     ):
         (project / "data" / layer).mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(KEDRO_LOGGING_CONFIG="conf/logging.yml", COLUMNS="160")
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    subprocess.run([bin_path("dvc"), "init", "-q"], cwd=project, check=True, env=env)
-    result = subprocess.run(
-        [bin_path("kedro"), "run", "--params", CI_PARAMS],
-        cwd=project, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    subprocess.run([bin_path("dvc"), "init", "-q"], cwd=project, check=True, env=kedro_env())
+    return project
+
+
+@pytest.fixture(scope="module")
+def project_run(project_copy):
+    """`kedro run` of the default pipeline on the ci preset."""
+    result = kedro_run(project_copy, "--params", CI_PARAMS)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return project, result.stdout + result.stderr
+    return project_copy, result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +150,21 @@ def test_raw_data_is_dvc_tracked_and_summary_printed(project_run):
     dvc_file = project / "data" / "01_raw" / "synthetic.dvc"
     assert dvc_file.exists() and ".dir" in dvc_file.read_text()
     assert "dinoflow run summary" in output and "models:/dinoflow-backbone@challenger" in output
+
+
+@pytest.mark.parametrize(
+    "override,named",
+    [
+        ("data.sourse=/tmp", "sourse"),  # typo in a pipeline parameter
+        ("evaluate.knn_k=many", "knn_k"),  # wrong type
+        ("pretrain.optim.base_lrr=0.1", "pretrain.optim.base_lrr"),  # typo in the training config
+    ],
+)
+def test_bad_parameters_stop_the_run_before_any_node_and_name_the_key(
+    project_copy, override, named
+):
+    result = kedro_run(project_copy, "--params", override)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert named in output
+    assert "Running node" not in output

@@ -11,6 +11,7 @@ from kedro.framework.hooks import hook_impl
 from rich.console import Console
 from rich.panel import Panel
 
+from dinoflow.config import resolve_config
 from dinoflow.tracking import mlflow_run
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ class MlflowRunHook:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        if any(node.name == "pretrain_node" for node in pipeline.nodes):
+            # Fail before hours of data work, not at the pretrain node: errors name the key.
+            resolve_config(self.params["pretrain"], self.params.get("pretrain_presets", {}))
         tracking = self.params.get("tracking", {})
         names = run_params.get("pipeline_names") or ["__default__"]
         self.run_id = mlflow_run.start_run(

@@ -5,6 +5,7 @@ import pytest
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 
+from dinoflow.config.pipeline_params import DataParams, DatasetParams, ValidationParams
 from dinoflow.pipelines.data_ingestion import create_pipeline as ingestion
 from dinoflow.pipelines.data_ingestion.nodes import build_manifest_node, materialize_source
 from dinoflow.pipelines.data_validation import create_pipeline as validation
@@ -13,24 +14,24 @@ from dinoflow.pipelines.dataset import create_pipeline as dataset
 from dinoflow.train.checkpoint import load_checkpoint
 
 
-def data_params(tmp_path, **overrides):
+def data_params(tmp_path, **overrides) -> DataParams:
     params = {
         "source": "synthetic",
         "synthetic_dir": str(tmp_path / "raw"),
         "synthetic": {"num_classes": 3, "train_per_class": 8, "val_per_class": 4, "image_size": 32,
-                      "clutter_strokes": 3, "seed": 0},
+                      "clutter_strokes": 3, "texture_strength": 0.4, "background_noise": 0.06, "seed": 0},
         "val_ratio": 0.2,
         "min_size": 16,
         "dvc_track": False,
     }  # fmt: skip
-    return {**params, **overrides}
+    return DataParams(**{**params, **overrides})
 
 
 def test_ingestion_validation_dataset_with_the_runner(tmp_path, mlflow_tmp):
     catalog = DataCatalog()
     catalog["params:data"] = data_params(tmp_path)
-    catalog["params:validation"] = {"max_quarantine_share": 0.05}
-    catalog["params:dataset"] = {"image_size": 24, "output_dir": str(tmp_path / "dataset")}
+    catalog["params:validation"] = ValidationParams(max_quarantine_share=0.05)
+    catalog["params:dataset"] = DatasetParams(image_size=24, output_dir=str(tmp_path / "dataset"))
     outputs = SequentialRunner().run(ingestion() + validation() + dataset(), catalog)
     index = outputs["dataset_index"].load()
     assert index["counts"] == {"train": 24, "val": 12}
@@ -56,9 +57,9 @@ def test_too_many_bad_files_stop_the_pipeline_and_name_the_expectation(tmp_path,
         )
     manifest = build_manifest_node(source, params)
     with pytest.raises(DataValidationError, match="expect_column_mean_to_be_between is_ok"):
-        validate_manifest_node(manifest, params, {"max_quarantine_share": 0.05})
+        validate_manifest_node(manifest, params, ValidationParams(max_quarantine_share=0.05))
     clean, quarantine, report = validate_manifest_node(
-        manifest, params, {"max_quarantine_share": 0.5}
+        manifest, params, ValidationParams(max_quarantine_share=0.5)
     )
     assert len(quarantine) == 5 and quarantine["status"].str.startswith("not decodable").all()
     assert len(clean) == 36 and isinstance(clean, pd.DataFrame)

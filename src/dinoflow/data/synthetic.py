@@ -85,7 +85,9 @@ class SyntheticSpec:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _texture(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray, strength: float) -> np.ndarray:
+def _texture(
+    rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray, strength: float
+) -> np.ndarray:
     """A class-independent (size, size) modulation in [1 - strength, 1 + strength]: stripes or blocky noise."""
     if rng.random() < 0.5:
         theta, freq = rng.uniform(0, np.pi), rng.uniform(0.15, 0.6)
@@ -97,7 +99,9 @@ def _texture(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray
     return 1.0 + strength * noise
 
 
-def _background(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray, noise: float) -> np.ndarray:
+def _background(
+    rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray, noise: float
+) -> np.ndarray:
     """(size, size, 3) float image: random two-colour gradient plus pixel noise."""
     c0, c1 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
     theta = rng.uniform(0, 2 * np.pi)

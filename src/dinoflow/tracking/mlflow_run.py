@@ -32,6 +32,8 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     flat: dict[str, str] = {}
     for key, value in params.items():
         name = f"{prefix}{key}"
+        if hasattr(value, "model_dump"):  # validated parameter models
+            value = value.model_dump()
         if isinstance(value, Mapping) and value:
             flat.update(flatten(value, f"{name}."))
         else:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from dinoflow.config.pipeline_params import DataParams
 from dinoflow.data.manifest import build_manifest
 from dinoflow.data.synthetic import SyntheticSpec, generate
 from dinoflow.tracking import mlflow_run
@@ -16,31 +17,29 @@ from dinoflow.versioning import dvc
 log = logging.getLogger(__name__)
 
 
-def materialize_source(data: dict[str, Any]) -> dict[str, Any]:
+def materialize_source(data: DataParams) -> dict[str, Any]:
     """Generate the embedded dataset or check the user's folder; ``dvc add`` it when asked.
 
     Returns:
         ``{"kind", "root", ...}`` plus the DVC hash when tracked.
     """
-    if data["source"] == "synthetic":
-        root = Path(data["synthetic_dir"])
-        stamp = generate(SyntheticSpec(**data["synthetic"]), root)
+    if data.source == "synthetic":
+        root = Path(data.synthetic_dir)
+        stamp = generate(SyntheticSpec(**data.synthetic.model_dump()), root)
         source = {"kind": "synthetic", "root": str(root), "generator": stamp["fingerprint"]}
     else:
-        root = Path(data["source"]).expanduser()
+        root = Path(data.source).expanduser()
         if not root.is_dir():
             raise FileNotFoundError(f"data.source: {root} is not a directory (or use 'synthetic')")
         source = {"kind": "folder", "root": str(root)}
-    if data["dvc_track"]:
+    if data.dvc_track:
         source.update(dvc.track(root))
     mlflow_run.set_tags({f"data.{k}": v for k, v in source.items()})
     return source
 
 
-def build_manifest_node(source: dict[str, Any], data: dict[str, Any]) -> pd.DataFrame:
+def build_manifest_node(source: dict[str, Any], data: DataParams) -> pd.DataFrame:
     """One row per image file with hash, size, mode, label, split and status."""
-    manifest = pd.DataFrame(
-        build_manifest(Path(source["root"]), data["val_ratio"], data["min_size"])
-    )
+    manifest = pd.DataFrame(build_manifest(Path(source["root"]), data.val_ratio, data.min_size))
     log.info("manifest: %d files, %d ok", len(manifest), int((manifest["status"] == "ok").sum()))
     return manifest

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from dinoflow.config.pipeline_params import DataParams, ValidationParams
 from dinoflow.tracking import mlflow_run
 from dinoflow.validation.manifest_suite import validate_manifest
 
@@ -18,10 +19,10 @@ class DataValidationError(RuntimeError):
 
 
 def validate_manifest_node(
-    manifest: pd.DataFrame, data: dict[str, Any], validation: dict[str, Any]
+    manifest: pd.DataFrame, data: DataParams, validation: ValidationParams
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Returns: (clean rows, quarantined rows with reasons, validation report)."""
-    report = validate_manifest(manifest, data["min_size"], validation["max_quarantine_share"])
+    report = validate_manifest(manifest, data.min_size, validation.max_quarantine_share)
     mlflow_run.log_dict(report, "validation/gx_result.json")
     mlflow_run.log_metrics({f"data_{k}": v for k, v in report["statistics"].items()})
     mlflow_run.set_tags({"validation_status": "passed" if report["success"] else "failed"})

@@ -7,11 +7,12 @@ from typing import Any
 
 import pandas as pd
 
+from dinoflow.config.pipeline_params import DatasetParams
 from dinoflow.data.shards import ImageRecord, build_dataset
 
 
 def build_dataset_node(
-    clean_manifest: pd.DataFrame, source: dict[str, Any], dataset: dict[str, Any]
+    clean_manifest: pd.DataFrame, source: dict[str, Any], dataset: DatasetParams
 ) -> dict[str, Any]:
     """Returns the dataset index: shard paths, classes, counts, image size, fingerprint."""
     root = Path(source["root"])
@@ -29,5 +30,5 @@ def build_dataset_node(
     }
     fingerprint_rows = clean_manifest[["path", "sha256", "label", "split"]].itertuples(index=False)
     return build_dataset(
-        records, classes, dataset["image_size"], Path(dataset["output_dir"]), fingerprint_rows
+        records, classes, dataset.image_size, Path(dataset.output_dir), fingerprint_rows
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dinoflow.config import load_config_file
+from dinoflow.config.pipeline_params import EvaluateParams
 from dinoflow.data.shards import load_shard
 from dinoflow.eval.knn_suite import evaluate_knn
 from dinoflow.tracking import mlflow_run
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_node(
-    dataset_index: dict[str, Any], pretrain_result: dict[str, Any], evaluate: dict[str, Any]
+    dataset_index: dict[str, Any], pretrain_result: dict[str, Any], evaluate: EvaluateParams
 ) -> dict[str, float]:
     """Returns the flat metrics dict written to ``data/08_reporting/metrics.json``."""
     if not dataset_index["classes"]:
@@ -37,9 +38,9 @@ def evaluate_node(
         load_shard(Path(dataset_index["shards"]["val"])),
         num_classes=len(dataset_index["classes"]),
         image_size=cfg.crops.global_size,
-        k=evaluate["knn_k"],
-        temperature=evaluate["knn_temperature"],
-        batch_size=evaluate["batch_size"],
+        k=evaluate.knn_k,
+        temperature=evaluate.knn_temperature,
+        batch_size=evaluate.batch_size,
     )
     log.info(
         "k-NN top-1: trained %.3f, random init %.3f, raw pixels %.3f",

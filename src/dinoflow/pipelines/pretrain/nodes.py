@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dinoflow.config import resolve_config, save_config, to_dict
+from dinoflow.config.pipeline_params import LauncherParams
 from dinoflow.launch.local import run_process, training_command
 from dinoflow.tracking import mlflow_run
 
@@ -25,7 +26,7 @@ def pretrain_node(
     dataset_index: dict[str, Any],
     pretrain: dict[str, Any],
     presets: dict[str, Any],
-    launcher: dict[str, Any],
+    launcher: LauncherParams,
 ) -> dict[str, Any]:
     """Train (or resume, or reuse a finished run of the same config on the same data).
 
@@ -35,7 +36,7 @@ def pretrain_node(
     cfg = resolve_config(pretrain, presets)
     config = to_dict(cfg)
     key = run_key(config, dataset_index["fingerprint"])
-    output_dir = Path(launcher["output_root"]) / key
+    output_dir = Path(launcher.output_root) / key
     config_path = save_config(cfg, output_dir / "config.yaml")
     mlflow_run.log_params(config, prefix="pretrain.")
     mlflow_run.log_artifact(config_path, "config")
@@ -54,10 +55,10 @@ def pretrain_node(
             config_path,
             Path(dataset_index["shards"]["train"]),
             output_dir,
-            launcher["nproc_per_node"],
+            launcher.nproc_per_node,
             sinks=["mlflow"],
         )
-        run_process(command, env=mlflow_run.child_process_env(), timeout_s=launcher["timeout_s"])
+        run_process(command, env=mlflow_run.child_process_env(), timeout_s=launcher.timeout_s)
     return {
         "output_dir": str(output_dir),
         "checkpoint": str(output_dir / "checkpoint.pt"),

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from dinoflow.config import load_config_file
+from dinoflow.config.pipeline_params import RegisterParams
 from dinoflow.registry.mlflow_registry import register_backbone
 from dinoflow.tracking import mlflow_run
 from dinoflow.train.builders import build_backbone_from_config
@@ -21,7 +22,7 @@ def register_node(
     validation_report: dict[str, Any],
     data_source: dict[str, Any],
     dataset_index: dict[str, Any],
-    register: dict[str, Any],
+    register: RegisterParams,
 ) -> dict[str, Any]:
     """Returns ``{"name", "version", "alias", "model_uri", "logged_model_uri"}``."""
     cfg = load_config_file(Path(pretrain_result["config"]))
@@ -43,4 +44,4 @@ def register_node(
         "run_id": mlflow_run.active_run_id(),
         **{f"metric.{k}": f"{v:.4f}" for k, v in metrics.items() if k.startswith("knn_top")},
     }
-    return register_backbone(backbone, example, register["model_name"], register["alias"], tags)
+    return register_backbone(backbone, example, register.model_name, register.alias, tags)

@@ -1,0 +1,60 @@
+"""Typed parameters of the Kedro pipelines.
+
+Nodes annotate their ``params:`` inputs with these models; Kedro validates every one of them
+before the first node runs, so a typo (``data.sourse``) or a wrong type stops the run at once
+with an error naming the key. The pretraining config has its own schema (``schema.py``).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticParams(_Params):
+    num_classes: int = Field(ge=2)
+    train_per_class: int = Field(ge=1)
+    val_per_class: int = Field(ge=1)
+    image_size: int = Field(ge=16)
+    clutter_strokes: int = Field(ge=0)
+    texture_strength: float = Field(ge=0.0, le=1.0)
+    background_noise: float = Field(ge=0.0)
+    seed: int
+
+
+class DataParams(_Params):
+    source: str
+    synthetic_dir: str
+    synthetic: SyntheticParams
+    val_ratio: float = Field(gt=0.0, lt=1.0)
+    min_size: int = Field(ge=1)
+    dvc_track: bool
+
+
+class ValidationParams(_Params):
+    max_quarantine_share: float = Field(ge=0.0, le=1.0)
+
+
+class DatasetParams(_Params):
+    image_size: int = Field(ge=8)
+    output_dir: str
+
+
+class LauncherParams(_Params):
+    nproc_per_node: int = Field(ge=1)
+    timeout_s: float = Field(gt=0)
+    output_root: str
+
+
+class EvaluateParams(_Params):
+    knn_k: int = Field(ge=1)
+    knn_temperature: float = Field(gt=0.0)
+    batch_size: int = Field(ge=1)
+
+
+class RegisterParams(_Params):
+    model_name: str = Field(min_length=1)
+    alias: str = Field(min_length=1)

@@ -1,0 +1,96 @@
+"""pretrain → evaluate → register with Kedro's runner on an in-memory catalog (real subprocess,
+real MLflow sqlite store, real registry)."""
+
+import json
+
+import mlflow
+import pytest
+from kedro.io import DataCatalog
+from kedro.runner import SequentialRunner
+from mlflow.tracking import MlflowClient
+
+from dinoflow.config import ConfigError, to_dict
+from dinoflow.config.pipeline_params import EvaluateParams, LauncherParams, RegisterParams
+from dinoflow.pipelines.evaluate import create_pipeline as evaluate
+from dinoflow.pipelines.pretrain import create_pipeline as pretrain
+from dinoflow.pipelines.pretrain.nodes import pretrain_node, run_key
+from dinoflow.pipelines.register import create_pipeline as register
+
+
+@pytest.fixture
+def catalog(tiny_shards, tiny_config, tmp_path):
+    catalog = DataCatalog()
+    catalog["dataset_index"] = tiny_shards
+    catalog["params:pretrain"] = to_dict(tiny_config)
+    catalog["params:pretrain_presets"] = {}
+    catalog["params:pretrain_launcher"] = LauncherParams(
+        nproc_per_node=1, timeout_s=300, output_root=str(tmp_path / "models")
+    )
+    catalog["params:evaluate"] = EvaluateParams(knn_k=5, knn_temperature=0.07, batch_size=16)
+    catalog["params:register"] = RegisterParams(model_name="tiny-backbone", alias="challenger")
+    catalog["data_source"] = {"kind": "synthetic", "root": "unused"}
+    catalog["validation_report"] = {"success": True}
+    return catalog
+
+
+def test_pretrain_evaluate_register(catalog, mlflow_tmp):
+    outputs = SequentialRunner().run(pretrain() + evaluate() + register(), catalog)
+    client = MlflowClient()
+    metrics = client.get_run(mlflow_tmp).data.metrics  # the evaluate node logged them
+    assert all(
+        0.0 <= metrics[k] <= 1.0
+        for k in ("knn_top1", "knn_top5", "knn_top1_random_init", "knn_top1_raw_pixels")
+    )
+    registration = outputs["registration"].load()
+    assert (
+        registration["version"] == "1"
+        and registration["model_uri"] == "models:/tiny-backbone@challenger"
+    )
+    # The training process logged into the pipeline's run through MLFLOW_RUN_ID.
+    history = client.get_metric_history(mlflow_tmp, "loss")
+    assert [m.step for m in history] == list(range(1, 13))
+    version = client.get_model_version_by_alias("tiny-backbone", "challenger")
+    assert (
+        version.run_id == mlflow_tmp
+        and version.tags["metric.knn_top1"] == f"{metrics['knn_top1']:.4f}"
+    )
+
+
+def test_same_config_and_data_reuses_the_finished_run(catalog, mlflow_tmp):
+    args = [
+        catalog.load(n)
+        for n in (
+            "dataset_index",
+            "params:pretrain",
+            "params:pretrain_presets",
+            "params:pretrain_launcher",
+        )
+    ]
+    first = pretrain_node(*args)
+    mlflow.end_run()
+    with mlflow.start_run() as second_run:
+        second = pretrain_node(*args)
+    assert second["output_dir"] == first["output_dir"] and second["summary"] == first["summary"]
+    run = MlflowClient().get_run(second_run.info.run_id)
+    assert run.data.tags["pretrain.reused"] == "true"
+    assert (
+        len(MlflowClient().get_metric_history(run.info.run_id, "loss"))
+        == first["summary"]["iterations"]
+    )
+
+
+def test_run_key_changes_with_config_or_data():
+    config = {"optim": {"epochs": 1}}
+    assert run_key(config, "a") == run_key(json.loads(json.dumps(config)), "a")
+    assert run_key(config, "a") != run_key(config, "b")
+    assert run_key(config, "a") != run_key({"optim": {"epochs": 2}}, "a")
+
+
+def test_bad_training_config_names_the_key(catalog, mlflow_tmp):
+    with pytest.raises(ConfigError, match=r"pretrain\.crops\.local_sise"):
+        pretrain_node(
+            catalog.load("dataset_index"),
+            {"crops": {"local_sise": 3}},
+            {},
+            catalog.load("params:pretrain_launcher"),
+        )
