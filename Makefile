@@ -10,8 +10,10 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := False
 export KEDRO_LOGGING_CONFIG := conf/logging.yml
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Every target sees the project's tools first, as in an activated virtualenv (DVC stages call kedro).
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install demo test test-fast lint format mlflow-ui viz viz-build clean help
+.PHONY: install demo test test-fast lint format repro mlflow-ui viz viz-build clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +43,10 @@ lint: install  ## ruff lint + format check
 format: install
 	$(BIN)/ruff check --fix src tests
 	$(BIN)/ruff format src tests
+
+repro: install  ## re-run the DVC stages whose code, data or parameters changed
+	dvc repro
+	dvc metrics show
 
 mlflow-ui: install  ## serve the MLflow UI on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -9,8 +9,7 @@ import pytest
 
 from dinoflow.config import resolve_config
 from dinoflow.data.synthetic import SyntheticSpec, generate
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from tests.project_copy import PROJECT_ROOT  # noqa: E402,F401
 
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")

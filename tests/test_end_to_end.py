@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.project_copy import kedro_run, make_project_copy
 
 pytestmark = pytest.mark.slow
 
@@ -24,50 +20,9 @@ CI_PARAMS = ",".join(
 )
 
 
-def bin_path(name: str) -> str:
-    return str(Path(sys.executable).with_name(name))
-
-
-def kedro_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(KEDRO_LOGGING_CONFIG="conf/logging.yml", COLUMNS="160")
-    return env
-
-
-def kedro_run(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [bin_path("kedro"), "run", *args],
-        cwd=project,
-        env=kedro_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 @pytest.fixture(scope="module")
 def project_copy(tmp_path_factory) -> Path:
-    """A copy of the project (no data, no runs) made a fresh git + DVC repository."""
-    project = tmp_path_factory.mktemp("e2e") / "project"
-    top_level = {".venv", ".git", ".dvc", "mlflow.db", "mlruns", "data", "build"}
-
-    def ignore(directory: str, names: list[str]) -> set[str]:
-        skipped = {n for n in names if n == "__pycache__" or n.endswith((".egg-info", "_cache"))}
-        return skipped | (top_level & set(names) if Path(directory) == PROJECT_ROOT else set())
-
-    shutil.copytree(PROJECT_ROOT, project, ignore=ignore)
-    for layer in (
-        "01_raw",
-        "02_intermediate",
-        "03_primary",
-        "05_model_input",
-        "06_models",
-        "08_reporting",
-    ):
-        (project / "data" / layer).mkdir(parents=True)
-    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    subprocess.run([bin_path("dvc"), "init", "-q"], cwd=project, check=True, env=kedro_env())
-    return project
+    return make_project_copy(tmp_path_factory.mktemp("e2e") / "project")
 
 
 @pytest.fixture(scope="module")

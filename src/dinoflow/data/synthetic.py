@@ -70,9 +70,9 @@ class SyntheticSpec:
     train_per_class: int = 300
     val_per_class: int = 100
     image_size: int = 64
-    clutter_strokes: int = 3
-    texture_strength: float = 0.4  # amplitude of the stripes/noise modulating the object colour
-    background_noise: float = 0.06  # std of per-pixel background noise (images in [0, 1])
+    clutter_strokes: int = 1
+    texture_strength: float = 0.2  # amplitude of the stripes/noise modulating the object colour
+    background_noise: float = 0.03  # std of per-pixel background noise (images in [0, 1])
     seed: int = 0
 
     def __post_init__(self) -> None:

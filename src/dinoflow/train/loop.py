@@ -125,7 +125,9 @@ def train(
         teacher_temp = float(schedules.teacher_temp[it])
 
         # --- data: this rank's batch, augmented on the compute device -------------------
-        idx = epoch_indices(len(images), cfg.run.seed, epoch, env, batch)[step_in_epoch]
+        if step_in_epoch == 0 or it == start_iter:
+            order = epoch_indices(len(images), cfg.run.seed, epoch, env, batch)
+        idx = order[step_in_epoch]
         gen = torch.Generator().manual_seed(augmentation_seed(cfg.run.seed, it, env.rank))
         crops = augment(images[torch.from_numpy(idx)].to(device, non_blocking=True), gen)
 

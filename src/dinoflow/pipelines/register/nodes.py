@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,12 @@ def register_node(
     backbone = build_backbone_from_config(cfg, drop_path=False)
     state = teacher_backbone_state(load_checkpoint(Path(pretrain_result["checkpoint"])))
     backbone.load_state_dict(state)
-    weights = Path(pretrain_result["output_dir"]) / "teacher_backbone.safetensors"
-    save_file({k: v.contiguous() for k, v in state.items()}, weights)
-    mlflow_run.log_artifact(weights, "backbone_weights")
+    with (
+        tempfile.TemporaryDirectory() as tmp
+    ):  # the checkpoint folder belongs to the pretrain stage
+        weights = Path(tmp) / "teacher_backbone.safetensors"
+        save_file({k: v.contiguous() for k, v in state.items()}, weights)
+        mlflow_run.log_artifact(weights, "backbone_weights")
     size = cfg.crops.global_size
     # Batch 2, not 1: torch.export specialises a size-1 dimension and the model would accept batch 1 only.
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).numpy()
