@@ -40,8 +40,8 @@ def test_multicrop_forward_groups_by_resolution(tiny_backbone):
     backbone, dim = tiny_backbone
     model = DINOModel(backbone, DINOHead(dim, 10, 16, 8))
     crops = [torch.randn(2, 3, 16, 16)] * 2 + [torch.randn(2, 3, 8, 8)] * 3
-    logits, feats = model(crops)
-    assert logits.shape == (10, 10) and feats.shape == (10, dim)
+    logits, feats, patch_logits = model(crops)
+    assert logits.shape == (10, 10) and feats.shape == (10, dim) and patch_logits is None
     # Same result as running every crop on its own: grouping is an optimisation only.
     single = torch.cat([model.backbone(c) for c in crops])
     torch.testing.assert_close(feats, single, atol=1e-5, rtol=1e-5)
@@ -59,3 +59,40 @@ def test_ema_update_formula(tiny_backbone):
     update_teacher(student, teacher, momentum=0.9)
     for t_old, t_new, s in zip(before, teacher.parameters(), student.parameters(), strict=True):
         torch.testing.assert_close(t_new, 0.9 * t_old + 0.1 * s)
+
+
+def test_masked_forward_yields_patch_logits_and_masking_changes_only_the_student(tiny_backbone):
+    backbone, dim = tiny_backbone
+    head = DINOHead(dim, 10, 16, 8)
+    model = DINOModel(backbone, head, patch_head=head)  # shared head, as DINOv2's default
+    torch.manual_seed(1)
+    model.mask_token.data.normal_()
+    crops = [torch.randn(2, 3, 16, 16)] * 2 + [torch.randn(2, 3, 8, 8)]
+    masks = torch.zeros(4, 16, dtype=torch.bool)
+    masks[0, :5] = True
+    masks[3, 10:12] = True
+    student = model(crops, masks)
+    teacher = model(crops, masks, apply_masks=False)
+    plain = model(crops)
+    assert student.patch_logits.shape == (7, 10) and teacher.patch_logits.shape == (7, 10)
+    torch.testing.assert_close(teacher.cls_logits, plain.cls_logits)  # the teacher sees every patch
+    assert not torch.allclose(student.cls_features[0], plain.cls_features[0])  # image 0 was masked
+    torch.testing.assert_close(student.cls_features[1], plain.cls_features[1])  # image 1 was not
+
+
+def test_register_tokens_layerscale_and_swiglu_options():
+    backbone, dim = build_backbone(
+        "vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=48, depth=2, num_heads=2,
+        reg_tokens=4, layer_scale_init=1e-5, mlp="swiglu",
+    )  # fmt: skip
+    assert backbone.num_prefix_tokens == 5
+    cls, patches = patch_tokens(backbone, torch.randn(2, 3, 16, 16))
+    assert cls.shape == (2, 48) and patches.shape == (2, 16, 48)
+    names = {n for n, _ in backbone.named_parameters()}
+    assert any(n.endswith("ls1.gamma") for n in names)
+    mlp_params = sum(p.numel() for n, p in backbone.named_parameters() if "blocks.0.mlp" in n)
+    plain = build_backbone(
+        "vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=48, depth=2, num_heads=2
+    )[0]
+    plain_mlp = sum(p.numel() for n, p in plain.named_parameters() if "blocks.0.mlp" in n)
+    assert abs(mlp_params - plain_mlp) / plain_mlp < 0.05  # SwiGLU keeps the MLP's size

@@ -77,3 +77,26 @@ def test_batch_larger_than_dataset_is_a_clear_error(tiny_config, tiny_shards, tm
     )
     with pytest.raises(ValueError, match="batch_size_per_rank=4096"):
         run(big, tiny_shards, tmp_path, ListSink())
+
+
+@pytest.mark.parametrize("separate_head", [False, True])
+def test_dinov2_recipe_trains_with_ibot_sinkhorn_and_koleo(tiny_config, tiny_shards, tmp_path, separate_head):
+    from dinoflow.config import resolve_config, to_dict
+    from dinoflow.config.loading import RECIPES
+
+    section = {**to_dict(tiny_config), "recipe": "dinov2"}
+    # Drop the keys the recipe sets, so the recipe's values apply (explicit keys would win).
+    for part, keys in RECIPES["dinov2"].items():
+        for key in keys:
+            section[part].pop(key)
+    section["head"]["ibot_separate"] = separate_head
+    cfg = resolve_config(section, {})
+    assert cfg.loss.centering == "sinkhorn_knopp" and cfg.loss.ibot_weight == 1.0 and cfg.optim.layer_decay == 0.9
+    sink = ListSink()
+    run(cfg, tiny_shards, tmp_path, sink)
+    for _, metrics in sink.records:
+        assert metrics["loss_ibot"] == metrics["loss_ibot"] and metrics["loss_ibot"] >= 0
+        assert metrics["loss_koleo"] == metrics["loss_koleo"]
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert "ibot_loss" in state and ("patch_head.mlp.0.weight" in state["student"]) == separate_head
+    assert "mask_token" in state["student"]

@@ -18,6 +18,16 @@ from pydantic import ValidationError
 
 from dinoflow.config.schema import PretrainConfig
 
+# What each recipe changes from the schema defaults; a preset or explicit keys override these.
+RECIPES: dict[str, dict[str, Any]] = {
+    "dino": {},  # CLS self-distillation with EMA centering (Caron et al. 2021)
+    "dinov2": {  # + iBOT masked patches, KoLeo, Sinkhorn-Knopp (Oquab et al. 2023, §4)
+        "model": {"layer_scale_init": 1e-5},
+        "loss": {"centering": "sinkhorn_knopp", "ibot_weight": 1.0, "koleo_weight": 0.1},
+        "optim": {"layer_decay": 0.9, "patch_embed_lr_mult": 0.2, "momentum_teacher": 0.994},
+    },
+}
+
 
 class ConfigError(ValueError):
     """A config value is missing, unknown or of the wrong type; the message names the key."""
@@ -67,7 +77,7 @@ def resolve_config(
     presets: Mapping[str, Mapping[str, Any]],
     overrides: Sequence[str] = (),
 ) -> PretrainConfig:
-    """Merge the named preset, the explicit keys of ``section`` and CLI overrides, then validate.
+    """Merge recipe defaults ← the named preset ← explicit keys of ``section`` ← CLI overrides.
 
     Args:
         section: the ``pretrain`` mapping (``preset`` plus any keys that override it).
@@ -80,7 +90,13 @@ def resolve_config(
         raise ConfigError(
             f"pretrain.preset: unknown preset {name!r}; choose from {sorted(presets)}"
         )
-    merged = deep_merge(presets.get(name, {}), explicit)
+    preset_layer = deep_merge(presets.get(name, {}), explicit)
+    recipe = preset_layer.get("recipe", "dino")
+    if recipe not in RECIPES:
+        raise ConfigError(
+            f"pretrain.recipe: unknown recipe {recipe!r}; choose from {sorted(RECIPES)}"
+        )
+    merged = deep_merge(RECIPES[recipe], preset_layer)
     merged["preset"] = name
     return validate(merged)
 

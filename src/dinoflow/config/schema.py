@@ -24,7 +24,12 @@ class ModelConfig(_Section):
     embed_dim: int | None = Field(default=None, ge=8)
     depth: int | None = Field(default=None, ge=1)
     num_heads: int | None = Field(default=None, ge=1)
-    drop_path_rate: float = Field(default=0.1, ge=0.0, lt=1.0)
+    drop_path_rate: float = Field(default=0.1, ge=0.0, lt=1.0)  # student only
+    reg_tokens: int = Field(default=0, ge=0)  # register tokens (Darcet et al. 2023)
+    layer_scale_init: float | None = Field(
+        default=None, gt=0.0
+    )  # LayerScale gamma init (DINOv2: 1e-5)
+    mlp: Literal["mlp", "swiglu"] = "mlp"  # SwiGLU FFN as in DINOv2 ViT-g
     # timm's fused SDPA backward is ~4x slower than plain attention for tiny CPU sequences.
     fused_attn: bool = True
 
@@ -37,6 +42,7 @@ class HeadConfig(_Section):
     bottleneck_dim: int = Field(default=256, ge=1)
     nlayers: int = Field(default=3, ge=1)
     norm_last_layer: bool = True
+    ibot_separate: bool = False  # iBOT patch head: own prototypes (DINOv2 L/g) or the DINO head
 
 
 class CropsConfig(_Section):
@@ -68,7 +74,11 @@ class LossConfig(_Section):
     teacher_temp: float = Field(default=0.04, gt=0.0)
     warmup_teacher_temp_epochs: int = Field(default=0, ge=0)
     center_momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    centering: Literal["ema", "sinkhorn_knopp"] = "ema"
     koleo_weight: float = Field(default=0.0, ge=0.0)
+    ibot_weight: float = Field(default=0.0, ge=0.0)  # 0 disables masking and the patch loss
+    ibot_mask_ratio: tuple[float, float] = (0.1, 0.5)  # masked share of patches, per image
+    ibot_masked_share: float = Field(default=0.5, ge=0.0, le=1.0)  # share of global crops masked
 
 
 class OptimConfig(_Section):
@@ -83,6 +93,10 @@ class OptimConfig(_Section):
     weight_decay_end: float = Field(default=0.4, ge=0.0)
     clip_grad: float = Field(default=3.0, ge=0.0)  # 0 disables
     freeze_last_layer_epochs: int = Field(default=1, ge=0)
+    layer_decay: float = Field(
+        default=1.0, gt=0.0, le=1.0
+    )  # lr x decay^(depth - layer) (DINOv2: 0.9)
+    patch_embed_lr_mult: float = Field(default=1.0, gt=0.0)  # DINOv2: 0.2
     momentum_teacher: float = Field(default=0.996, ge=0.0, le=1.0)
     momentum_teacher_end: float = Field(default=1.0, ge=0.0, le=1.0)
 
@@ -101,6 +115,7 @@ class PretrainConfig(_Section):
     """The whole pretraining run; ``preset`` names the starting point it was resolved from."""
 
     preset: str = "custom"
+    recipe: Literal["dino", "dinov2"] = "dino"
     model: ModelConfig = ModelConfig()
     head: HeadConfig = HeadConfig()
     crops: CropsConfig = CropsConfig()

@@ -1,41 +1,42 @@
-"""DINO self-distillation loss on CLS tokens, with EMA centering.
+"""DINO self-distillation loss on CLS tokens, with EMA centering or Sinkhorn-Knopp.
 
 - [0]: Caron et al., DINO, 2021, https://arxiv.org/abs/2104.14294 (Eq. 2–4, Alg. 1)
+- [1]: Oquab et al., DINOv2, 2023, https://arxiv.org/abs/2304.07193 (Sinkhorn-Knopp centering)
 """
 
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
+
+from dinoflow.losses.centering import TeacherTargets
 
 
-class DINOLoss(nn.Module):
+class DINOLoss(TeacherTargets):
     """Cross-entropy between sharpened, centred teacher and student distributions.
 
     For every teacher view i (the global crops) and student view v != i, the loss is
     ``-sum_k q_i[k] * log_softmax(s_v / tau_s)[k]``, averaged over the batch and then over the
-    pairs. The teacher is centred with an EMA of its batch mean (all-reduced across ranks); the
-    center is updated *after* the loss, so step t uses the center of step t-1.
+    pairs. With ``centering="ema"`` the teacher is centred with an EMA of its batch mean
+    (all-reduced across ranks), updated *after* the loss, so step t uses the center of step t-1;
+    with ``"sinkhorn_knopp"`` the teacher distribution is a balanced assignment instead.
 
     Args:
         out_dim: number of prototypes K.
         student_temp: tau_s.
         center_momentum: EMA momentum of the center.
+        centering: "ema" (DINO) or "sinkhorn_knopp" (DINOv2).
     """
 
     def __init__(
-        self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9
+        self,
+        out_dim: int,
+        student_temp: float = 0.1,
+        center_momentum: float = 0.9,
+        centering: str = "ema",
     ) -> None:
-        super().__init__()
+        super().__init__(out_dim, center_momentum, centering)
         self.student_temp = student_temp
-        self.center_momentum = center_momentum
-        self.register_buffer("center", torch.zeros(1, out_dim))
-
-    def teacher_probs(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
-        """(G * B, K) teacher logits → centred, sharpened probabilities (fp32)."""
-        return F.softmax((teacher_logits.float() - self.center) / teacher_temp, dim=-1)
 
     def forward(
         self,
@@ -69,15 +70,3 @@ class DINOLoss(nn.Module):
                 pairs += 1
         self.update_center(teacher_logits)
         return total / pairs
-
-    @torch.no_grad()
-    def update_center(self, teacher_logits: torch.Tensor) -> None:
-        """center ← m · center + (1 − m) · mean of teacher logits over all ranks."""
-        batch_sum = teacher_logits.float().sum(dim=0, keepdim=True)
-        count = torch.tensor(float(teacher_logits.shape[0]), device=batch_sum.device)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(batch_sum)
-            dist.all_reduce(count)
-        self.center.mul_(self.center_momentum).add_(
-            batch_sum / count, alpha=1 - self.center_momentum
-        )

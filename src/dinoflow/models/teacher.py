@@ -6,40 +6,74 @@
 from __future__ import annotations
 
 import copy
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from dinoflow.models.backbone import backbone_tokens
+
+
+class DINOOutput(NamedTuple):
+    cls_logits: torch.Tensor  # (V * B, K), view-major
+    cls_features: torch.Tensor  # (V * B, D) backbone CLS tokens
+    patch_logits: torch.Tensor | None  # (M, K') at the masked positions of the global crops
+
 
 class DINOModel(nn.Module):
-    """Backbone + head for one network (student or teacher).
+    """Backbone + heads for one network (student or teacher).
 
     ``forward`` takes the multi-crop list and runs the backbone once per resolution (crops of
-    equal size are concatenated, as DINO's MultiCropWrapper does), then the head once.
+    equal size are concatenated, as DINO's MultiCropWrapper does), then the head once. With
+    ``masks`` (iBOT), the first group (the global crops) also yields patch logits at the masked
+    positions; ``apply_masks=True`` (student) replaces those patches by the mask token,
+    ``False`` (teacher) lets the network see them.
+
+    Args:
+        backbone: timm ViT.
+        head: DINO head on CLS tokens.
+        patch_head: iBOT head on patch tokens; ``head`` itself when shared, None without iBOT.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    def __init__(
+        self, backbone: nn.Module, head: nn.Module, patch_head: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.patch_head = patch_head if patch_head is not head else None
+        self.shares_head = patch_head is head
+        if patch_head is not None:
+            self.mask_token = nn.Parameter(torch.zeros(1, backbone.embed_dim))
 
-    def forward(self, crops: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Args: crops: V tensors (B, 3, S_v, S_v), equal sizes adjacent.
-
-        Returns:
-            logits: (V * B, K) head outputs, view-major.
-            features: (V * B, D) backbone CLS features.
+    def forward(
+        self, crops: list[torch.Tensor], masks: torch.Tensor | None = None, apply_masks: bool = True
+    ) -> DINOOutput:
+        """Args:
+        crops: V tensors (B, 3, S_v, S_v), equal sizes adjacent, global crops first.
+        masks: (G * B, N) bool for the global crops, or None.
         """
-        features = []
+        features, patch_logits = [], None
         start = 0
         while start < len(crops):
             end = start
             while end < len(crops) and crops[end].shape[-1] == crops[start].shape[-1]:
                 end += 1
-            features.append(self.backbone(torch.cat(crops[start:end])))
+            with_masks = masks is not None and start == 0
+            tokens = backbone_tokens(
+                self.backbone,
+                torch.cat(crops[start:end]),
+                masks if with_masks and apply_masks else None,
+                getattr(self, "mask_token", None),
+            )
+            features.append(tokens[:, 0])
+            if with_masks:
+                patches = tokens[:, self.backbone.num_prefix_tokens :]
+                patch_head = self.head if self.shares_head else self.patch_head
+                patch_logits = patch_head(patches[masks])
             start = end
         feats = torch.cat(features)
-        return self.head(feats), feats
+        return DINOOutput(self.head(feats), feats, patch_logits)
 
 
 def make_teacher(student: nn.Module) -> nn.Module:

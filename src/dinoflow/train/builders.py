@@ -6,8 +6,10 @@ import torch
 from torch import nn
 
 from dinoflow.config import PretrainConfig
+from dinoflow.data.masking import BlockMaskGenerator
 from dinoflow.data.multicrop import MultiCropAugmentation
 from dinoflow.losses.dino_loss import DINOLoss
+from dinoflow.losses.ibot_loss import IBOTPatchLoss
 from dinoflow.models.backbone import build_backbone
 from dinoflow.models.heads import DINOHead
 from dinoflow.models.teacher import DINOModel, make_teacher
@@ -27,6 +29,9 @@ def build_backbone_from_config(cfg: PretrainConfig, drop_path: bool = True) -> n
         num_heads=m.num_heads,
         drop_path_rate=m.drop_path_rate if drop_path else 0.0,
         fused_attn=m.fused_attn,
+        reg_tokens=m.reg_tokens,
+        layer_scale_init=m.layer_scale_init,
+        mlp=m.mlp,
     )
     return backbone
 
@@ -34,15 +39,22 @@ def build_backbone_from_config(cfg: PretrainConfig, drop_path: bool = True) -> n
 def build_student_teacher(cfg: PretrainConfig) -> tuple[DINOModel, DINOModel]:
     backbone = build_backbone_from_config(cfg)
     h = cfg.head
-    head = DINOHead(
-        backbone.num_features,
-        h.out_dim,
-        h.hidden_dim,
-        h.bottleneck_dim,
-        h.nlayers,
-        h.norm_last_layer,
-    )
-    student = DINOModel(backbone, head)
+
+    def make_head() -> DINOHead:
+        return DINOHead(
+            backbone.num_features,
+            h.out_dim,
+            h.hidden_dim,
+            h.bottleneck_dim,
+            h.nlayers,
+            h.norm_last_layer,
+        )
+
+    head = make_head()
+    patch_head = None
+    if cfg.loss.ibot_weight > 0:
+        patch_head = make_head() if h.ibot_separate else head
+    student = DINOModel(backbone, head, patch_head)
     teacher = make_teacher(student)
     teacher.eval()  # no drop path in the teacher, as in DINO
     return student, teacher
@@ -60,8 +72,17 @@ def build_augmentation(cfg: PretrainConfig) -> MultiCropAugmentation:
     )
 
 
-def build_loss(cfg: PretrainConfig) -> DINOLoss:
-    return DINOLoss(cfg.head.out_dim, cfg.loss.student_temp, cfg.loss.center_momentum)
+def build_losses(cfg: PretrainConfig) -> tuple[DINOLoss, IBOTPatchLoss | None]:
+    """The DINO CLS loss and, when ``loss.ibot_weight > 0``, the iBOT patch loss."""
+    loss = cfg.loss
+    dino = DINOLoss(cfg.head.out_dim, loss.student_temp, loss.center_momentum, loss.centering)
+    ibot = IBOTPatchLoss(cfg.head.out_dim, loss.student_temp, loss.center_momentum, loss.centering)
+    return dino, ibot if loss.ibot_weight > 0 else None
+
+
+def build_mask_generator(cfg: PretrainConfig, patch_size: int) -> BlockMaskGenerator:
+    grid = cfg.crops.global_size // patch_size
+    return BlockMaskGenerator((grid, grid), min_patches=min(4, grid * grid // 4 or 1))
 
 
 def build_run_schedules(cfg: PretrainConfig, iters_per_epoch: int, peak_lr: float) -> Schedules:

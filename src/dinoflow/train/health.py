@@ -7,22 +7,34 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 import torch.nn.functional as F
 
+# Thresholds of the collapse flags, on entropies normalised by ln K.
+UNIFORM_ENTROPY = 0.98
+ONE_PROTOTYPE_BATCH_ENTROPY = 0.05
+
+log = logging.getLogger(__name__)
+
 
 @torch.no_grad()
-def teacher_health(teacher_probs: torch.Tensor, teacher_features: torch.Tensor) -> dict[str, float]:
+def teacher_health(
+    teacher_probs: torch.Tensor, teacher_features: torch.Tensor, loss_dino: float
+) -> dict[str, float]:
     """Args:
         teacher_probs: (N, K) centred, sharpened teacher distributions.
         teacher_features: (N, D) teacher backbone CLS features.
+        loss_dino: this step's DINO loss.
 
     Returns:
         teacher_entropy: mean per-sample entropy / ln K (1 = uniform collapse).
         teacher_batch_entropy: entropy of the batch-mean distribution / ln K (0 = one prototype).
         feature_std: mean per-dimension std of L2-normalised features (0 = constant features).
+        loss_gap_to_ln_k: ln K − DINO loss (→ 0 as outputs go uniform).
+        collapse_uniform, collapse_one_prototype: 1.0 when the flag is raised, else 0.0.
     """
     log_k = math.log(teacher_probs.shape[1])
     p = teacher_probs.float().clamp_min(1e-12)
@@ -34,7 +46,23 @@ def teacher_health(teacher_probs: torch.Tensor, teacher_features: torch.Tensor) 
         "teacher_entropy": float(per_sample),
         "teacher_batch_entropy": float(batch),
         "feature_std": float(std),
+        "loss_gap_to_ln_k": log_k - loss_dino,
+        "collapse_uniform": float(per_sample > UNIFORM_ENTROPY),
+        "collapse_one_prototype": float(batch < ONE_PROTOTYPE_BATCH_ENTROPY),
     }
+
+
+def warn_on_collapse(metrics: dict[str, float], step: int) -> None:
+    if metrics["collapse_uniform"]:
+        log.warning(
+            "step %d: teacher outputs are uniform (collapse): lower the teacher temperature or raise loss.koleo_weight",
+            step,
+        )
+    if metrics["collapse_one_prototype"]:
+        log.warning(
+            "step %d: every image maps to one prototype (collapse): check loss.center_momentum / loss.centering",
+            step,
+        )
 
 
 @torch.no_grad()

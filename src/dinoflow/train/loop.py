@@ -17,13 +17,14 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from dinoflow.config import PretrainConfig, scaled_lr, to_dict
+from dinoflow.data.masking import sample_batch_masks
 from dinoflow.data.shards import load_shard
 from dinoflow.losses.koleo_loss import koleo_loss
 from dinoflow.models.teacher import update_teacher
 from dinoflow.train import builders
 from dinoflow.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from dinoflow.train.distributed import DistEnv, all_reduce_mean
-from dinoflow.train.health import clip_gradients, teacher_health
+from dinoflow.train.health import clip_gradients, teacher_health, warn_on_collapse
 from dinoflow.train.optim import apply_schedules, build_optimizer
 from dinoflow.train.sinks import MetricsSink
 
@@ -78,9 +79,18 @@ def train(
         )
     student, teacher = builders.build_student_teacher(cfg)
     student, teacher = student.to(device), teacher.to(device)
-    dino_loss = builders.build_loss(cfg).to(device)
+    dino_loss, ibot_loss = builders.build_losses(cfg)
+    dino_loss = dino_loss.to(device)
+    ibot_loss = ibot_loss.to(device) if ibot_loss is not None else None
     augment = builders.build_augmentation(cfg)
-    optimizer = build_optimizer(student)
+    patch_size = student.backbone.patch_embed.patch_size[0]
+    mask_generator = (
+        builders.build_mask_generator(cfg, patch_size) if ibot_loss is not None else None
+    )
+    num_layers = len(student.backbone.blocks)
+    optimizer = build_optimizer(
+        student, num_layers, cfg.optim.layer_decay, cfg.optim.patch_embed_lr_mult
+    )
     peak_lr = scaled_lr(cfg.optim.base_lr, batch, env.world_size)
     schedules = builders.build_run_schedules(cfg, iters_per_epoch, peak_lr)
     model = DistributedDataParallel(student) if env.enabled else student
@@ -93,6 +103,8 @@ def train(
         teacher.load_state_dict(state["teacher"])
         optimizer.load_state_dict(state["optimizer"])
         dino_loss.load_state_dict(state["dino_loss"])
+        if ibot_loss is not None:
+            ibot_loss.load_state_dict(state["ibot_loss"])
         start_iter = state["iteration"]
         log.info("resumed from %s at iteration %d", output_dir / CHECKPOINT_NAME, start_iter)
 
@@ -104,6 +116,7 @@ def train(
                     "teacher": teacher.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "dino_loss": dino_loss.state_dict(),
+                    **({"ibot_loss": ibot_loss.state_dict()} if ibot_loss is not None else {}),
                     "iteration": next_iter,
                     "config": to_dict(cfg),
                 },
@@ -130,18 +143,34 @@ def train(
         idx = order[step_in_epoch]
         gen = torch.Generator().manual_seed(augmentation_seed(cfg.run.seed, it, env.rank))
         crops = augment(images[torch.from_numpy(idx)].to(device, non_blocking=True), gen)
+        masks = None
+        if mask_generator is not None:  # iBOT: block masks for the student's global crops
+            rng = np.random.default_rng([cfg.run.seed, it, env.rank])
+            masks = sample_batch_masks(
+                mask_generator, 2 * batch, cfg.loss.ibot_mask_ratio, cfg.loss.ibot_masked_share, rng
+            )
+            masks = masks.to(device)
 
         # --- forward: teacher on global crops, student on all crops ---------------------
         with _autocast(device, cfg.run.precision):
             with torch.no_grad():
-                teacher_logits, teacher_feats = teacher(crops[:2])
-            student_logits, student_feats = model(crops)
-            loss_dino = dino_loss(student_logits, teacher_logits, teacher_temp, len(crops))
-            loss = loss_dino
+                teacher_out = teacher(crops[:2], masks, apply_masks=False)
+            student_out = model(crops, masks)
+            losses = {
+                "loss_dino": dino_loss(
+                    student_out.cls_logits, teacher_out.cls_logits, teacher_temp, len(crops)
+                )
+            }
             if cfg.loss.koleo_weight > 0:
                 # KoLeo per global crop on the student backbone CLS, as in DINOv2.
-                loss_koleo = sum(koleo_loss(f) for f in student_feats[: 2 * batch].chunk(2))
-                loss = loss + cfg.loss.koleo_weight * loss_koleo
+                losses["loss_koleo"] = cfg.loss.koleo_weight * sum(
+                    koleo_loss(f) for f in student_out.cls_features[: 2 * batch].chunk(2)
+                )
+            if ibot_loss is not None:
+                losses["loss_ibot"] = cfg.loss.ibot_weight * ibot_loss(
+                    student_out.patch_logits, teacher_out.patch_logits, masks, teacher_temp
+                )
+            loss = sum(losses.values())
         if not math.isfinite(loss.item()):
             raise NonFiniteLossError(
                 f"loss is {loss.item()} at iteration {it}; last checkpoint kept"
@@ -161,10 +190,10 @@ def train(
         # --- log ---------------------------------------------------------------------------
         if (it + 1) % cfg.run.log_every == 0 or it + 1 == total:
             elapsed = time.perf_counter() - tick
-            probs = dino_loss.teacher_probs(teacher_logits, teacher_temp)
+            probs = dino_loss.teacher_probs(teacher_out.cls_logits, teacher_temp)
             last_metrics = {
                 "loss": float(all_reduce_mean(loss.detach().float())),
-                "loss_dino": float(loss_dino.detach()),
+                **{name: float(value.detach()) for name, value in losses.items()},
                 "lr": float(schedules.lr[it]),
                 "weight_decay": float(schedules.weight_decay[it]),
                 "teacher_momentum": momentum,
@@ -172,11 +201,12 @@ def train(
                 "grad_norm": grad_norm,
                 "epoch": float(epoch),
                 "images_per_s": images_seen / max(elapsed, 1e-9),
-                **teacher_health(probs, teacher_feats),
+                **teacher_health(
+                    probs, teacher_out.cls_features, float(losses["loss_dino"].detach())
+                ),
             }
-            if cfg.loss.koleo_weight > 0:
-                last_metrics["loss_koleo"] = float(loss_koleo.detach())
             if env.is_main:
+                warn_on_collapse(last_metrics, it + 1)
                 sink.log_metrics(last_metrics, step=it + 1)
                 log.info("it %d/%d %s", it + 1, total, _fmt(last_metrics))
             tick, images_seen = time.perf_counter(), 0
