@@ -27,12 +27,7 @@ def test_dvc_repro_runs_the_stages_and_reports_metrics(tmp_path):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"data", "pretrain", "evaluate"}
-    assert (
-        lock["stages"]["pretrain"]["params"]["conf/base/parameters_pretrain.yml"]["pretrain"][
-            "preset"
-        ]
-        == "ci"
-    )
+    assert lock["stages"]["pretrain"]["params"]["conf/base/parameters_pretrain.yml"]["pretrain"]["preset"] == "ci"
 
     shown = run_in(project, "dvc", "metrics", "show", "--json")
     metrics = json.loads(shown.stdout)[""]["data"]["data/08_reporting/metrics.json"]["data"]

@@ -63,15 +63,14 @@ def test_mlflow_run_finished_with_params_metrics_tags_and_artifacts(project_run,
     assert run.data.params["data.synthetic.train_per_class"] == "40"
     assert run.data.tags["validation_status"] == "passed"
     assert len(run.data.tags["git_sha"]) > 0 and run.data.tags["data.dvc_md5"].endswith(".dir")
+    assert run.data.tags["git_dirty"] in ("true", "false") and run.data.tags["version.torch"].startswith("2.")
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
     assert {"config", "validation", "backbone_weights"} <= artifacts
 
 
 def test_training_loss_and_health_logged_at_every_logging_step(project_run, mlflow_client):
     run = the_run(mlflow_client)
-    summary = json.loads(
-        (project_run[0] / "data" / "06_models" / "pretrain_result.json").read_text()
-    )["summary"]
+    summary = json.loads((project_run[0] / "data" / "06_models" / "pretrain_result.json").read_text())["summary"]
     log_every, total = 2, summary["iterations"]
     expected = sorted(set(range(log_every, total + 1, log_every)) | {total})
     for key in (
@@ -91,10 +90,7 @@ def test_registered_model_loads_back_by_alias(project_run, mlflow_client):
     import torch
 
     version = mlflow_client.get_model_version_by_alias("dinoflow-backbone", "challenger")
-    assert (
-        version.tags["validation_status"] == "passed"
-        and version.run_id == the_run(mlflow_client).info.run_id
-    )
+    assert version.tags["validation_status"] == "passed" and version.run_id == the_run(mlflow_client).info.run_id
     model = mlflow.pytorch.load_model("models:/dinoflow-backbone@challenger")
     embeddings = model(torch.randn(3, 3, 32, 32))
     assert embeddings.shape == (3, 64) and torch.isfinite(embeddings).all()
@@ -115,9 +111,7 @@ def test_raw_data_is_dvc_tracked_and_summary_printed(project_run):
         ("pretrain.optim.base_lrr=0.1", "pretrain.optim.base_lrr"),  # typo in the training config
     ],
 )
-def test_bad_parameters_stop_the_run_before_any_node_and_name_the_key(
-    project_copy, override, named
-):
+def test_bad_parameters_stop_the_run_before_any_node_and_name_the_key(project_copy, override, named):
     result = kedro_run(project_copy, "--params", override)
     output = result.stdout + result.stderr
     assert result.returncode != 0

@@ -31,8 +31,7 @@ def test_core_imports_no_orchestration_library(package):
             r
             for r in roots
             if r.split(".")[1:2]
-            and r.split(".")[1]
-            in {"tracking", "validation", "versioning", "launch", "registry", "pipelines"}
+            and r.split(".")[1] in {"tracking", "validation", "versioning", "launch", "registry", "pipelines"}
         }
         assert not integration, f"{path} imports integration modules {integration}"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import subprocess
 from pathlib import Path
@@ -20,11 +21,20 @@ log = logging.getLogger(__name__)
 _RESOLVED_ELSEWHERE = ("pretrain", "pretrain_presets")
 
 
-def git_sha(project_path: Path) -> str:
-    result = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=project_path, capture_output=True, text=True, check=False
-    )
-    return result.stdout.strip() or "unknown"
+def _git(project_path: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=project_path, capture_output=True, text=True, check=False)
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
+def reproducibility_tags(project_path: Path) -> dict[str, str]:
+    """What it takes to repeat a run: code version (and whether it had local edits), library versions."""
+    tags = {
+        "git_sha": _git(project_path, "rev-parse", "HEAD") or "unknown",
+        "git_dirty": str(bool(_git(project_path, "status", "--porcelain", "--untracked-files=no"))).lower(),
+    }
+    for package in ("torch", "timm", "kedro", "mlflow", "dvc", "great_expectations"):
+        tags[f"version.{package}"] = importlib.metadata.version(package.replace("_", "-"))
+    return tags
 
 
 class MlflowRunHook:
@@ -52,15 +62,13 @@ class MlflowRunHook:
             experiment=tracking.get("experiment", "dinoflow"),
             run_name="+".join(names),
             tags={
-                "git_sha": git_sha(self.project_path),
+                **reproducibility_tags(self.project_path),
                 "kedro.run_id": str(run_params.get("run_id", "")),
                 "kedro.pipelines": ",".join(names),
                 "kedro.runtime_params": str(run_params.get("runtime_params") or {}),
             },
         )
-        mlflow_run.log_params(
-            {k: v for k, v in self.params.items() if k not in _RESOLVED_ELSEWHERE}
-        )
+        mlflow_run.log_params({k: v for k, v in self.params.items() if k not in _RESOLVED_ELSEWHERE})
 
     @hook_impl
     def on_pipeline_error(self, error: Exception, run_params, pipeline, catalog) -> None:
@@ -85,8 +93,6 @@ class MlflowRunHook:
             )
         if "registration" in produced:
             r = catalog.load("registration")
-            lines.append(
-                f"Registered model: {r['name']} version {r['version']} alias @{r['alias']} → {r['model_uri']}"
-            )
+            lines.append(f"Registered model: {r['name']} version {r['version']} alias @{r['alias']} → {r['model_uri']}")
         lines.append("Open the MLflow UI: make mlflow-ui   (then http://127.0.0.1:5000)")
         Console().print(Panel("\n".join(lines), title="dinoflow run summary", expand=False))

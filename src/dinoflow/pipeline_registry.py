@@ -11,7 +11,5 @@ DEFAULT_FLOW = ("data_ingestion", "data_validation", "dataset", "pretrain", "eva
 def register_pipelines() -> dict[str, Pipeline]:
     pipelines = find_pipelines(raise_errors=True)
     # `kedro run --pipelines a,b` imports only the pipelines it names, so some may be absent.
-    pipelines["__default__"] = sum(
-        (pipelines[n] for n in DEFAULT_FLOW if n in pipelines), Pipeline([])
-    )
+    pipelines["__default__"] = sum((pipelines[n] for n in DEFAULT_FLOW if n in pipelines), Pipeline([]))
     return pipelines

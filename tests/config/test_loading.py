@@ -20,9 +20,7 @@ def test_every_shipped_preset_validates(preset):
 
 
 def test_explicit_keys_and_overrides_win_over_the_preset():
-    cfg = resolve_config(
-        {"preset": "demo", "optim": {"epochs": 3}}, project_presets(), ["loss.koleo_weight=0.5"]
-    )
+    cfg = resolve_config({"preset": "demo", "optim": {"epochs": 3}}, project_presets(), ["loss.koleo_weight=0.5"])
     assert cfg.optim.epochs == 3 and cfg.loss.koleo_weight == 0.5
     assert cfg.model.embed_dim == project_presets()["demo"]["model"]["embed_dim"]
 

@@ -31,9 +31,7 @@ def test_head_shapes_and_frozen_prototype_norm():
     assert not g.requires_grad
     # With unit prototype norms and an L2-normalised bottleneck the scores are cosines.
     assert out.abs().max() <= 1.0 + 1e-5
-    assert DINOHead(
-        32, 10, norm_last_layer=False
-    ).last_layer.parametrizations.weight.original0.requires_grad
+    assert DINOHead(32, 10, norm_last_layer=False).last_layer.parametrizations.weight.original0.requires_grad
 
 
 def test_multicrop_forward_groups_by_resolution(tiny_backbone):
@@ -91,8 +89,6 @@ def test_register_tokens_layerscale_and_swiglu_options():
     names = {n for n, _ in backbone.named_parameters()}
     assert any(n.endswith("ls1.gamma") for n in names)
     mlp_params = sum(p.numel() for n, p in backbone.named_parameters() if "blocks.0.mlp" in n)
-    plain = build_backbone(
-        "vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=48, depth=2, num_heads=2
-    )[0]
+    plain = build_backbone("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=48, depth=2, num_heads=2)[0]
     plain_mlp = sum(p.numel() for n, p in plain.named_parameters() if "blocks.0.mlp" in n)
     assert abs(mlp_params - plain_mlp) / plain_mlp < 0.05  # SwiGLU keeps the MLP's size

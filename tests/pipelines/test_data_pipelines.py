@@ -52,14 +52,10 @@ def test_too_many_bad_files_stop_the_pipeline_and_name_the_expectation(tmp_path,
     params = data_params(tmp_path)
     source = materialize_source(params)
     for i in range(5):  # 5 of 41 files unreadable: above the 5% threshold
-        (tmp_path / "raw" / "images" / "train" / "00_disc" / f"broken{i}.png").write_text(
-            "not a png"
-        )
+        (tmp_path / "raw" / "images" / "train" / "00_disc" / f"broken{i}.png").write_text("not a png")
     manifest = build_manifest_node(source, params)
     with pytest.raises(DataValidationError, match="expect_column_mean_to_be_between is_ok"):
         validate_manifest_node(manifest, params, ValidationParams(max_quarantine_share=0.05))
-    clean, quarantine, report = validate_manifest_node(
-        manifest, params, ValidationParams(max_quarantine_share=0.5)
-    )
+    clean, quarantine, report = validate_manifest_node(manifest, params, ValidationParams(max_quarantine_share=0.5))
     assert len(quarantine) == 5 and quarantine["status"].str.startswith("not decodable").all()
     assert len(clean) == 36 and isinstance(clean, pd.DataFrame)

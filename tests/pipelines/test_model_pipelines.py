@@ -38,22 +38,15 @@ def test_pretrain_evaluate_register(catalog, mlflow_tmp):
     client = MlflowClient()
     metrics = client.get_run(mlflow_tmp).data.metrics  # the evaluate node logged them
     assert all(
-        0.0 <= metrics[k] <= 1.0
-        for k in ("knn_top1", "knn_top5", "knn_top1_random_init", "knn_top1_raw_pixels")
+        0.0 <= metrics[k] <= 1.0 for k in ("knn_top1", "knn_top5", "knn_top1_random_init", "knn_top1_raw_pixels")
     )
     registration = outputs["registration"].load()
-    assert (
-        registration["version"] == "1"
-        and registration["model_uri"] == "models:/tiny-backbone@challenger"
-    )
+    assert registration["version"] == "1" and registration["model_uri"] == "models:/tiny-backbone@challenger"
     # The training process logged into the pipeline's run through MLFLOW_RUN_ID.
     history = client.get_metric_history(mlflow_tmp, "loss")
     assert [m.step for m in history] == list(range(1, 13))
     version = client.get_model_version_by_alias("tiny-backbone", "challenger")
-    assert (
-        version.run_id == mlflow_tmp
-        and version.tags["metric.knn_top1"] == f"{metrics['knn_top1']:.4f}"
-    )
+    assert version.run_id == mlflow_tmp and version.tags["metric.knn_top1"] == f"{metrics['knn_top1']:.4f}"
 
 
 def test_same_config_and_data_reuses_the_finished_run(catalog, mlflow_tmp):
@@ -73,10 +66,7 @@ def test_same_config_and_data_reuses_the_finished_run(catalog, mlflow_tmp):
     assert second["output_dir"] == first["output_dir"] and second["summary"] == first["summary"]
     run = MlflowClient().get_run(second_run.info.run_id)
     assert run.data.tags["pretrain.reused"] == "true"
-    assert (
-        len(MlflowClient().get_metric_history(run.info.run_id, "loss"))
-        == first["summary"]["iterations"]
-    )
+    assert len(MlflowClient().get_metric_history(run.info.run_id, "loss")) == first["summary"]["iterations"]
 
 
 def test_run_key_changes_with_config_or_data():

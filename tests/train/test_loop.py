@@ -41,7 +41,11 @@ def test_trains_logs_health_metrics_and_checkpoints(tiny_config, tiny_shards, tm
     assert state["iteration"] == iters and state["config"]["preset"] == "custom"
 
 
-def test_resume_after_a_crash_matches_an_uninterrupted_run(tiny_config, tiny_shards, tmp_path):
+@pytest.mark.parametrize("drop_path_rate", [0.0, 0.2])  # drop path draws from torch's global RNG
+def test_resume_after_a_crash_matches_an_uninterrupted_run(tiny_config, tiny_shards, tmp_path, drop_path_rate):
+    tiny_config = tiny_config.model_copy(
+        update={"model": tiny_config.model.model_copy(update={"drop_path_rate": drop_path_rate})}
+    )
     run(tiny_config, tiny_shards, tmp_path / "straight", ListSink())
     with pytest.raises(RuntimeError, match="injected crash"):
         run(tiny_config, tiny_shards, tmp_path / "crashed", ListSink(fail_at_step=7))
@@ -51,9 +55,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tiny_config, tiny_sha
     resumed = load_checkpoint(tmp_path / "crashed" / "checkpoint.pt")
     for part in ("student", "teacher", "dino_loss"):
         for key, value in straight[part].items():
-            torch.testing.assert_close(
-                resumed[part][key], value, rtol=0, atol=0, msg=f"{part}.{key}"
-            )
+            torch.testing.assert_close(resumed[part][key], value, rtol=0, atol=0, msg=f"{part}.{key}")
 
 
 def test_jsonl_sink_appends_records(tmp_path):
@@ -100,3 +102,18 @@ def test_dinov2_recipe_trains_with_ibot_sinkhorn_and_koleo(tiny_config, tiny_sha
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert "ibot_loss" in state and ("patch_head.mlp.0.weight" in state["student"]) == separate_head
     assert "mask_token" in state["student"]
+
+
+def test_teacher_backbone_export_loads_into_a_plain_timm_model(tiny_config, tiny_shards, tmp_path):
+    from safetensors.torch import load_file
+
+    from dinoflow.train.builders import build_backbone_from_config
+    from dinoflow.train.checkpoint import teacher_backbone_state
+
+    run(tiny_config, tiny_shards, tmp_path, ListSink())
+    exported = load_file(tmp_path / "teacher_backbone.safetensors")
+    fresh = build_backbone_from_config(tiny_config, drop_path=False)
+    fresh.load_state_dict(exported, strict=True)
+    reference = teacher_backbone_state(load_checkpoint(tmp_path / "checkpoint.pt"))
+    assert exported.keys() == reference.keys()
+    assert all(torch.equal(exported[k], reference[k]) for k in reference)

@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from dinoflow.models.backbone import build_backbone
 from dinoflow.models.heads import DINOHead

@@ -12,9 +12,7 @@ def test_cosine_with_warmup_table():
 
 
 def test_teacher_temperature_warmup():
-    np.testing.assert_allclose(
-        warmup_then_constant(0.04, 0.07, 5, 3), [0.04, 0.055, 0.07, 0.07, 0.07]
-    )
+    np.testing.assert_allclose(warmup_then_constant(0.04, 0.07, 5, 3), [0.04, 0.055, 0.07, 0.07, 0.07])
 
 
 def test_run_schedules_shapes_and_freeze():
@@ -25,9 +23,7 @@ def test_run_schedules_shapes_and_freeze():
     )  # fmt: skip
     assert s.total_iters == 40
     assert s.lr.max() == pytest.approx(1e-3) and s.lr[0] == 0.0
-    assert s.weight_decay[0] == pytest.approx(0.04) and s.weight_decay[-1] == pytest.approx(
-        0.4, rel=1e-2
-    )
+    assert s.weight_decay[0] == pytest.approx(0.04) and s.weight_decay[-1] == pytest.approx(0.4, rel=1e-2)
     assert s.momentum[0] == pytest.approx(0.996) and np.all(np.diff(s.momentum) >= 0)
     assert s.teacher_temp[19] == pytest.approx(0.07) and s.teacher_temp[0] == pytest.approx(0.04)
     assert s.last_layer_lr_scale[:10].sum() == 0 and s.last_layer_lr_scale[10:].min() == 1

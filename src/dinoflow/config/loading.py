@@ -66,8 +66,7 @@ def validate(raw: Mapping[str, Any], where: str = "pretrain") -> PretrainConfig:
         return PretrainConfig.model_validate_json(json.dumps(raw), strict=True)
     except ValidationError as err:
         lines = [
-            f"{where}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
-            for e in err.errors()
+            f"{where}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in err.errors()
         ]
         raise ConfigError("invalid pretraining config:\n  " + "\n  ".join(lines)) from None
 
@@ -87,15 +86,11 @@ def resolve_config(
     explicit = deep_merge(section, parse_overrides(overrides))
     name = explicit.get("preset", "custom")
     if name != "custom" and name not in presets:
-        raise ConfigError(
-            f"pretrain.preset: unknown preset {name!r}; choose from {sorted(presets)}"
-        )
+        raise ConfigError(f"pretrain.preset: unknown preset {name!r}; choose from {sorted(presets)}")
     preset_layer = deep_merge(presets.get(name, {}), explicit)
     recipe = preset_layer.get("recipe", "dino")
     if recipe not in RECIPES:
-        raise ConfigError(
-            f"pretrain.recipe: unknown recipe {recipe!r}; choose from {sorted(RECIPES)}"
-        )
+        raise ConfigError(f"pretrain.recipe: unknown recipe {recipe!r}; choose from {sorted(RECIPES)}")
     merged = deep_merge(RECIPES[recipe], preset_layer)
     merged["preset"] = name
     return validate(merged)

@@ -26,9 +26,7 @@ class ModelConfig(_Section):
     num_heads: int | None = Field(default=None, ge=1)
     drop_path_rate: float = Field(default=0.1, ge=0.0, lt=1.0)  # student only
     reg_tokens: int = Field(default=0, ge=0)  # register tokens (Darcet et al. 2023)
-    layer_scale_init: float | None = Field(
-        default=None, gt=0.0
-    )  # LayerScale gamma init (DINOv2: 1e-5)
+    layer_scale_init: float | None = Field(default=None, gt=0.0)  # LayerScale gamma init (DINOv2: 1e-5)
     mlp: Literal["mlp", "swiglu"] = "mlp"  # SwiGLU FFN as in DINOv2 ViT-g
     # timm's fused SDPA backward is ~4x slower than plain attention for tiny CPU sequences.
     fused_attn: bool = True
@@ -93,9 +91,7 @@ class OptimConfig(_Section):
     weight_decay_end: float = Field(default=0.4, ge=0.0)
     clip_grad: float = Field(default=3.0, ge=0.0)  # 0 disables
     freeze_last_layer_epochs: int = Field(default=1, ge=0)
-    layer_decay: float = Field(
-        default=1.0, gt=0.0, le=1.0
-    )  # lr x decay^(depth - layer) (DINOv2: 0.9)
+    layer_decay: float = Field(default=1.0, gt=0.0, le=1.0)  # lr x decay^(depth - layer) (DINOv2: 0.9)
     patch_embed_lr_mult: float = Field(default=1.0, gt=0.0)  # DINOv2: 0.2
     momentum_teacher: float = Field(default=0.996, ge=0.0, le=1.0)
     momentum_teacher_end: float = Field(default=1.0, ge=0.0, le=1.0)

@@ -62,9 +62,7 @@ def inspect_image(path: Path, min_size: int) -> dict:
         return {**info, "status": "zero-byte file"}
     try:
         with Image.open(path) as image:
-            info.update(
-                format=image.format or "", width=image.width, height=image.height, mode=image.mode
-            )
+            info.update(format=image.format or "", width=image.width, height=image.height, mode=image.mode)
             image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         return {**info, "status": f"not decodable: {type(err).__name__}: {err}"[:200]}
@@ -74,9 +72,7 @@ def inspect_image(path: Path, min_size: int) -> dict:
     return {**info, "status": "ok"}
 
 
-def _describe(
-    root: Path, image_root: Path, file: Path, val_ratio: float, min_size: int
-) -> ManifestRow:
+def _describe(root: Path, image_root: Path, file: Path, val_ratio: float, min_size: int) -> ManifestRow:
     rel = file.relative_to(image_root).as_posix()
     parts = rel.split("/")
     if parts[0] in SPLITS and len(parts) > 1:
@@ -99,18 +95,12 @@ def scan_images(root: Path) -> list[Path]:
     image_root = root / "images" if (root / "images").is_dir() else root
     files = []
     for dirpath, dirnames, filenames in os.walk(image_root):
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and Path(dirpath, d) != root / "masks"
-        )
-        files += [
-            Path(dirpath, f) for f in sorted(filenames) if Path(f).suffix.lower() in IMAGE_SUFFIXES
-        ]
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and Path(dirpath, d) != root / "masks")
+        files += [Path(dirpath, f) for f in sorted(filenames) if Path(f).suffix.lower() in IMAGE_SUFFIXES]
     return files
 
 
-def build_manifest(
-    root: Path, val_ratio: float = 0.2, min_size: int = 16, progress: bool = True
-) -> list[dict]:
+def build_manifest(root: Path, val_ratio: float = 0.2, min_size: int = 16, progress: bool = True) -> list[dict]:
     """Describe every image file under ``root`` (sorted, so the manifest is reproducible)."""
     root = Path(root).resolve()
     if not root.is_dir():
@@ -118,9 +108,7 @@ def build_manifest(
     image_root = root / "images" if (root / "images").is_dir() else root
     files = scan_images(root)
     if not files:
-        raise FileNotFoundError(
-            f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}"
-        )
+        raise FileNotFoundError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
     rows = [
         asdict(_describe(root, image_root, f, val_ratio, min_size))
         for f in tqdm(files, desc="ingest", unit="img", disable=not progress, mininterval=1.0)

@@ -86,10 +86,7 @@ def sample_batch_masks(
     num_patches = generator.height * generator.width
     n_masked = int(num_images * masked_share)
     bins = np.linspace(*ratio_range, n_masked + 1)
-    masks = [
-        generator(int(num_patches * rng.uniform(bins[i], bins[i + 1])), rng)
-        for i in range(n_masked)
-    ]
+    masks = [generator(int(num_patches * rng.uniform(bins[i], bins[i + 1])), rng) for i in range(n_masked)]
     masks += [np.zeros((generator.height, generator.width), dtype=bool)] * (num_images - n_masked)
     order = rng.permutation(num_images)
     return torch.from_numpy(np.stack([masks[i] for i in order]).reshape(num_images, num_patches))

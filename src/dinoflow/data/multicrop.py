@@ -21,12 +21,17 @@ DINOv2/DINOv3 code inverts them by accident (global 1: 0.0, global 2: 0.9, dinov
 The blur sigma range U(0.1, 2.0) is defined for 224 px crops and is scaled with the crop size,
 so a 32 px crop is not blurred flat.
 
+Every random number of a sample comes from a generator seeded by that sample's own seed (the
+training loop derives it from (seed, epoch, sample index)), so a sample's views do not depend
+on the batch it lands in, the number of ranks, or where a run was resumed.
+
 - [0]: Caron et al., DINO, 2021, https://arxiv.org/abs/2104.14294 (§3.1, App. E)
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,39 +44,65 @@ _LUMA = (0.299, 0.587, 0.114)
 _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
 
-def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=gen) * (high - low) + low
+# Per view and sample, the uniform draws in this order (columns of the (B, V, _DRAWS) tensor).
+(
+    _AREA,
+    _RATIO,
+    _X0,
+    _Y0,
+    _FLIP,
+    _JITTER,
+    _BRIGHT,
+    _CONTRAST,
+    _SAT,
+    _HUE,
+    _GRAY,
+    _SIGMA,
+    _BLUR,
+    _SOLAR,
+) = range(14)
+_DRAWS = 14
 
 
-def _bernoulli(n: int, p: float, gen: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=gen) < p
+def per_sample_uniforms(seeds: Sequence[int], num_views: int) -> torch.Tensor:
+    """(B, V, 14) uniforms in [0, 1); row i depends only on ``seeds[i]``."""
+    return torch.stack([torch.rand(num_views, _DRAWS, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
-def random_resized_crop_boxes(
-    n: int, height: int, width: int, scale: tuple[float, float], gen: torch.Generator
-) -> torch.Tensor:
-    """Sample (n, 4) boxes ``x0, y0, x1, y1`` with area fraction in ``scale`` and aspect in [3/4, 4/3]."""
-    area = _uniform(n, *scale, gen) * height * width
-    log_ratio = _uniform(n, math.log(3 / 4), math.log(4 / 3), gen)
-    ratio = torch.exp(log_ratio)
+def _between(u: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    return low + u * (high - low)
+
+
+def random_resized_crop_boxes(u: torch.Tensor, height: int, width: int, scale: tuple[float, float]) -> torch.Tensor:
+    """(B, 4) boxes ``x0, y0, x1, y1`` with area fraction in ``scale`` and aspect in [3/4, 4/3].
+
+    Args:
+        u: (B, 14) this view's uniforms.
+    """
+    area = _between(u[:, _AREA], *scale) * height * width
+    ratio = torch.exp(_between(u[:, _RATIO], math.log(3 / 4), math.log(4 / 3)))
     w = torch.sqrt(area * ratio).clamp(1.0, width)
     h = torch.sqrt(area / ratio).clamp(1.0, height)
-    x0 = torch.rand(n, generator=gen) * (width - w)
-    y0 = torch.rand(n, generator=gen) * (height - h)
+    x0 = u[:, _X0] * (width - w)
+    y0 = u[:, _Y0] * (height - h)
     return torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
 
 
-def _colour_jitter(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
+def _colour_jitter(x: torch.Tensor, strength: float, u: torch.Tensor) -> torch.Tensor:
     """(B, 3, S, S) in [0, 1] → jittered, with probability 0.8 per sample."""
     b = x.shape[0]
-    apply = _bernoulli(b, 0.8, gen).float()
+    apply = (u[:, _JITTER] < 0.8).float()
 
-    def factor(amount: float) -> torch.Tensor:
-        f = _uniform(b, 1 - amount * strength, 1 + amount * strength, gen)
+    def factor(column: int, amount: float) -> torch.Tensor:
+        f = _between(u[:, column], 1 - amount * strength, 1 + amount * strength)
         return (1 + apply * (f - 1)).to(x.device).view(b, 1, 1, 1)
 
-    brightness, contrast, saturation = factor(0.4), factor(0.4), factor(0.2)
-    hue = (apply * _uniform(b, -0.1 * strength, 0.1 * strength, gen)).to(x.device)
+    brightness, contrast, saturation = (
+        factor(_BRIGHT, 0.4),
+        factor(_CONTRAST, 0.4),
+        factor(_SAT, 0.2),
+    )
+    hue = (apply * _between(u[:, _HUE], -0.1 * strength, 0.1 * strength)).to(x.device)
     luma = torch.tensor(_LUMA, device=x.device).view(1, 3, 1, 1)
     x = (x * brightness).clamp(0, 1)
     mean = (x * luma).sum(1, keepdim=True).mean((2, 3), keepdim=True)
@@ -132,31 +163,40 @@ class MultiCropAugmentation:
     def num_views(self) -> int:
         return len(self.views)
 
-    def __call__(self, images: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
-        """Args: images: (B, 3, H, W) uint8. Returns: V tensors (B, 3, S_v, S_v) float32."""
+    def __call__(self, images: torch.Tensor, seeds: Sequence[int]) -> list[torch.Tensor]:
+        """Args:
+            images: (B, 3, H, W) uint8.
+            seeds: B per-sample seeds.
+
+        Returns:
+            V tensors (B, 3, S_v, S_v) float32, global views first.
+        """
         x = images.float().div_(255)
+        u = per_sample_uniforms(seeds, self.num_views)
         return [
-            self._view(x, size, scale, blur_p, sol_p, gen)
-            for size, scale, blur_p, sol_p in self.views
+            self._view(x, size, scale, blur_p, sol_p, u[:, v])
+            for v, (size, scale, blur_p, sol_p) in enumerate(self.views)
         ]
 
-    def _view(self, x, size, scale, blur_p, solarize_p, gen) -> torch.Tensor:
+    def _view(self, x, size, scale, blur_p, solarize_p, u: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
-        boxes = random_resized_crop_boxes(b, h, w, scale, gen)
+        boxes = random_resized_crop_boxes(u, h, w, scale)
         rois = torch.cat([torch.arange(b, dtype=torch.float32)[:, None], boxes], dim=1).to(x.device)
-        view = roi_align(
-            x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True
-        )
-        flip = _bernoulli(b, 0.5, gen).to(x.device).view(b, 1, 1, 1)
+        view = roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+
+        def chance(column: int, p: float) -> torch.Tensor:
+            return (u[:, column] < p).to(x.device).view(b, 1, 1, 1)
+
+        flip = chance(_FLIP, 0.5)
         view = torch.where(flip, view.flip(-1), view)
         if self.jitter_strength > 0:
-            view = _colour_jitter(view, self.jitter_strength, gen)
-        gray = _bernoulli(b, 0.2, gen).to(x.device).view(b, 1, 1, 1)
+            view = _colour_jitter(view, self.jitter_strength, u)
+        gray = chance(_GRAY, 0.2)
         luma = (view * torch.tensor(_LUMA, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
         view = torch.where(gray, luma.expand_as(view), view)
-        sigma = _uniform(b, 0.1, 2.0, gen) * size / 224
-        view = _gaussian_blur(view, sigma, _bernoulli(b, blur_p, gen))
-        solarize = _bernoulli(b, solarize_p, gen).to(x.device).view(b, 1, 1, 1)
+        sigma = _between(u[:, _SIGMA], 0.1, 2.0) * size / 224
+        view = _gaussian_blur(view, sigma, u[:, _BLUR] < blur_p)
+        solarize = chance(_SOLAR, solarize_p)
         view = torch.where(solarize & (view >= 0.5), 1.0 - view, view)
         return normalize(view)
 

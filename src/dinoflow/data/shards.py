@@ -47,24 +47,16 @@ def load_image(path: Path, size: int) -> np.ndarray:
 def load_mask(path: Path, size: int) -> np.ndarray:
     """Decode a class-id mask → centre square → (size, size) uint8 (nearest, ids preserved)."""
     with Image.open(path) as mask:
-        return np.asarray(
-            _center_square(mask.convert("L")).resize((size, size), Image.Resampling.NEAREST)
-        )
+        return np.asarray(_center_square(mask.convert("L")).resize((size, size), Image.Resampling.NEAREST))
 
 
 def build_shard(records: Sequence[ImageRecord], size: int) -> dict[str, torch.Tensor]:
     """Pack ``records`` into a shard dict (see module docstring)."""
     images = (
-        np.stack([load_image(r.path, size) for r in records])
-        if records
-        else np.zeros((0, size, size, 3), np.uint8)
+        np.stack([load_image(r.path, size) for r in records]) if records else np.zeros((0, size, size, 3), np.uint8)
     )
     has_masks = bool(records) and all(r.mask_path is not None for r in records)
-    masks = (
-        np.stack([load_mask(r.mask_path, size) for r in records])
-        if has_masks
-        else np.zeros((0,), np.uint8)
-    )
+    masks = np.stack([load_mask(r.mask_path, size) for r in records]) if has_masks else np.zeros((0,), np.uint8)
     return {
         "images": torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
         "labels": torch.tensor([r.label for r in records], dtype=torch.int64),
@@ -120,9 +112,7 @@ def build_dataset(
         "classes": list(classes),
         "shards": shards,
         "counts": {split: len(r) for split, r in sorted(records.items())},
-        "has_masks": {
-            split: all(x.mask_path is not None for x in r) for split, r in sorted(records.items())
-        },
+        "has_masks": {split: all(x.mask_path is not None for x in r) for split, r in sorted(records.items())},
     }
     index_path.write_text(json.dumps(index, indent=2) + "\n")
     return index

@@ -45,18 +45,13 @@ SHAPES: dict[str, ShapeFn] = {
     "disc": lambda u, v: np.hypot(u, v) <= 0.85,
     "ring": lambda u, v: (np.hypot(u, v) <= 0.9) & (np.hypot(u, v) >= 0.55),
     "square": lambda u, v: np.maximum(np.abs(u), np.abs(v)) <= 0.7,
-    "frame": lambda u, v: (
-        (np.maximum(np.abs(u), np.abs(v)) <= 0.85) & (np.maximum(np.abs(u), np.abs(v)) >= 0.55)
-    ),
+    "frame": lambda u, v: (np.maximum(np.abs(u), np.abs(v)) <= 0.85) & (np.maximum(np.abs(u), np.abs(v)) >= 0.55),
     "triangle": _triangle,
-    "cross": lambda u, v: (
-        ((np.abs(u) <= 0.25) | (np.abs(v) <= 0.25)) & (np.maximum(np.abs(u), np.abs(v)) <= 0.9)
-    ),
+    "cross": lambda u, v: ((np.abs(u) <= 0.25) | (np.abs(v) <= 0.25)) & (np.maximum(np.abs(u), np.abs(v)) <= 0.9),
     "star": _star,
     "crescent": lambda u, v: (np.hypot(u, v) <= 0.85) & (np.hypot(u - 0.45, v) >= 0.65),
     "tee": lambda u, v: (
-        ((v <= -0.5) & (v >= -0.85) & (np.abs(u) <= 0.85))
-        | ((np.abs(u) <= 0.2) & (v >= -0.85) & (v <= 0.85))
+        ((v <= -0.5) & (v >= -0.85) & (np.abs(u) <= 0.85)) | ((np.abs(u) <= 0.2) & (v >= -0.85) & (v <= 0.85))
     ),
     "bars": lambda u, v: (np.abs(v) <= 0.85) & (np.abs(np.abs(u) - 0.5) <= 0.2),
 }
@@ -85,9 +80,7 @@ class SyntheticSpec:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _texture(
-    rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray, strength: float
-) -> np.ndarray:
+def _texture(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray, strength: float) -> np.ndarray:
     """A class-independent (size, size) modulation in [1 - strength, 1 + strength]: stripes or blocky noise."""
     if rng.random() < 0.5:
         theta, freq = rng.uniform(0, np.pi), rng.uniform(0.15, 0.6)
@@ -99,9 +92,7 @@ def _texture(
     return 1.0 + strength * noise
 
 
-def _background(
-    rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray, noise: float
-) -> np.ndarray:
+def _background(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray, noise: float) -> np.ndarray:
     """(size, size, 3) float image: random two-colour gradient plus pixel noise."""
     c0, c1 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
     theta = rng.uniform(0, 2 * np.pi)
@@ -165,9 +156,7 @@ def generate(spec: SyntheticSpec, root: Path) -> dict:
     if stamp_path.exists() and json.loads(stamp_path.read_text()) == stamp:
         return stamp
     names = class_names(spec)
-    for split_id, (split, per_class) in enumerate(
-        [("train", spec.train_per_class), ("val", spec.val_per_class)]
-    ):
+    for split_id, (split, per_class) in enumerate([("train", spec.train_per_class), ("val", spec.val_per_class)]):
         for label, name in enumerate(names):
             img_dir, mask_dir = root / "images" / split / name, root / "masks" / split / name
             img_dir.mkdir(parents=True, exist_ok=True)

@@ -40,9 +40,7 @@ def training_command(
     return [sys.executable, "-m", "dinoflow.train", *args]
 
 
-def run_process(
-    command: Sequence[str], env: Mapping[str, str], timeout_s: float, cwd: Path | None = None
-) -> None:
+def run_process(command: Sequence[str], env: Mapping[str, str], timeout_s: float, cwd: Path | None = None) -> None:
     """Run ``command``, streaming its output; raise ``TrainingFailedError`` on failure."""
     log.info("launching: %s", " ".join(command))
     process = subprocess.Popen(
@@ -77,9 +75,7 @@ def run_process(
     if timed_out.is_set():
         raise TrainingFailedError(f"training exceeded its {timeout_s} s limit and was stopped")
     if returncode:
-        raise TrainingFailedError(
-            f"training exited with code {returncode}; last output:\n" + "\n".join(tail)
-        )
+        raise TrainingFailedError(f"training exited with code {returncode}; last output:\n" + "\n".join(tail))
 
 
 def _stop(process: subprocess.Popen) -> None:

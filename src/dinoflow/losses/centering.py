@@ -22,9 +22,7 @@ def _all_reduce(value: torch.Tensor, op=None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sinkhorn_knopp(
-    teacher_logits: torch.Tensor, teacher_temp: float, iterations: int = 3
-) -> torch.Tensor:
+def sinkhorn_knopp(teacher_logits: torch.Tensor, teacher_temp: float, iterations: int = 3) -> torch.Tensor:
     """Balanced soft assignment of samples to prototypes, across all ranks.
 
     Alternately rescales rows (prototypes) to total mass 1/K and columns (samples) to 1/B, where
@@ -86,6 +84,4 @@ class TeacherTargets(nn.Module):
         count = _all_reduce(torch.tensor(float(teacher_logits.shape[0]), device=batch_sum.device))
         if count.item() == 0:
             return
-        self.center.mul_(self.center_momentum).add_(
-            _all_reduce(batch_sum) / count, alpha=1 - self.center_momentum
-        )
+        self.center.mul_(self.center_momentum).add_(_all_reduce(batch_sum) / count, alpha=1 - self.center_momentum)

@@ -53,9 +53,7 @@ class IBOTPatchLoss(TeacherTargets):
             Scalar loss (0 when nothing is masked).
         """
         q = self.teacher_probs(teacher_logits, teacher_temp).detach()
-        per_patch = torch.sum(
-            -q * F.log_softmax(student_logits.float() / self.student_temp, dim=-1), dim=-1
-        )
+        per_patch = torch.sum(-q * F.log_softmax(student_logits.float() / self.student_temp, dim=-1), dim=-1)
         per_image_count = masks.sum(dim=1, keepdim=True).clamp(min=1).expand_as(masks)[masks]
         loss = (per_patch / per_image_count).sum() / masks.shape[0]
         self.update_center(teacher_logits)

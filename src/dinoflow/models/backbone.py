@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 import timm
-from timm.layers import SwiGLUPacked
 import torch
+from timm.layers import SwiGLUPacked
 from torch import nn
 
 

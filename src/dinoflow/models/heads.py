@@ -45,9 +45,7 @@ class DINOHead(nn.Module):
                 layers.append(nn.GELU())
         self.mlp = nn.Sequential(*layers)
         self.apply(self._init_weights)
-        self.last_layer = parametrizations.weight_norm(
-            nn.Linear(bottleneck_dim, out_dim, bias=False)
-        )
+        self.last_layer = parametrizations.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
         original = self.last_layer.parametrizations.weight.original0
         original.data.fill_(1.0)
         original.requires_grad = not norm_last_layer

@@ -35,9 +35,7 @@ class DINOModel(nn.Module):
         patch_head: iBOT head on patch tokens; ``head`` itself when shared, None without iBOT.
     """
 
-    def __init__(
-        self, backbone: nn.Module, head: nn.Module, patch_head: nn.Module | None = None
-    ) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, patch_head: nn.Module | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head

@@ -21,10 +21,7 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 
 
 def tracking_uri(project_path: Path) -> str:
-    return (
-        os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{Path(project_path).resolve() / 'mlflow.db'}"
-    )
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(project_path).resolve() / 'mlflow.db'}"
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -32,24 +32,18 @@ from dinoflow.train.sinks import FanOutSink, JsonlSink, load_plugin_sink
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m dinoflow.train", description="DINO pretraining process"
-    )
+    parser = argparse.ArgumentParser(prog="python -m dinoflow.train", description="DINO pretraining process")
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--dataset", type=Path, required=True, help="train shard (.pt)")
     parser.add_argument("--output", type=Path, required=True, help="checkpoint directory")
-    parser.add_argument(
-        "--sink", action="append", default=[], help="extra metrics sink: mlflow or module:Class"
-    )
+    parser.add_argument("--sink", action="append", default=[], help="extra metrics sink: mlflow or module:Class")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = [o.removeprefix("pretrain.") for o in args.overrides]
     try:
         cfg = load_config_file(args.config, overrides)
@@ -63,10 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if env.is_main:
             save_config(cfg, args.output / "config.yaml")
-            sink = FanOutSink(
-                [JsonlSink(args.output / "metrics.jsonl")]
-                + [load_plugin_sink(s) for s in args.sink]
-            )
+            sink = FanOutSink([JsonlSink(args.output / "metrics.jsonl")] + [load_plugin_sink(s) for s in args.sink])
         summary = train(cfg, args.dataset, args.output, sink, env, device)
         if env.is_main:
             (args.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

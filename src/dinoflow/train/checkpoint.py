@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 
 CHECKPOINT_NAME = "checkpoint.pt"
+BACKBONE_NAME = "teacher_backbone.safetensors"
 
 
 def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
@@ -39,3 +41,13 @@ def teacher_backbone_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor
     """The teacher's backbone weights (what downstream users evaluate and deploy)."""
     prefix = "backbone."
     return {k[len(prefix) :]: v for k, v in checkpoint["teacher"].items() if k.startswith(prefix)}
+
+
+def export_teacher_backbone(teacher: torch.nn.Module, path: Path) -> Path:
+    """Write the teacher backbone as safetensors with timm's own key names, so it loads with
+    ``timm.create_model(arch, ...).load_state_dict(load_file(path), strict=True)``."""
+    state = {k: v.detach().contiguous().cpu() for k, v in teacher.backbone.state_dict().items()}
+    tmp = Path(path).with_suffix(".tmp")
+    save_file(state, tmp)
+    tmp.replace(path)
+    return Path(path)

@@ -21,9 +21,7 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def teacher_health(
-    teacher_probs: torch.Tensor, teacher_features: torch.Tensor, loss_dino: float
-) -> dict[str, float]:
+def teacher_health(teacher_probs: torch.Tensor, teacher_features: torch.Tensor, loss_dino: float) -> dict[str, float]:
     """Args:
         teacher_probs: (N, K) centred, sharpened teacher distributions.
         teacher_features: (N, D) teacher backbone CLS features.

@@ -22,7 +22,13 @@ from dinoflow.data.shards import load_shard
 from dinoflow.losses.koleo_loss import koleo_loss
 from dinoflow.models.teacher import update_teacher
 from dinoflow.train import builders
-from dinoflow.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from dinoflow.train.checkpoint import (
+    BACKBONE_NAME,
+    CHECKPOINT_NAME,
+    export_teacher_backbone,
+    load_checkpoint,
+    save_checkpoint,
+)
 from dinoflow.train.distributed import DistEnv, all_reduce_mean
 from dinoflow.train.health import clip_gradients, teacher_health, warn_on_collapse
 from dinoflow.train.optim import apply_schedules, build_optimizer
@@ -46,8 +52,14 @@ def epoch_indices(num_samples: int, seed: int, epoch: int, env: DistEnv, batch: 
     return per_rank[: iters * batch].reshape(iters, batch)
 
 
-def augmentation_seed(seed: int, iteration: int, rank: int) -> int:
-    """Augmentation randomness is a pure function of (seed, iteration, rank): resume is exact."""
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """Augmentation randomness of one sample: the same views whatever rank or batch it lands in."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+def step_seed(seed: int, iteration: int, rank: int) -> int:
+    """The rest of a step's randomness (masks, drop path) derives from (seed, iteration, rank), so
+    a resumed run repeats exactly what an uninterrupted one would have done."""
     return int(np.random.SeedSequence([seed, iteration, rank]).generate_state(1)[0])
 
 
@@ -84,13 +96,9 @@ def train(
     ibot_loss = ibot_loss.to(device) if ibot_loss is not None else None
     augment = builders.build_augmentation(cfg)
     patch_size = student.backbone.patch_embed.patch_size[0]
-    mask_generator = (
-        builders.build_mask_generator(cfg, patch_size) if ibot_loss is not None else None
-    )
+    mask_generator = builders.build_mask_generator(cfg, patch_size) if ibot_loss is not None else None
     num_layers = len(student.backbone.blocks)
-    optimizer = build_optimizer(
-        student, num_layers, cfg.optim.layer_decay, cfg.optim.patch_embed_lr_mult
-    )
+    optimizer = build_optimizer(student, num_layers, cfg.optim.layer_decay, cfg.optim.patch_embed_lr_mult)
     peak_lr = scaled_lr(cfg.optim.base_lr, batch, env.world_size)
     schedules = builders.build_run_schedules(cfg, iters_per_epoch, peak_lr)
     model = DistributedDataParallel(student) if env.enabled else student
@@ -141,8 +149,9 @@ def train(
         if step_in_epoch == 0 or it == start_iter:
             order = epoch_indices(len(images), cfg.run.seed, epoch, env, batch)
         idx = order[step_in_epoch]
-        gen = torch.Generator().manual_seed(augmentation_seed(cfg.run.seed, it, env.rank))
-        crops = augment(images[torch.from_numpy(idx)].to(device, non_blocking=True), gen)
+        torch.manual_seed(step_seed(cfg.run.seed, it, env.rank))  # drop path and other torch RNG users
+        seeds = [sample_seed(cfg.run.seed, epoch, int(i)) for i in idx]
+        crops = augment(images[torch.from_numpy(idx)].to(device, non_blocking=True), seeds)
         masks = None
         if mask_generator is not None:  # iBOT: block masks for the student's global crops
             rng = np.random.default_rng([cfg.run.seed, it, env.rank])
@@ -156,11 +165,7 @@ def train(
             with torch.no_grad():
                 teacher_out = teacher(crops[:2], masks, apply_masks=False)
             student_out = model(crops, masks)
-            losses = {
-                "loss_dino": dino_loss(
-                    student_out.cls_logits, teacher_out.cls_logits, teacher_temp, len(crops)
-                )
-            }
+            losses = {"loss_dino": dino_loss(student_out.cls_logits, teacher_out.cls_logits, teacher_temp, len(crops))}
             if cfg.loss.koleo_weight > 0:
                 # KoLeo per global crop on the student backbone CLS, as in DINOv2.
                 losses["loss_koleo"] = cfg.loss.koleo_weight * sum(
@@ -172,9 +177,7 @@ def train(
                 )
             loss = sum(losses.values())
         if not math.isfinite(loss.item()):
-            raise NonFiniteLossError(
-                f"loss is {loss.item()} at iteration {it}; last checkpoint kept"
-            )
+            raise NonFiniteLossError(f"loss is {loss.item()} at iteration {it}; last checkpoint kept")
 
         # --- backward, clip, optimizer step ---------------------------------------------
         optimizer.zero_grad(set_to_none=True)
@@ -201,9 +204,7 @@ def train(
                 "grad_norm": grad_norm,
                 "epoch": float(epoch),
                 "images_per_s": images_seen / max(elapsed, 1e-9),
-                **teacher_health(
-                    probs, teacher_out.cls_features, float(losses["loss_dino"].detach())
-                ),
+                **teacher_health(probs, teacher_out.cls_features, float(losses["loss_dino"].detach())),
             }
             if env.is_main:
                 warn_on_collapse(last_metrics, it + 1)
@@ -215,6 +216,8 @@ def train(
         if (it + 1) % cfg.run.checkpoint_every == 0 or it + 1 == total:
             checkpoint(it + 1)
 
+    if env.is_main:
+        export_teacher_backbone(teacher, output_dir / BACKBONE_NAME)
     return {
         "iterations": total,
         "iters_per_epoch": iters_per_epoch,

@@ -27,14 +27,10 @@ def cosine_schedule(
     return np.concatenate([warmup, cosine])
 
 
-def warmup_then_constant(
-    start: float, end: float, total_iters: int, warmup_iters: int
-) -> np.ndarray:
+def warmup_then_constant(start: float, end: float, total_iters: int, warmup_iters: int) -> np.ndarray:
     """Linear ``start → end`` over ``warmup_iters`` then constant (DINO's teacher temperature)."""
     warmup_iters = min(warmup_iters, total_iters)
-    return np.concatenate(
-        [np.linspace(start, end, warmup_iters), np.full(total_iters - warmup_iters, end)]
-    )
+    return np.concatenate([np.linspace(start, end, warmup_iters), np.full(total_iters - warmup_iters, end)])
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,5 @@ def load_plugin_sink(name: str) -> MetricsSink:
     spec = PLUGIN_SINKS.get(name, name)
     module_name, sep, attr = spec.partition(":")
     if not sep:
-        raise ValueError(
-            f"unknown metrics sink {name!r}; use one of {sorted(PLUGIN_SINKS)} or module:Class"
-        )
+        raise ValueError(f"unknown metrics sink {name!r}; use one of {sorted(PLUGIN_SINKS)} or module:Class")
     return getattr(importlib.import_module(module_name), attr)()

@@ -77,9 +77,7 @@ def validate_manifest(manifest: pd.DataFrame, min_size: int, max_quarantine_shar
     }
     results, failed = {}, []
     for name, frame in frames.items():
-        batch_definition = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(
-            "all"
-        )
+        batch_definition = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
         suite = context.suites.add(suites[name])
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=f"{name}_definition", data=batch_definition, suite=suite)

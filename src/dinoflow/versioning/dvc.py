@@ -27,9 +27,7 @@ def track(path: Path) -> dict[str, str | int]:
     path = Path(path).resolve()
     root = find_dvc_root(path)
     if root is None:
-        log.warning(
-            "%s is not inside a DVC repository (run `dvc init`): data version not recorded", path
-        )
+        log.warning("%s is not inside a DVC repository (run `dvc init`): data version not recorded", path)
         return {}
     result = subprocess.run(
         [sys.executable, "-m", "dvc", "add", "--quiet", str(path.relative_to(root))],

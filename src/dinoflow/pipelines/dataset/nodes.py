@@ -11,9 +11,7 @@ from dinoflow.config.pipeline_params import DatasetParams
 from dinoflow.data.shards import ImageRecord, build_dataset
 
 
-def build_dataset_node(
-    clean_manifest: pd.DataFrame, source: dict[str, Any], dataset: DatasetParams
-) -> dict[str, Any]:
+def build_dataset_node(clean_manifest: pd.DataFrame, source: dict[str, Any], dataset: DatasetParams) -> dict[str, Any]:
     """Returns the dataset index: shard paths, classes, counts, image size, fingerprint."""
     root = Path(source["root"])
     classes = sorted(label for label in clean_manifest["label"].unique() if label)
@@ -29,6 +27,4 @@ def build_dataset_node(
         for split, rows in clean_manifest.groupby("split")
     }
     fingerprint_rows = clean_manifest[["path", "sha256", "label", "split"]].itertuples(index=False)
-    return build_dataset(
-        records, classes, dataset.image_size, Path(dataset.output_dir), fingerprint_rows
-    )
+    return build_dataset(records, classes, dataset.image_size, Path(dataset.output_dir), fingerprint_rows)

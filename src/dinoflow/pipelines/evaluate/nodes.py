@@ -22,15 +22,11 @@ def evaluate_node(
 ) -> dict[str, float]:
     """Returns the flat metrics dict written to ``data/08_reporting/metrics.json``."""
     if not dataset_index["classes"]:
-        raise ValueError(
-            "k-NN evaluation needs labels: use class sub-folders (see README, 'Bring your own images')"
-        )
+        raise ValueError("k-NN evaluation needs labels: use class sub-folders (see README, 'Bring your own images')")
     cfg = load_config_file(Path(pretrain_result["config"]))
     random_init = build_backbone_from_config(cfg, drop_path=False)
     trained = build_backbone_from_config(cfg, drop_path=False)
-    trained.load_state_dict(
-        teacher_backbone_state(load_checkpoint(Path(pretrain_result["checkpoint"])))
-    )
+    trained.load_state_dict(teacher_backbone_state(load_checkpoint(Path(pretrain_result["checkpoint"]))))
     metrics = evaluate_knn(
         trained,
         random_init,

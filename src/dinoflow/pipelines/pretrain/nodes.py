@@ -45,9 +45,7 @@ def pretrain_node(
     summary_path = output_dir / "summary.json"
     if summary_path.exists():
         log.info("reusing the finished run in %s (same config, same data)", output_dir)
-        records = [
-            json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()
-        ]
+        records = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
         mlflow_run.log_metric_history(records)
         mlflow_run.set_tags({"pretrain.reused": "true"})
     else:

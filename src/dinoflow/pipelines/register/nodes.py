@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file
 
 from dinoflow.config import load_config_file
 from dinoflow.config.pipeline_params import RegisterParams
 from dinoflow.registry.mlflow_registry import register_backbone
 from dinoflow.tracking import mlflow_run
 from dinoflow.train.builders import build_backbone_from_config
-from dinoflow.train.checkpoint import load_checkpoint, teacher_backbone_state
+from dinoflow.train.checkpoint import BACKBONE_NAME
 
 
 def register_node(
@@ -27,15 +26,10 @@ def register_node(
 ) -> dict[str, Any]:
     """Returns ``{"name", "version", "alias", "model_uri", "logged_model_uri"}``."""
     cfg = load_config_file(Path(pretrain_result["config"]))
+    weights = Path(pretrain_result["output_dir"]) / BACKBONE_NAME
     backbone = build_backbone_from_config(cfg, drop_path=False)
-    state = teacher_backbone_state(load_checkpoint(Path(pretrain_result["checkpoint"])))
-    backbone.load_state_dict(state)
-    with (
-        tempfile.TemporaryDirectory() as tmp
-    ):  # the checkpoint folder belongs to the pretrain stage
-        weights = Path(tmp) / "teacher_backbone.safetensors"
-        save_file({k: v.contiguous() for k, v in state.items()}, weights)
-        mlflow_run.log_artifact(weights, "backbone_weights")
+    backbone.load_state_dict(load_file(weights), strict=True)  # the export has timm's key names
+    mlflow_run.log_artifact(weights, "backbone_weights")
     size = cfg.crops.global_size
     # Batch 2, not 1: torch.export specialises a size-1 dimension and the model would accept batch 1 only.
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).numpy()
