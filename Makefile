@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Every target sees the project's tools first, as in an activated virtualenv (DVC stages call kedro).
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install demo test test-fast lint format repro mlflow-ui viz viz-build clean help
+.PHONY: install demo test test-fast lint format repro bench mlflow-ui viz viz-build clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ lint: install  ## ruff lint + format check
 format: install
 	$(BIN)/ruff check --fix src tests
 	$(BIN)/ruff format src tests
+
+bench: install  ## run the benchmarks; JSON results under benchmarks/results/
+	python benchmarks/train_step.py
 
 repro: install  ## re-run the DVC stages whose code, data or parameters changed
 	dvc repro

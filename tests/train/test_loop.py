@@ -117,3 +117,19 @@ def test_teacher_backbone_export_loads_into_a_plain_timm_model(tiny_config, tiny
     reference = teacher_backbone_state(load_checkpoint(tmp_path / "checkpoint.pt"))
     assert exported.keys() == reference.keys()
     assert all(torch.equal(exported[k], reference[k]) for k in reference)
+
+
+def test_keep_last_k_checkpoints(tiny_config, tiny_shards, tmp_path):
+    cfg = tiny_config.model_copy(update={"run": tiny_config.run.model_copy(update={"keep_checkpoints": 2})})
+    run(cfg, tiny_shards, tmp_path, ListSink())
+    snapshots = sorted(p.name for p in tmp_path.glob("checkpoint_*.pt"))
+    assert snapshots == ["checkpoint_00000010.pt", "checkpoint_00000012.pt"]
+    assert load_checkpoint(tmp_path / snapshots[0])["iteration"] == 10
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 12
+
+
+@pytest.mark.slow
+def test_compiled_blocks_train_and_keep_parameter_names(tiny_config, tiny_shards, tmp_path):
+    cfg = tiny_config.model_copy(update={"run": tiny_config.run.model_copy(update={"compile": True})})
+    run(cfg, tiny_shards, tmp_path, ListSink())
+    assert "backbone.blocks.0.attn.qkv.weight" in load_checkpoint(tmp_path / "checkpoint.pt")["teacher"]

@@ -72,7 +72,7 @@ class LossConfig(_Section):
     teacher_temp: float = Field(default=0.04, gt=0.0)
     warmup_teacher_temp_epochs: int = Field(default=0, ge=0)
     center_momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
-    centering: Literal["ema", "sinkhorn_knopp"] = "ema"
+    centering: Literal["ema", "sinkhorn_knopp", "none"] = "ema"  # "none" collapses: ablation only
     koleo_weight: float = Field(default=0.0, ge=0.0)
     ibot_weight: float = Field(default=0.0, ge=0.0)  # 0 disables masking and the patch loss
     ibot_mask_ratio: tuple[float, float] = (0.1, 0.5)  # masked share of patches, per image
@@ -105,6 +105,8 @@ class RunConfig(_Section):
     num_threads: int = Field(default=0, ge=0)  # 0: leave torch's default
     log_every: int = Field(default=10, ge=1)
     checkpoint_every: int = Field(default=100, ge=1)
+    keep_checkpoints: int = Field(default=1, ge=1)  # >1 also keeps that many numbered snapshots
+    compile: bool = False  # torch.compile each transformer block (worth it on GPUs)
 
 
 class PretrainConfig(_Section):

@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-CENTERINGS = ("ema", "sinkhorn_knopp")
+CENTERINGS = ("ema", "sinkhorn_knopp", "none")  # "none": the DINO paper's ablation only
 
 
 def _all_reduce(value: torch.Tensor, op=None) -> torch.Tensor:
@@ -73,7 +73,8 @@ class TeacherTargets(nn.Module):
         """(N, K) teacher logits → (N, K) float32 target distributions."""
         if self.centering == "sinkhorn_knopp":
             return sinkhorn_knopp(teacher_logits, teacher_temp)
-        return F.softmax((teacher_logits.float() - self.center) / teacher_temp, dim=-1)
+        center = self.center if self.centering == "ema" else 0.0
+        return F.softmax((teacher_logits.float() - center) / teacher_temp, dim=-1)
 
     @torch.no_grad()
     def update_center(self, teacher_logits: torch.Tensor) -> None:

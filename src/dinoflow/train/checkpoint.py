@@ -17,9 +17,10 @@ CHECKPOINT_NAME = "checkpoint.pt"
 BACKBONE_NAME = "teacher_backbone.safetensors"
 
 
-def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
+def save_checkpoint(state: dict[str, Any], directory: Path, keep: int = 1) -> Path:
     """Write ``state`` to ``directory/checkpoint.pt`` via a temp file + rename, so a crash
-    mid-write leaves the previous checkpoint intact."""
+    mid-write leaves the previous checkpoint intact. With ``keep > 1`` the file is also
+    hard-linked as ``checkpoint_<iteration>.pt`` and only the ``keep`` newest of those remain."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CHECKPOINT_NAME
@@ -29,6 +30,12 @@ def save_checkpoint(state: dict[str, Any], directory: Path) -> Path:
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(path)
+    if keep > 1:
+        snapshot = directory / f"checkpoint_{state['iteration']:08d}.pt"
+        snapshot.unlink(missing_ok=True)
+        os.link(path, snapshot)
+        for old in sorted(directory.glob("checkpoint_*.pt"))[:-keep]:
+            old.unlink()
     return path
 
 

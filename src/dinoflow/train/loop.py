@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from dinoflow.config import PretrainConfig, scaled_lr, to_dict
 from dinoflow.data.masking import sample_batch_masks
@@ -101,6 +102,9 @@ def train(
     optimizer = build_optimizer(student, num_layers, cfg.optim.layer_decay, cfg.optim.patch_embed_lr_mult)
     peak_lr = scaled_lr(cfg.optim.base_lr, batch, env.world_size)
     schedules = builders.build_run_schedules(cfg, iters_per_epoch, peak_lr)
+    if cfg.run.compile:  # in place, per block: parameter names (and checkpoints) stay unchanged
+        for block in [*student.backbone.blocks, *teacher.backbone.blocks]:
+            block.compile()
     model = DistributedDataParallel(student) if env.enabled else student
 
     # --- resume ------------------------------------------------------------------------
@@ -129,11 +133,14 @@ def train(
                     "config": to_dict(cfg),
                 },
                 output_dir,
+                keep=cfg.run.keep_checkpoints,
             )
 
     total = schedules.total_iters
     last_metrics: dict[str, float] = {}
     tick, images_seen = time.perf_counter(), 0
+    # A bar on an interactive terminal only (rank 0); launched jobs log a line every log_every steps.
+    progress = tqdm(total=total, initial=start_iter, desc="pretrain", unit="it", disable=None if env.is_main else True)
     for it in range(start_iter, total):
         epoch, step_in_epoch = divmod(it, iters_per_epoch)
         # --- apply schedules -----------------------------------------------------------
@@ -212,10 +219,12 @@ def train(
                 log.info("it %d/%d %s", it + 1, total, _fmt(last_metrics))
             tick, images_seen = time.perf_counter(), 0
 
+        progress.update(1)
         # --- checkpoint ----------------------------------------------------------------------
         if (it + 1) % cfg.run.checkpoint_every == 0 or it + 1 == total:
             checkpoint(it + 1)
 
+    progress.close()
     if env.is_main:
         export_teacher_backbone(teacher, output_dir / BACKBONE_NAME)
     return {
