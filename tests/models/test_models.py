@@ -92,3 +92,19 @@ def test_register_tokens_layerscale_and_swiglu_options():
     plain = build_backbone("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=48, depth=2, num_heads=2)[0]
     plain_mlp = sum(p.numel() for n, p in plain.named_parameters() if "blocks.0.mlp" in n)
     assert abs(mlp_params - plain_mlp) / plain_mlp < 0.05  # SwiGLU keeps the MLP's size
+
+
+@pytest.mark.parametrize(
+    "arch",
+    ["vit_tiny_patch16_224", "vit_small_patch16_224", "vit_small_patch8_224", "vit_base_patch16_224",
+     "vit_large_patch14_dinov2", "vit_giant_patch14_dinov2"],
+)  # fmt: skip
+def test_every_backbone_family_builds_by_name_at_any_input_size(arch):
+    # Shrunk depth/width keep this fast; the arch's own patch size, MLP type and options remain.
+    backbone, dim = build_backbone(arch, img_size=28, embed_dim=48, depth=1, num_heads=2, fused_attn=False)
+    patch = backbone.patch_embed.patch_size[0]
+    for size in (2 * patch, 3 * patch):
+        out = backbone(torch.randn(2, 3, size, size))
+        assert out.shape == (2, dim) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(p.grad is not None for p in backbone.parameters() if p.requires_grad and p.ndim > 1)

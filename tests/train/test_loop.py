@@ -133,3 +133,20 @@ def test_compiled_blocks_train_and_keep_parameter_names(tiny_config, tiny_shards
     cfg = tiny_config.model_copy(update={"run": tiny_config.run.model_copy(update={"compile": True})})
     run(cfg, tiny_shards, tmp_path, ListSink())
     assert "backbone.blocks.0.attn.qkv.weight" in load_checkpoint(tmp_path / "checkpoint.pt")["teacher"]
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tiny_config, tiny_shards, tmp_path, monkeypatch):
+    import dinoflow.train.loop as loop
+
+    calls = {"n": 0}
+    real_koleo = loop.koleo_loss
+
+    def poisoned(features):
+        calls["n"] += 1
+        value = real_koleo(features)
+        return value * float("nan") if calls["n"] > 2 * 5 else value  # two calls per step: NaN at step 6
+
+    monkeypatch.setattr(loop, "koleo_loss", poisoned)
+    with pytest.raises(loop.NonFiniteLossError, match="at iteration 5"):
+        run(tiny_config, tiny_shards, tmp_path, ListSink())
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 4
