@@ -50,24 +50,33 @@ def sinkhorn_knopp(teacher_logits: torch.Tensor, teacher_temp: float, iterations
     return (q * num_samples).t()
 
 
-class TeacherTargets(nn.Module):
-    """Turns teacher logits into targets: EMA centering + sharpening (DINO) or Sinkhorn-Knopp.
+class SelfDistillationLoss(nn.Module):
+    """Base of the DINO and iBOT losses: student temperature, and teacher logits turned into
+    targets by EMA centering + sharpening (DINO) or Sinkhorn-Knopp (DINOv2).
 
-    Holds the EMA center buffer (1, K). Subclasses are the losses that use these targets.
+    Holds the EMA center buffer (1, K).
 
     Args:
         out_dim: prototypes K.
+        student_temp: tau_s.
         center_momentum: EMA momentum of the center.
-        centering: "ema" or "sinkhorn_knopp".
+        centering: "ema", "sinkhorn_knopp" or "none" (the DINO paper's collapse ablation).
     """
 
-    def __init__(self, out_dim: int, center_momentum: float = 0.9, centering: str = "ema") -> None:
+    def __init__(
+        self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9, centering: str = "ema"
+    ) -> None:
         super().__init__()
         if centering not in CENTERINGS:
             raise ValueError(f"centering must be one of {CENTERINGS}, got {centering!r}")
+        self.student_temp = student_temp
         self.center_momentum = center_momentum
         self.centering = centering
         self.register_buffer("center", torch.zeros(1, out_dim))
+
+    def student_log_probs(self, student_logits: torch.Tensor) -> torch.Tensor:
+        """(N, K) student logits → (N, K) float32 log-probabilities at tau_s."""
+        return F.log_softmax(student_logits.float() / self.student_temp, dim=-1)
 
     def teacher_probs(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
         """(N, K) teacher logits → (N, K) float32 target distributions."""

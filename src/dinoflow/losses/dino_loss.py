@@ -7,12 +7,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from dinoflow.losses.centering import TeacherTargets
+from dinoflow.losses.centering import SelfDistillationLoss
 
 
-class DINOLoss(TeacherTargets):
+class DINOLoss(SelfDistillationLoss):
     """Cross-entropy between sharpened, centred teacher and student distributions.
 
     For every teacher view i (the global crops) and student view v != i, the loss is
@@ -27,16 +26,6 @@ class DINOLoss(TeacherTargets):
         center_momentum: EMA momentum of the center.
         centering: "ema" (DINO) or "sinkhorn_knopp" (DINOv2).
     """
-
-    def __init__(
-        self,
-        out_dim: int,
-        student_temp: float = 0.1,
-        center_momentum: float = 0.9,
-        centering: str = "ema",
-    ) -> None:
-        super().__init__(out_dim, center_momentum, centering)
-        self.student_temp = student_temp
 
     def forward(
         self,
@@ -54,7 +43,7 @@ class DINOLoss(TeacherTargets):
         Returns:
             Scalar loss.
         """
-        student_logp = F.log_softmax(student_logits.float() / self.student_temp, dim=-1)
+        student_logp = self.student_log_probs(student_logits)
         student_views = student_logp.chunk(num_student_views)
         teacher_views = (
             self.teacher_probs(teacher_logits, teacher_temp)

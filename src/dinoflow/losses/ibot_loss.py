@@ -7,12 +7,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from dinoflow.losses.centering import TeacherTargets
+from dinoflow.losses.centering import SelfDistillationLoss
 
 
-class IBOTPatchLoss(TeacherTargets):
+class IBOTPatchLoss(SelfDistillationLoss):
     """Cross-entropy between the teacher's view of the *visible* patches and the student's
     prediction at the same, *masked* positions of the global crops.
 
@@ -25,16 +24,6 @@ class IBOTPatchLoss(TeacherTargets):
         center_momentum: EMA momentum of this loss's own center.
         centering: "ema" or "sinkhorn_knopp".
     """
-
-    def __init__(
-        self,
-        out_dim: int,
-        student_temp: float = 0.1,
-        center_momentum: float = 0.9,
-        centering: str = "ema",
-    ) -> None:
-        super().__init__(out_dim, center_momentum, centering)
-        self.student_temp = student_temp
 
     def forward(
         self,
@@ -53,7 +42,7 @@ class IBOTPatchLoss(TeacherTargets):
             Scalar loss (0 when nothing is masked).
         """
         q = self.teacher_probs(teacher_logits, teacher_temp).detach()
-        per_patch = torch.sum(-q * F.log_softmax(student_logits.float() / self.student_temp, dim=-1), dim=-1)
+        per_patch = torch.sum(-q * self.student_log_probs(student_logits), dim=-1)
         per_image_count = masks.sum(dim=1, keepdim=True).clamp(min=1).expand_as(masks)[masks]
         loss = (per_patch / per_image_count).sum() / masks.shape[0]
         self.update_center(teacher_logits)
