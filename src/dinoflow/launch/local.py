@@ -45,7 +45,7 @@ def run_process(command: Sequence[str], env: Mapping[str, str], timeout_s: float
     log.info("launching: %s", " ".join(command))
     process = subprocess.Popen(
         list(command),
-        env={**os.environ, **env},
+        env={**os.environ, "DINOFLOW_LOG_FORMAT": "%(levelname)s %(name)s: %(message)s", **env},
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -43,7 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A launcher that timestamps our lines itself sets DINOFLOW_LOG_FORMAT (e.g. "%(message)s").
+    log_format = os.environ.get("DINOFLOW_LOG_FORMAT", "%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=log_format)
     overrides = [o.removeprefix("pretrain.") for o in args.overrides]
     try:
         cfg = load_config_file(args.config, overrides)
