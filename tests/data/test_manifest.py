@@ -47,3 +47,8 @@ def test_flat_folder_is_unlabelled_with_a_stable_hash_split(tmp_path):
     assert all(r["label"] == "" and r["mask_path"] == "" for r in rows)
     assert [r["split"] for r in rows] == [hash_split(r["path"], 0.3) for r in rows]
     assert np.mean([r["split"] == "val" for r in rows]) < 0.8
+
+
+def test_parallel_ingest_equals_sequential(tiny_dataset_root):
+    sequential = build_manifest(tiny_dataset_root, workers=1, progress=False)
+    assert build_manifest(tiny_dataset_root, workers=2, progress=False) == sequential

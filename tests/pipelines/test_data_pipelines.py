@@ -22,6 +22,8 @@ def data_params(tmp_path, **overrides) -> DataParams:
                       "clutter_strokes": 3, "texture_strength": 0.4, "background_noise": 0.06, "seed": 0},
         "val_ratio": 0.2,
         "min_size": 16,
+        "max_pixels": 10_000_000,
+        "workers": 1,
         "dvc_track": False,
     }  # fmt: skip
     return DataParams(**{**params, **overrides})

@@ -31,6 +31,8 @@ class DataParams(_Params):
     synthetic: SyntheticParams
     val_ratio: float = Field(gt=0.0, lt=1.0)
     min_size: int = Field(ge=1)
+    max_pixels: int = Field(ge=1)
+    workers: int = Field(ge=0)
     dvc_track: bool
 
 

@@ -7,22 +7,29 @@ Layouts understood (``<root>/images/`` is used when it exists, else ``<root>/``)
     *.jpg                                      unlabelled, split by hash
 
 Masks, when present, live under ``<root>/masks/`` with the same relative path (``.png``).
-A row never hides a problem: unreadable or too-small files stay in the manifest with a
-``status`` other than ``ok`` (the quarantine reason).
+A row never hides a problem: unreadable, corrupt, empty, too small or too large, animated,
+duplicate files and symlinks leaving the root stay in the manifest with a ``status`` other than
+``ok`` (the quarantine reason). Files kept after a conversion (CMYK, 16-bit, palette, alpha,
+EXIF rotation) say so in ``note`` / ``exif_orientation``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from dinoflow.data.decode import conversion_note
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLITS = ("train", "val")
+ORIENTATION_TAG = 0x0112  # EXIF Orientation
 
 
 @dataclass(frozen=True)
@@ -31,14 +38,16 @@ class ManifestRow:
     sha256: str
     bytes: int
     format: str
-    width: int
+    width: int  # after EXIF orientation
     height: int
     mode: str
     decodable: bool
+    exif_orientation: int  # 1 = upright (or no EXIF); other values are applied when loading
     label: str  # "" when unlabelled
     mask_path: str  # "" when there is no mask
     split: str
     status: str  # "ok" or the quarantine reason
+    note: str  # what loading will do to a kept file (conversions), "" when nothing
 
 
 def _sha256(path: Path) -> str:
@@ -55,16 +64,32 @@ def hash_split(relative_path: str, val_ratio: float) -> str:
     return "val" if bucket < val_ratio else "train"
 
 
-def inspect_image(path: Path, min_size: int) -> dict:
-    """Decode fully (not just the header) and report format, size, mode and a status."""
-    info = {"format": "", "width": 0, "height": 0, "mode": "", "decodable": False}
-    if path.stat().st_size == 0:
-        return {**info, "status": "zero-byte file"}
+def inspect_image(path: Path, min_size: int, max_pixels: int) -> dict:
+    """Decode fully (not just the header) and report format, size, mode and a status.
+
+    The size is checked from the header *before* decoding, so a decompression bomb is never
+    expanded in memory.
+    """
+    info = {"format": "", "width": 0, "height": 0, "mode": "", "decodable": False, "exif_orientation": 1, "note": ""}
     try:
+        if path.stat().st_size == 0:
+            return {**info, "status": "zero-byte file"}
         with Image.open(path) as image:
-            info.update(format=image.format or "", width=image.width, height=image.height, mode=image.mode)
+            orientation = int(image.getexif().get(ORIENTATION_TAG, 1) or 1)
+            width, height = (image.height, image.width) if orientation in (5, 6, 7, 8) else image.size
+            info.update(format=image.format or "", width=width, height=height, mode=image.mode,
+                        exif_orientation=orientation)  # fmt: skip
+            if width * height > max_pixels:
+                return {
+                    **info,
+                    "status": f"too many pixels ({width}x{height} > {max_pixels}): possible decompression bomb",
+                }
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:
+                return {**info, "status": f"animated or multi-frame image ({frames} frames)"}
             image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            info["note"] = conversion_note(image.mode, "transparency" in image.info)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         return {**info, "status": f"not decodable: {type(err).__name__}: {err}"[:200]}
     info["decodable"] = True
     if min(info["width"], info["height"]) < min_size:
@@ -72,7 +97,7 @@ def inspect_image(path: Path, min_size: int) -> dict:
     return {**info, "status": "ok"}
 
 
-def _describe(root: Path, image_root: Path, file: Path, val_ratio: float, min_size: int) -> ManifestRow:
+def _describe(root: Path, image_root: Path, file: Path, val_ratio: float, min_size: int, max_pixels: int) -> dict:
     rel = file.relative_to(image_root).as_posix()
     parts = rel.split("/")
     if parts[0] in SPLITS and len(parts) > 1:
@@ -80,28 +105,47 @@ def _describe(root: Path, image_root: Path, file: Path, val_ratio: float, min_si
     else:
         split, class_parts = hash_split(rel, val_ratio), parts[:-1]
     mask = root / "masks" / Path(rel).with_suffix(".png")
-    return ManifestRow(
-        path=file.relative_to(root).as_posix(),
-        sha256=_sha256(file),
-        bytes=file.stat().st_size,
-        label="/".join(class_parts),
-        mask_path=mask.relative_to(root).as_posix() if mask.is_file() else "",
-        split=split,
-        **inspect_image(file, min_size),
-    )
+    where = {
+        "path": file.relative_to(root).as_posix(),
+        "label": "/".join(class_parts),
+        "mask_path": mask.relative_to(root).as_posix() if mask.is_file() else "",
+        "split": split,
+    }
+    empty = {"sha256": "", "bytes": 0, "format": "", "width": 0, "height": 0, "mode": "", "decodable": False,
+             "exif_orientation": 1, "note": ""}  # fmt: skip
+    real = file.resolve()
+    if file.is_symlink() and not real.is_relative_to(root):
+        return asdict(ManifestRow(**where, **empty, status="symlink pointing outside the data root"))
+    try:
+        digest, size = _sha256(file), file.stat().st_size
+    except OSError as err:
+        return asdict(ManifestRow(**where, **empty, status=f"unreadable: {type(err).__name__}: {err}"[:200]))
+    return asdict(ManifestRow(**where, sha256=digest, bytes=size, **inspect_image(file, min_size, max_pixels)))
 
 
 def scan_images(root: Path) -> list[Path]:
     image_root = root / "images" if (root / "images").is_dir() else root
     files = []
-    for dirpath, dirnames, filenames in os.walk(image_root):
+    for dirpath, dirnames, filenames in os.walk(image_root):  # does not follow directory symlinks
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and Path(dirpath, d) != root / "masks")
         files += [Path(dirpath, f) for f in sorted(filenames) if Path(f).suffix.lower() in IMAGE_SUFFIXES]
     return files
 
 
-def build_manifest(root: Path, val_ratio: float = 0.2, min_size: int = 16, progress: bool = True) -> list[dict]:
-    """Describe every image file under ``root`` (sorted, so the manifest is reproducible)."""
+def build_manifest(
+    root: Path,
+    val_ratio: float = 0.2,
+    min_size: int = 16,
+    max_pixels: int = 89_478_485,
+    workers: int = 0,
+    progress: bool = True,
+) -> list[dict]:
+    """Describe every image file under ``root`` (sorted, so the manifest is reproducible).
+
+    Args:
+        max_pixels: larger images are quarantined unread (Pillow's own bomb limit by default).
+        workers: processes for hashing and decoding (0: one per CPU core).
+    """
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"data source {root} is not a directory")
@@ -109,10 +153,14 @@ def build_manifest(root: Path, val_ratio: float = 0.2, min_size: int = 16, progr
     files = scan_images(root)
     if not files:
         raise FileNotFoundError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
-    rows = [
-        asdict(_describe(root, image_root, f, val_ratio, min_size))
-        for f in tqdm(files, desc="ingest", unit="img", disable=not progress, mininterval=1.0)
-    ]
+    describe = partial(_describe, root, image_root, val_ratio=val_ratio, min_size=min_size, max_pixels=max_pixels)
+    bar = partial(tqdm, total=len(files), desc="ingest", unit="img", disable=not progress, mininterval=1.0)
+    workers = workers or os.cpu_count() or 1
+    if workers == 1:
+        rows = [describe(f) for f in bar(files)]
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            rows = list(bar(pool.map(describe, files, chunksize=64)))
     return _mark_duplicates(rows)
 
 

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
+
+from dinoflow.data.decode import to_rgb
 
 
 @dataclass(frozen=True)
@@ -38,9 +40,9 @@ def _center_square(image: Image.Image) -> Image.Image:
 
 
 def load_image(path: Path, size: int) -> np.ndarray:
-    """Decode → EXIF-orient → RGB → centre square → (size, size, 3) uint8 (bicubic)."""
+    """Decode → EXIF-orient → RGB (``decode.to_rgb``) → centre square → (size, size, 3) uint8 (bicubic)."""
     with Image.open(path) as image:
-        rgb = ImageOps.exif_transpose(image).convert("RGB")
+        rgb = to_rgb(image)
     return np.asarray(_center_square(rgb).resize((size, size), Image.Resampling.BICUBIC))
 
 

@@ -15,16 +15,19 @@ import os
 
 import pandas as pd
 
+from dinoflow.data.decode import SIXTEEN_BIT_MODES
+
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 import great_expectations as gx  # noqa: E402
 import great_expectations.expectations as gxe  # noqa: E402
 
 MANIFEST_COLUMNS = [
-    "path", "sha256", "bytes", "format", "width", "height", "mode", "decodable",
-    "label", "mask_path", "split", "status",
+    "path", "sha256", "bytes", "format", "width", "height", "mode", "decodable", "exif_orientation",
+    "label", "mask_path", "split", "status", "note",
 ]  # fmt: skip
-ALLOWED_MODES = ["RGB", "RGBA", "L", "LA", "P", "CMYK", "I;16", "I", "F", "1"]
+# Modes that dinoflow.data.decode.to_rgb turns into RGB faithfully.
+ALLOWED_MODES = ["RGB", "RGBA", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1", *SIXTEEN_BIT_MODES]
 
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
@@ -36,7 +39,6 @@ def _manifest_suite(max_quarantine_share: float) -> gx.ExpectationSuite:
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
         gxe.ExpectColumnValuesToNotBeNull(column="path"),
         gxe.ExpectColumnValuesToBeUnique(column="path"),
-        gxe.ExpectColumnValuesToMatchRegex(column="sha256", regex=r"^[0-9a-f]{64}$"),
         gxe.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "val"]),
         gxe.ExpectColumnMeanToBeBetween(column="is_ok", min_value=1.0 - max_quarantine_share),
     ]:
@@ -49,6 +51,7 @@ def _clean_suite(min_size: int) -> gx.ExpectationSuite:
     for expectation in [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
         gxe.ExpectColumnValuesToBeInSet(column="decodable", value_set=[True]),
+        gxe.ExpectColumnValuesToMatchRegex(column="sha256", regex=r"^[0-9a-f]{64}$"),
         gxe.ExpectColumnValuesToBeUnique(column="sha256"),
         gxe.ExpectColumnValuesToBeBetween(column="bytes", min_value=1),
         gxe.ExpectColumnValuesToBeBetween(column="width", min_value=min_size),

@@ -40,6 +40,8 @@ def materialize_source(data: DataParams) -> dict[str, Any]:
 
 def build_manifest_node(source: dict[str, Any], data: DataParams) -> pd.DataFrame:
     """One row per image file with hash, size, mode, label, split and status."""
-    manifest = pd.DataFrame(build_manifest(Path(source["root"]), data.val_ratio, data.min_size))
+    manifest = pd.DataFrame(
+        build_manifest(Path(source["root"]), data.val_ratio, data.min_size, data.max_pixels, data.workers)
+    )
     log.info("manifest: %d files, %d ok", len(manifest), int((manifest["status"] == "ok").sum()))
     return manifest
