@@ -1,5 +1,7 @@
 """Data pipelines run with Kedro's runner on an in-memory catalog, plus node edge cases."""
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from kedro.io import DataCatalog
@@ -29,10 +31,16 @@ def data_params(tmp_path, **overrides) -> DataParams:
     return DataParams(**{**params, **overrides})
 
 
+def validation_params(tmp_path, max_quarantine_share: float) -> ValidationParams:
+    return ValidationParams(
+        max_quarantine_share=max_quarantine_share, max_class_imbalance=10.0, docs_root=str(tmp_path / "reporting")
+    )
+
+
 def test_ingestion_validation_dataset_with_the_runner(tmp_path, mlflow_tmp):
     catalog = DataCatalog()
     catalog["params:data"] = data_params(tmp_path)
-    catalog["params:validation"] = ValidationParams(max_quarantine_share=0.05)
+    catalog["params:validation"] = validation_params(tmp_path, 0.05)
     catalog["params:dataset"] = DatasetParams(image_size=24, output_dir=str(tmp_path / "dataset"))
     outputs = SequentialRunner().run(ingestion() + validation() + dataset(), catalog)
     index = outputs["dataset_index"].load()
@@ -43,6 +51,7 @@ def test_ingestion_validation_dataset_with_the_runner(tmp_path, mlflow_tmp):
     assert set(train["labels"].tolist()) == {0, 1, 2}
     report = catalog.load("validation_report")
     assert report["success"] and report["statistics"]["quarantined"] == 0
+    assert Path(report["data_docs"]).is_file() and "manifest_suite" in Path(report["data_docs"]).read_text()
 
 
 def test_user_folder_that_does_not_exist_is_a_clear_error(tmp_path):
@@ -57,7 +66,7 @@ def test_too_many_bad_files_stop_the_pipeline_and_name_the_expectation(tmp_path,
         (tmp_path / "raw" / "images" / "train" / "00_disc" / f"broken{i}.png").write_text("not a png")
     manifest = build_manifest_node(source, params)
     with pytest.raises(DataValidationError, match="expect_column_mean_to_be_between is_ok"):
-        validate_manifest_node(manifest, params, ValidationParams(max_quarantine_share=0.05))
-    clean, quarantine, report = validate_manifest_node(manifest, params, ValidationParams(max_quarantine_share=0.5))
+        validate_manifest_node(manifest, params, validation_params(tmp_path, 0.05))
+    clean, quarantine, report = validate_manifest_node(manifest, params, validation_params(tmp_path, 0.5))
     assert len(quarantine) == 5 and quarantine["status"].str.startswith("not decodable").all()
     assert len(clean) == 36 and isinstance(clean, pd.DataFrame)

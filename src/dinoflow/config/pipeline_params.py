@@ -38,6 +38,8 @@ class DataParams(_Params):
 
 class ValidationParams(_Params):
     max_quarantine_share: float = Field(ge=0.0, le=1.0)
+    max_class_imbalance: float = Field(ge=1.0)
+    docs_root: str
 
 
 class DatasetParams(_Params):

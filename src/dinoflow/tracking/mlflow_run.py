@@ -99,6 +99,10 @@ def log_artifact(path: Path, artifact_path: str | None = None) -> None:
     mlflow.log_artifact(str(path), artifact_path)
 
 
+def log_artifacts(directory: Path, artifact_path: str | None = None) -> None:
+    mlflow.log_artifacts(str(directory), artifact_path)
+
+
 def set_tags(tags: Mapping[str, Any]) -> None:
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
 

@@ -1,17 +1,21 @@
 """Great Expectations suites for the image manifest (the only module that imports GX).
 
-Two suites run through one checkpoint:
+Each suite runs through its own checkpoint (each validates a different frame), and every
+checkpoint updates the data docs site:
 
 - ``manifest_suite`` on every row: schema, unique paths, well-formed hashes, known splits, and
   the share of quarantined rows under a threshold;
 - ``clean_suite`` on the rows kept for training: decodable, unique content, size bounds and
-  known modes.
+  known modes and formats;
+- ``class_balance_suite`` (labelled data) on the class counts: no class more than
+  ``max_class_imbalance`` times the smallest.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import pandas as pd
 
@@ -26,6 +30,7 @@ MANIFEST_COLUMNS = [
     "path", "sha256", "bytes", "format", "width", "height", "mode", "decodable", "exif_orientation",
     "label", "mask_path", "split", "status", "note",
 ]  # fmt: skip
+ALLOWED_FORMATS = ["PNG", "JPEG", "MPO", "GIF", "BMP", "WEBP", "TIFF"]
 # Modes that dinoflow.data.decode.to_rgb turns into RGB faithfully.
 ALLOWED_MODES = ["RGB", "RGBA", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1", *SIXTEEN_BIT_MODES]
 
@@ -57,38 +62,70 @@ def _clean_suite(min_size: int) -> gx.ExpectationSuite:
         gxe.ExpectColumnValuesToBeBetween(column="width", min_value=min_size),
         gxe.ExpectColumnValuesToBeBetween(column="height", min_value=min_size),
         gxe.ExpectColumnValuesToBeInSet(column="mode", value_set=ALLOWED_MODES),
+        gxe.ExpectColumnValuesToBeInSet(column="format", value_set=ALLOWED_FORMATS),
     ]:
         suite.add_expectation(expectation)
     return suite
 
 
-def validate_manifest(manifest: pd.DataFrame, min_size: int, max_quarantine_share: float) -> dict:
-    """Run both suites through a GX checkpoint.
+def _class_balance_suite(max_class_imbalance: float) -> gx.ExpectationSuite:
+    suite = gx.ExpectationSuite(name="class_balance_suite")
+    suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column="times_smallest", max_value=max_class_imbalance))
+    return suite
+
+
+def class_counts(clean: pd.DataFrame) -> pd.DataFrame:
+    """One row per label of the kept rows: count and count / smallest class's count."""
+    counts = clean[clean["label"] != ""].groupby("label").size().rename("count").reset_index()
+    return counts.assign(times_smallest=counts["count"] / max(int(counts["count"].min()) if len(counts) else 1, 1))
+
+
+def _asset(source, name: str):
+    try:
+        return source.get_asset(name)
+    except LookupError:
+        return source.add_dataframe_asset(name)
+
+
+def validate_manifest(
+    manifest: pd.DataFrame,
+    min_size: int,
+    max_quarantine_share: float,
+    max_class_imbalance: float,
+    docs_root: Path,
+) -> dict:
+    """Run the suites through GX checkpoints and build the data docs site under ``docs_root``.
 
     Returns:
-        ``{"success": bool, "failed": [descriptions], "statistics": {...}, "result": <GX JSON>}``.
+        ``{"success", "failed": [suite: expectation column], "statistics", "result": <GX JSON>,
+        "data_docs": <path of the docs site's index.html>}``.
     """
-    context = gx.get_context(mode="ephemeral")
-    source = context.data_sources.add_pandas("manifest_source")
+    context = gx.get_context(mode="file", project_root_dir=str(docs_root))
+    source = context.data_sources.add_or_update_pandas("manifest_source")
+    clean = manifest[manifest["status"] == "ok"]
     frames = {
         "manifest_suite": manifest.assign(is_ok=(manifest["status"] == "ok").astype(float)),
-        "clean_suite": manifest[manifest["status"] == "ok"],
+        "clean_suite": clean,
     }
     suites = {
         "manifest_suite": _manifest_suite(max_quarantine_share),
         "clean_suite": _clean_suite(min_size),
     }
+    if (clean["label"] != "").any():  # class balance only means something for labelled data
+        frames["class_balance_suite"] = class_counts(clean)
+        suites["class_balance_suite"] = _class_balance_suite(max_class_imbalance)
     results, failed = {}, []
     for name, frame in frames.items():
-        batch_definition = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
-        suite = context.suites.add(suites[name])
-        definition = context.validation_definitions.add(
+        batch_definition = _asset(source, name).add_batch_definition_whole_dataframe(f"{name}_all")
+        suite = context.suites.add_or_update(suites[name])
+        definition = context.validation_definitions.add_or_update(
             gx.ValidationDefinition(name=f"{name}_definition", data=batch_definition, suite=suite)
         )
-        checkpoint = context.checkpoints.add(
+        checkpoint = context.checkpoints.add_or_update(
             gx.Checkpoint(
                 name=f"{name}_checkpoint",
                 validation_definitions=[definition],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
                 result_format="SUMMARY",
             )
         )
@@ -105,8 +142,9 @@ def validate_manifest(manifest: pd.DataFrame, min_size: int, max_quarantine_shar
         "failed": failed,
         "statistics": {
             "rows": len(manifest),
-            "ok": int((manifest["status"] == "ok").sum()),
-            "quarantined": int((manifest["status"] != "ok").sum()),
+            "ok": int(len(clean)),
+            "quarantined": int(len(manifest) - len(clean)),
         },
         "result": results,
+        "data_docs": str(Path(docs_root) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"),
     }

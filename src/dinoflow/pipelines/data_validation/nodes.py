@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -22,8 +23,15 @@ def validate_manifest_node(
     manifest: pd.DataFrame, data: DataParams, validation: ValidationParams
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Returns: (clean rows, quarantined rows with reasons, validation report)."""
-    report = validate_manifest(manifest, data.min_size, validation.max_quarantine_share)
+    report = validate_manifest(
+        manifest,
+        data.min_size,
+        validation.max_quarantine_share,
+        validation.max_class_imbalance,
+        Path(validation.docs_root),
+    )
     mlflow_run.log_dict(report, "validation/gx_result.json")
+    mlflow_run.log_artifacts(Path(report["data_docs"]).parent, "validation/data_docs")
     mlflow_run.log_metrics({f"data_{k}": v for k, v in report["statistics"].items()})
     mlflow_run.set_tags({"validation_status": "passed" if report["success"] else "failed"})
     quarantine = manifest[manifest["status"] != "ok"]

@@ -1,0 +1,62 @@
+"""Every expectation of the manifest suites fails on a manifest that breaks it, and says which."""
+
+import pandas as pd
+import pytest
+
+from dinoflow.data.manifest import build_manifest
+from dinoflow.validation.manifest_suite import validate_manifest
+
+
+@pytest.fixture(scope="module")
+def clean_manifest(tiny_dataset_root) -> pd.DataFrame:
+    return pd.DataFrame(build_manifest(tiny_dataset_root, workers=1, progress=False))
+
+
+def run(manifest, tmp_path, **overrides):
+    args = {"min_size": 16, "max_quarantine_share": 0.05, "max_class_imbalance": 3.0, "docs_root": tmp_path}
+    return validate_manifest(manifest, **{**args, **overrides})
+
+
+def test_a_clean_manifest_passes_and_builds_data_docs(clean_manifest, tmp_path):
+    report = run(clean_manifest, tmp_path)
+    assert report["success"], report["failed"]
+    assert set(report["result"]) == {"manifest_suite", "clean_suite", "class_balance_suite"}
+    assert (tmp_path / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
+
+
+def _set(column, value, rows=slice(0, 1)):
+    def mutate(df):
+        df = df.copy()
+        df.loc[df.index[rows], column] = value
+        return df
+
+    return mutate
+
+
+BREAKS = {
+    "manifest_suite: expect_table_columns_to_match_set": lambda df: df.assign(extra=1),
+    "manifest_suite: expect_column_values_to_be_unique path": _set("path", "same.png", slice(0, 2)),
+    "manifest_suite: expect_column_values_to_be_in_set split": _set("split", "test"),
+    "manifest_suite: expect_column_mean_to_be_between is_ok": _set("status", "not decodable: x", slice(0, 10)),
+    "clean_suite: expect_column_values_to_be_in_set decodable": _set("decodable", False),
+    "clean_suite: expect_column_values_to_be_unique sha256": _set("sha256", "a" * 64, slice(0, 2)),
+    "clean_suite: expect_column_values_to_match_regex sha256": _set("sha256", "not-a-hash"),
+    "clean_suite: expect_column_values_to_be_between width": _set("width", 4),
+    "clean_suite: expect_column_values_to_be_in_set mode": _set("mode", "F"),
+    "clean_suite: expect_column_values_to_be_in_set format": _set("format", "XCF"),
+    "class_balance_suite: expect_column_values_to_be_between times_smallest": lambda df: df[
+        (df["label"] != df["label"].iloc[0]) | (df.index < df.index[0] + 4)
+    ],
+}
+
+
+@pytest.mark.parametrize("rule", list(BREAKS))
+def test_each_rule_fails_when_broken_and_is_named(clean_manifest, tmp_path, rule):
+    report = run(BREAKS[rule](clean_manifest), tmp_path)
+    assert not report["success"]
+    assert rule in report["failed"], report["failed"]
+
+
+def test_an_empty_manifest_fails_on_row_count(clean_manifest, tmp_path):
+    report = run(clean_manifest.iloc[0:0], tmp_path)
+    assert "manifest_suite: expect_table_row_count_to_be_between" in report["failed"]
