@@ -59,10 +59,11 @@ def test_same_config_and_data_reuses_the_finished_run(catalog, mlflow_tmp):
             "params:pretrain_launcher",
         )
     ]
-    first = pretrain_node(*args)
+    first, curve = pretrain_node(*args)
+    assert list(curve["step"]) == list(range(1, first["summary"]["iterations"] + 1))
     mlflow.end_run()
     with mlflow.start_run() as second_run:
-        second = pretrain_node(*args)
+        second, _ = pretrain_node(*args)
     assert second["output_dir"] == first["output_dir"] and second["summary"] == first["summary"]
     run = MlflowClient().get_run(second_run.info.run_id)
     assert run.data.tags["pretrain.reused"] == "true"

@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from dinoflow.config import resolve_config, save_config, to_dict
 from dinoflow.config.pipeline_params import LauncherParams
 from dinoflow.launch.local import run_process, training_command
@@ -27,11 +29,11 @@ def pretrain_node(
     pretrain: dict[str, Any],
     presets: dict[str, Any],
     launcher: LauncherParams,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """Train (or resume, or reuse a finished run of the same config on the same data).
 
     Returns:
-        ``{"output_dir", "checkpoint", "config", "config_hash", "summary"}``.
+        ``{"output_dir", "checkpoint", "config", "config_hash", "summary"}`` and the training curve.
     """
     cfg = resolve_config(pretrain, presets)
     config = to_dict(cfg)
@@ -45,8 +47,7 @@ def pretrain_node(
     summary_path = output_dir / "summary.json"
     if summary_path.exists():
         log.info("reusing the finished run in %s (same config, same data)", output_dir)
-        records = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
-        mlflow_run.log_metric_history(records)
+        mlflow_run.log_metric_history(training_curve(output_dir / "metrics.jsonl").to_dict("records"))
         mlflow_run.set_tags({"pretrain.reused": "true"})
     else:
         command = training_command(
@@ -57,10 +58,18 @@ def pretrain_node(
             sinks=["mlflow"],
         )
         run_process(command, env=mlflow_run.child_process_env(), timeout_s=launcher.timeout_s)
-    return {
+    result = {
         "output_dir": str(output_dir),
         "checkpoint": str(output_dir / "checkpoint.pt"),
         "config": str(config_path),
         "config_hash": key,
         "summary": json.loads(summary_path.read_text()),
     }
+    return result, training_curve(output_dir / "metrics.jsonl")
+
+
+def training_curve(metrics_log: Path) -> pd.DataFrame:
+    """The run's per-step metrics as a table (one row per logging step; a resumed run's repeated
+    steps keep their last record)."""
+    records = [json.loads(line) for line in metrics_log.read_text().splitlines()]
+    return pd.DataFrame(records).drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)

@@ -14,7 +14,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:pretrain_presets",
                     "params:pretrain_launcher",
                 ],
-                "pretrain_result",
+                ["pretrain_result", "training_curve"],
                 name="pretrain_node",
             )
         ]
