@@ -52,3 +52,27 @@ def test_flat_folder_is_unlabelled_with_a_stable_hash_split(tmp_path):
 def test_parallel_ingest_equals_sequential(tiny_dataset_root):
     sequential = build_manifest(tiny_dataset_root, workers=1, progress=False)
     assert build_manifest(tiny_dataset_root, workers=2, progress=False) == sequential
+
+
+def test_reingest_reads_only_changed_files_and_matches_a_fresh_ingest(tmp_path, monkeypatch):
+    import os
+
+    import dinoflow.data.manifest as manifest
+
+    for i in range(6):
+        _png(tmp_path / "data" / "cls" / f"{i}.png", colour=(i, i, i))
+    cache = tmp_path / "cache.json"
+    build_manifest(tmp_path / "data", workers=1, progress=False, cache_path=cache)
+
+    _png(tmp_path / "data" / "cls" / "3.png", colour=(200, 1, 1))  # new content
+    os.utime(tmp_path / "data" / "cls" / "3.png", ns=(1, 1))  # and a different mtime
+    hashed = []
+    real_sha256 = manifest._sha256
+    monkeypatch.setattr(manifest, "_sha256", lambda path: hashed.append(path.name) or real_sha256(path))
+    again = build_manifest(tmp_path / "data", workers=1, progress=False, cache_path=cache)
+    assert hashed == ["3.png"]
+    monkeypatch.setattr(manifest, "_sha256", real_sha256)
+    assert again == build_manifest(tmp_path / "data", workers=1, progress=False)
+    # Changed limits apply to cached rows too.
+    strict = build_manifest(tmp_path / "data", min_size=64, workers=1, progress=False, cache_path=cache)
+    assert {r["status"] for r in strict} == {"smaller than 64 px"}

@@ -26,6 +26,7 @@ def data_params(tmp_path, **overrides) -> DataParams:
         "min_size": 16,
         "max_pixels": 10_000_000,
         "workers": 1,
+        "ingest_cache": str(tmp_path / "ingest_cache.json"),
         "dvc_track": False,
     }  # fmt: skip
     return DataParams(**{**params, **overrides})

@@ -33,6 +33,7 @@ class DataParams(_Params):
     min_size: int = Field(ge=1)
     max_pixels: int = Field(ge=1)
     workers: int = Field(ge=0)
+    ingest_cache: str  # what the last ingest learnt about each file; unchanged files are not re-read
     dvc_track: bool
 
 

@@ -16,6 +16,7 @@ EXIF rotation) say so in ``note`` / ``exif_orientation``.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -37,6 +38,7 @@ class ManifestRow:
     path: str  # relative to the data root, POSIX separators
     sha256: str
     bytes: int
+    mtime_ns: int  # with ``bytes``, decides whether a re-ingest must read the file again
     format: str
     width: int  # after EXIF orientation
     height: int
@@ -97,7 +99,9 @@ def inspect_image(path: Path, min_size: int, max_pixels: int) -> dict:
     return {**info, "status": "ok"}
 
 
-def _describe(root: Path, image_root: Path, file: Path, val_ratio: float, min_size: int, max_pixels: int) -> dict:
+def _describe(
+    root: Path, image_root: Path, file: Path, val_ratio: float, min_size: int, max_pixels: int, previous: dict
+) -> dict:
     rel = file.relative_to(image_root).as_posix()
     parts = rel.split("/")
     if parts[0] in SPLITS and len(parts) > 1:
@@ -111,16 +115,30 @@ def _describe(root: Path, image_root: Path, file: Path, val_ratio: float, min_si
         "mask_path": mask.relative_to(root).as_posix() if mask.is_file() else "",
         "split": split,
     }
-    empty = {"sha256": "", "bytes": 0, "format": "", "width": 0, "height": 0, "mode": "", "decodable": False,
+    empty = {"sha256": "", "bytes": 0, "mtime_ns": 0, "format": "", "width": 0, "height": 0, "mode": "", "decodable": False,
              "exif_orientation": 1, "note": ""}  # fmt: skip
     real = file.resolve()
     if file.is_symlink() and not real.is_relative_to(root):
         return asdict(ManifestRow(**where, **empty, status="symlink pointing outside the data root"))
     try:
-        digest, size = _sha256(file), file.stat().st_size
+        stat = file.stat()
+        cached = previous.get(where["path"])
+        if cached and (cached["bytes"], cached["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
+            return {**cached, **where, "status": _size_status(cached["width"], cached["height"], min_size, max_pixels)}
+        digest = _sha256(file)
     except OSError as err:
         return asdict(ManifestRow(**where, **empty, status=f"unreadable: {type(err).__name__}: {err}"[:200]))
-    return asdict(ManifestRow(**where, sha256=digest, bytes=size, **inspect_image(file, min_size, max_pixels)))
+    inspected = inspect_image(file, min_size, max_pixels)
+    return asdict(ManifestRow(**where, sha256=digest, bytes=stat.st_size, mtime_ns=stat.st_mtime_ns, **inspected))
+
+
+def _size_status(width: int, height: int, min_size: int, max_pixels: int) -> str:
+    """Status of an already decoded file under the current size limits."""
+    if width * height > max_pixels:
+        return f"too many pixels ({width}x{height} > {max_pixels}): possible decompression bomb"
+    if min(width, height) < min_size:
+        return f"smaller than {min_size} px"
+    return "ok"
 
 
 def scan_images(root: Path) -> list[Path]:
@@ -139,12 +157,15 @@ def build_manifest(
     max_pixels: int = 89_478_485,
     workers: int = 0,
     progress: bool = True,
+    cache_path: Path | None = None,
 ) -> list[dict]:
     """Describe every image file under ``root`` (sorted, so the manifest is reproducible).
 
     Args:
         max_pixels: larger images are quarantined unread (Pillow's own bomb limit by default).
         workers: processes for hashing and decoding (0: one per CPU core).
+        cache_path: JSON file of the last ingest of this root; files whose size and mtime are
+            unchanged and that decoded then are not read again. Rewritten at the end.
     """
     root = Path(root).resolve()
     if not root.is_dir():
@@ -153,7 +174,10 @@ def build_manifest(
     files = scan_images(root)
     if not files:
         raise FileNotFoundError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
-    describe = partial(_describe, root, image_root, val_ratio=val_ratio, min_size=min_size, max_pixels=max_pixels)
+    previous = _load_cache(cache_path, root)
+    describe = partial(
+        _describe, root, image_root, val_ratio=val_ratio, min_size=min_size, max_pixels=max_pixels, previous=previous
+    )
     bar = partial(tqdm, total=len(files), desc="ingest", unit="img", disable=not progress, mininterval=1.0)
     workers = workers or os.cpu_count() or 1
     if workers == 1:
@@ -161,7 +185,27 @@ def build_manifest(
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             rows = list(bar(pool.map(describe, files, chunksize=64)))
+    if cache_path is not None:
+        _save_cache(cache_path, root, rows)
     return _mark_duplicates(rows)
+
+
+def _load_cache(cache_path: Path | None, root: Path) -> dict[str, dict]:
+    """Rows of the previous ingest of ``root`` that decoded, by path (empty if none)."""
+    if cache_path is None or not Path(cache_path).exists():
+        return {}
+    cache = json.loads(Path(cache_path).read_text())
+    if cache.get("root") != str(root):
+        return {}
+    return {row["path"]: row for row in cache["rows"] if row["decodable"]}
+
+
+def _save_cache(cache_path: Path, root: Path, rows: list[dict]) -> None:
+    cache_path = Path(cache_path)
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"root": str(root), "rows": rows}))
+    tmp.replace(cache_path)
 
 
 def _mark_duplicates(rows: list[dict]) -> list[dict]:

@@ -27,7 +27,7 @@ import great_expectations as gx  # noqa: E402
 import great_expectations.expectations as gxe  # noqa: E402
 
 MANIFEST_COLUMNS = [
-    "path", "sha256", "bytes", "format", "width", "height", "mode", "decodable", "exif_orientation",
+    "path", "sha256", "bytes", "mtime_ns", "format", "width", "height", "mode", "decodable", "exif_orientation",
     "label", "mask_path", "split", "status", "note",
 ]  # fmt: skip
 ALLOWED_FORMATS = ["PNG", "JPEG", "MPO", "GIF", "BMP", "WEBP", "TIFF"]

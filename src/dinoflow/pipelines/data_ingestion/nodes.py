@@ -41,7 +41,14 @@ def materialize_source(data: DataParams) -> dict[str, Any]:
 def build_manifest_node(source: dict[str, Any], data: DataParams) -> pd.DataFrame:
     """One row per image file with hash, size, mode, label, split and status."""
     manifest = pd.DataFrame(
-        build_manifest(Path(source["root"]), data.val_ratio, data.min_size, data.max_pixels, data.workers)
+        build_manifest(
+            Path(source["root"]),
+            data.val_ratio,
+            data.min_size,
+            data.max_pixels,
+            data.workers,
+            cache_path=Path(data.ingest_cache),
+        )
     )
     log.info("manifest: %d files, %d ok", len(manifest), int((manifest["status"] == "ok").sum()))
     return manifest
