@@ -100,7 +100,7 @@ def inspect_image(path: Path, min_size: int, max_pixels: int) -> dict:
 
 
 def _describe(
-    root: Path, image_root: Path, file: Path, val_ratio: float, min_size: int, max_pixels: int, previous: dict
+    root: Path, image_root: Path, val_ratio: float, min_size: int, max_pixels: int, file: Path, cached: dict | None
 ) -> dict:
     rel = file.relative_to(image_root).as_posix()
     parts = rel.split("/")
@@ -122,7 +122,6 @@ def _describe(
         return asdict(ManifestRow(**where, **empty, status="symlink pointing outside the data root"))
     try:
         stat = file.stat()
-        cached = previous.get(where["path"])
         if cached and (cached["bytes"], cached["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
             return {**cached, **where, "status": _size_status(cached["width"], cached["height"], min_size, max_pixels)}
         digest = _sha256(file)
@@ -175,16 +174,16 @@ def build_manifest(
     if not files:
         raise FileNotFoundError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
     previous = _load_cache(cache_path, root)
-    describe = partial(
-        _describe, root, image_root, val_ratio=val_ratio, min_size=min_size, max_pixels=max_pixels, previous=previous
-    )
+    describe = partial(_describe, root, image_root, val_ratio, min_size, max_pixels)
+    # Each file travels with its own cached row only: the whole cache is never sent to a worker.
+    cached = [previous.get(f.relative_to(root).as_posix()) for f in files]
     bar = partial(tqdm, total=len(files), desc="ingest", unit="img", disable=not progress, mininterval=1.0)
     workers = workers or os.cpu_count() or 1
     if workers == 1:
-        rows = [describe(f) for f in bar(files)]
+        rows = [describe(f, c) for f, c in bar(zip(files, cached, strict=True))]
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            rows = list(bar(pool.map(describe, files, chunksize=64)))
+            rows = list(bar(pool.map(describe, files, cached, chunksize=64)))
     if cache_path is not None:
         _save_cache(cache_path, root, rows)
     return _mark_duplicates(rows)
