@@ -46,6 +46,7 @@ format: install
 
 bench: install  ## run the benchmarks; JSON results under benchmarks/results/
 	python benchmarks/train_step.py
+	python benchmarks/multicrop.py
 
 repro: install  ## re-run the DVC stages whose code, data or parameters changed
 	dvc repro

@@ -182,7 +182,9 @@ class MultiCropAugmentation:
         b, _, h, w = x.shape
         boxes = random_resized_crop_boxes(u, h, w, scale)
         rois = torch.cat([torch.arange(b, dtype=torch.float32)[:, None], boxes], dim=1).to(x.device)
-        view = roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        # sampling_ratio=0: ceil(crop side / output side) bilinear samples per output pixel, i.e.
+        # area-averaging when shrinking (antialiased) and a single sample when enlarging.
+        view = roi_align(x, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=0, aligned=True)
 
         def chance(column: int, p: float) -> torch.Tensor:
             return (u[:, column] < p).to(x.device).view(b, 1, 1, 1)

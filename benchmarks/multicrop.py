@@ -1,0 +1,139 @@
+"""Multi-crop throughput: dinoflow's shard + batched tensor augmentation vs the DINO reference
+recipe with torchvision PIL transforms decoding the original JPEG every time.
+
+Both produce the DINO views (2 x 224 px global, 8 x 96 px local by default, flips, colour jitter,
+grayscale, blur, solarize, normalisation) from the same 500x375 JPEGs, one thread, one process,
+alternating in one run; images/s per core. Writes benchmarks/results/multicrop.json.
+
+    python benchmarks/multicrop.py [--images 64] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter, ImageOps
+from torchvision import transforms
+
+from dinoflow.data.multicrop import IMAGENET_MEAN, IMAGENET_STD, MultiCropAugmentation
+from dinoflow.data.shards import ImageRecord, build_shard, load_shard, save_shard
+
+
+class ReferenceDINOAugmentation:
+    """DINO's ``DataAugmentationDINO`` (facebookresearch/dino main_dino.py), PIL-based."""
+
+    def __init__(self, global_size: int, local_size: int, local_number: int) -> None:
+        flip_and_jitter = transforms.Compose([
+            transforms.RandomHorizontalFlip(p=0.5),
+            transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+            transforms.RandomGrayscale(p=0.2),
+        ])  # fmt: skip
+        normalize = transforms.Compose([transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        crop = transforms.RandomResizedCrop
+        bicubic = Image.BICUBIC
+        self.global1 = transforms.Compose([crop(global_size, scale=(0.4, 1.0), interpolation=bicubic), flip_and_jitter,
+                                           GaussianBlur(1.0), normalize])  # fmt: skip
+        self.global2 = transforms.Compose([crop(global_size, scale=(0.4, 1.0), interpolation=bicubic), flip_and_jitter,
+                                           GaussianBlur(0.1), Solarize(0.2), normalize])  # fmt: skip
+        self.local = transforms.Compose([crop(local_size, scale=(0.05, 0.4), interpolation=bicubic), flip_and_jitter,
+                                         GaussianBlur(0.5), normalize])  # fmt: skip
+        self.local_number = local_number
+
+    def __call__(self, image: Image.Image) -> list[torch.Tensor]:
+        return [self.global1(image), self.global2(image)] + [self.local(image) for _ in range(self.local_number)]
+
+
+class GaussianBlur:
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if np.random.rand() > self.p:
+            return image
+        return image.filter(ImageFilter.GaussianBlur(radius=np.random.uniform(0.1, 2.0)))
+
+
+class Solarize:
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return ImageOps.solarize(image) if np.random.rand() < self.p else image
+
+
+def make_jpegs(directory: Path, count: int) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        # Smooth random content (JPEG-friendly), 500x375 like a typical photo.
+        small = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
+        image = Image.fromarray(small).resize((500, 375), Image.BICUBIC)
+        paths.append(directory / f"{i:04d}.jpg")
+        image.save(paths[-1], quality=90)
+    return paths
+
+
+def time_reference(paths: list[Path], augment: ReferenceDINOAugmentation) -> float:
+    start = time.perf_counter()
+    for path in paths:
+        with Image.open(path) as image:
+            views = augment(image.convert("RGB"))
+        torch.stack(views[:2])  # batching the global views, as a collate function would
+    return len(paths) / (time.perf_counter() - start)
+
+
+def time_dinoflow(shard_path: Path, augment: MultiCropAugmentation, batch: int) -> float:
+    start = time.perf_counter()
+    images = load_shard(shard_path)["images"]
+    for first in range(0, len(images), batch):
+        augment(images[first : first + batch], list(range(first, min(first + batch, len(images)))))
+    return len(images) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--global-size", type=int, default=224)
+    parser.add_argument("--local-size", type=int, default=96)
+    parser.add_argument("--local-number", type=int, default=8)
+    parser.add_argument("--shard-size", type=int, default=256, help="side of the stored square images")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "multicrop.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # per core
+    reference = ReferenceDINOAugmentation(args.global_size, args.local_size, args.local_number)
+    ours = MultiCropAugmentation(args.global_size, (0.4, 1.0), args.local_size, (0.05, 0.4), args.local_number)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = make_jpegs(Path(tmp), args.images)
+        shard = save_shard(build_shard([ImageRecord(p) for p in paths], args.shard_size), Path(tmp) / "train.pt")
+        rates = {"dinoflow": [], "reference_pil": []}
+        for _ in range(args.rounds):  # alternate, so both see the same machine state
+            rates["reference_pil"].append(time_reference(paths, reference))
+            rates["dinoflow"].append(time_dinoflow(shard, ours, batch=32))
+    best = {name: max(values) for name, values in rates.items()}
+    report = {
+        "benchmark": "multicrop",
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": 1},
+        "torch": torch.__version__,
+        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        "images_per_s_per_core": best,
+        "all_rounds": rates,
+        "ratio_dinoflow_over_reference": best["dinoflow"] / best["reference_pil"],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(
+        f"images/s per core: dinoflow {best['dinoflow']:.1f}, reference PIL {best['reference_pil']:.1f} "
+        f"(x{report['ratio_dinoflow_over_reference']:.2f}); wrote {args.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()
