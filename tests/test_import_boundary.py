@@ -54,7 +54,7 @@ class Block:
         if name.split('.')[0] in {sorted(FORBIDDEN)!r}:
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
-import dinoflow.train.__main__, dinoflow.eval.knn_suite, dinoflow.data.manifest, dinoflow.data.synthetic
+import dinoflow.train.__main__, dinoflow.eval.suite, dinoflow.data.manifest, dinoflow.data.synthetic
 print('ok')
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -91,6 +91,10 @@ class MlflowRunHook:
                 f"trained {m.get('knn_top1', float('nan')):.3f} | random init {m.get('knn_top1_random_init', float('nan')):.3f} "
                 f"| raw pixels {m.get('knn_top1_raw_pixels', float('nan')):.3f}"
             )
+            lines.append(
+                f"Linear probe top-1 (best of the grid): trained {m.get('linear_top1', float('nan')):.3f} "
+                f"| random init {m.get('linear_top1_random_init', float('nan')):.3f}"
+            )
         if "registration" in produced:
             r = catalog.load("registration")
             lines.append(f"Registered model: {r['name']} version {r['version']} alias @{r['alias']} → {r['model_uri']}")

@@ -30,3 +30,22 @@ def test_top_k_accuracy():
     labels = torch.tensor([1, 2, 1])
     assert top_k_accuracy(scores, labels, 1) == pytest.approx(1 / 3)
     assert top_k_accuracy(scores, labels, 2) == pytest.approx(1.0)
+
+
+def test_multi_k_matches_single_k_and_handles_k_beyond_the_data():
+    from dinoflow.eval.knn import knn_classify_multi_k
+
+    torch.manual_seed(1)
+    train, test = torch.randn(30, 4), torch.randn(7, 4)
+    labels = torch.randint(0, 3, (30,))
+    multi = knn_classify_multi_k(train, labels, test, 3, ks=(1, 5, 200))
+    for k in (1, 5):
+        torch.testing.assert_close(multi[k], knn_classify(train, labels, test, 3, k=k))
+    torch.testing.assert_close(multi[200], knn_classify(train, labels, test, 3, k=30))  # all 30 neighbours
+
+
+def test_tied_neighbours_vote_with_equal_weight():
+    train = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 1, 1])
+    scores = knn_classify(train, labels, torch.tensor([[1.0, 0.0]]), 2, k=2, temperature=1.0)
+    torch.testing.assert_close(scores, torch.tensor([[math.e, math.e]]))

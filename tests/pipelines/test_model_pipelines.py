@@ -26,7 +26,9 @@ def catalog(tiny_shards, tiny_config, tmp_path):
     catalog["params:pretrain_launcher"] = LauncherParams(
         nproc_per_node=1, timeout_s=300, output_root=str(tmp_path / "models")
     )
-    catalog["params:evaluate"] = EvaluateParams(knn_k=5, knn_temperature=0.07, batch_size=16)
+    catalog["params:evaluate"] = EvaluateParams(
+        knn_k=5, knn_ks=[5, 10], knn_temperature=0.07, linear_epochs=3, batch_size=16
+    )
     catalog["params:register"] = RegisterParams(model_name="tiny-backbone", alias="challenger")
     catalog["data_source"] = {"kind": "synthetic", "root": "unused"}
     catalog["validation_report"] = {"success": True}

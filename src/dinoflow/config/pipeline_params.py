@@ -56,6 +56,8 @@ class LauncherParams(_Params):
 
 class EvaluateParams(_Params):
     knn_k: int = Field(ge=1)
+    knn_ks: list[int] = Field(min_length=1)
+    linear_epochs: int = Field(ge=1)
     knn_temperature: float = Field(gt=0.0)
     batch_size: int = Field(ge=1)
 

@@ -11,16 +11,17 @@ import torch.nn.functional as F
 
 
 @torch.no_grad()
-def knn_classify(
+def knn_classify_multi_k(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
     test_features: torch.Tensor,
     num_classes: int,
-    k: int = 20,
+    ks: tuple[int, ...] = (20,),
     temperature: float = 0.07,
     chunk_size: int = 1024,
-) -> torch.Tensor:
-    """Class scores of each test sample from its k most cosine-similar training samples.
+) -> dict[int, torch.Tensor]:
+    """Class scores of each test sample from its k most cosine-similar training samples, for
+    every k in ``ks`` from one nearest-neighbour search.
 
     Each neighbour votes for its class with weight ``exp(sim / T)``. Test samples are processed
     in chunks, so memory is O(chunk_size x N_train).
@@ -30,19 +31,36 @@ def knn_classify(
         test_features: (M, D).
 
     Returns:
-        (M, C) vote totals.
+        {k: (M, C) vote totals}.
     """
     train = F.normalize(train_features.float(), dim=1)
     test = F.normalize(test_features.float(), dim=1)
-    k = min(k, train.shape[0])
-    scores = []
+    k_max = min(max(ks), train.shape[0])
+    scores: dict[int, list[torch.Tensor]] = {k: [] for k in ks}
     for start in range(0, test.shape[0], chunk_size):
         similarity = test[start : start + chunk_size] @ train.T  # (m, N)
-        top_sim, top_idx = similarity.topk(k, dim=1)
-        votes = torch.zeros(top_sim.shape[0], num_classes, device=train.device)
-        votes.scatter_add_(1, train_labels[top_idx], (top_sim / temperature).exp())
-        scores.append(votes)
-    return torch.cat(scores)
+        top_sim, top_idx = similarity.topk(k_max, dim=1)  # sorted, most similar first
+        weights, labels = (top_sim / temperature).exp(), train_labels[top_idx]
+        for k in ks:
+            votes = torch.zeros(top_sim.shape[0], num_classes, device=train.device)
+            votes.scatter_add_(1, labels[:, :k], weights[:, :k])
+            scores[k].append(votes)
+    return {k: torch.cat(v) for k, v in scores.items()}
+
+
+def knn_classify(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """(M, C) weighted k-NN votes for one k (see ``knn_classify_multi_k``)."""
+    return knn_classify_multi_k(
+        train_features, train_labels, test_features, num_classes, (k,), temperature, chunk_size
+    )[k]
 
 
 def top_k_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:

@@ -9,7 +9,7 @@ from typing import Any
 from dinoflow.config import load_config_file
 from dinoflow.config.pipeline_params import EvaluateParams
 from dinoflow.data.shards import load_shard
-from dinoflow.eval.knn_suite import evaluate_knn
+from dinoflow.eval.suite import evaluate_backbone
 from dinoflow.tracking import mlflow_run
 from dinoflow.train.builders import build_backbone_from_config
 from dinoflow.train.checkpoint import load_checkpoint, teacher_backbone_state
@@ -27,7 +27,7 @@ def evaluate_node(
     random_init = build_backbone_from_config(cfg, drop_path=False)
     trained = build_backbone_from_config(cfg, drop_path=False)
     trained.load_state_dict(teacher_backbone_state(load_checkpoint(Path(pretrain_result["checkpoint"]))))
-    metrics = evaluate_knn(
+    metrics, details = evaluate_backbone(
         trained,
         random_init,
         load_shard(Path(dataset_index["shards"]["train"])),
@@ -35,14 +35,16 @@ def evaluate_node(
         num_classes=len(dataset_index["classes"]),
         image_size=cfg.crops.global_size,
         k=evaluate.knn_k,
+        ks=tuple(evaluate.knn_ks),
         temperature=evaluate.knn_temperature,
+        linear_epochs=evaluate.linear_epochs,
         batch_size=evaluate.batch_size,
     )
     log.info(
-        "k-NN top-1: trained %.3f, random init %.3f, raw pixels %.3f",
-        metrics["knn_top1"],
-        metrics["knn_top1_random_init"],
-        metrics["knn_top1_raw_pixels"],
-    )
+        "k-NN top-1: trained %.3f, random init %.3f, raw pixels %.3f; linear top-1: trained %.3f, random init %.3f",
+        metrics["knn_top1"], metrics["knn_top1_random_init"], metrics["knn_top1_raw_pixels"],
+        metrics["linear_top1"], metrics["linear_top1_random_init"],
+    )  # fmt: skip
+    mlflow_run.set_tags(details)
     mlflow_run.log_metrics(metrics)
     return metrics

@@ -1,0 +1,79 @@
+"""The evaluation of a pretraining run, with the baselines that show what it bought.
+
+The trained teacher backbone is scored with DINO's weighted k-NN (val split queries the train
+split) for several k and with DINOv2's grid of linear probes; the same architecture at its random
+initialisation (the run's starting point) and standardised raw pixels are scored with the same
+k-NN and the same probes, so every figure has its baseline next to it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dinoflow.eval.features import extract_features, raw_pixel_features
+from dinoflow.eval.knn import knn_classify_multi_k, top_k_accuracy
+from dinoflow.eval.linear_probe import probe_features, train_linear_probes
+
+
+def knn_metrics(train_features, train_labels, val_features, val_labels, num_classes, ks, k, temperature) -> dict:
+    """``top1_k<k>`` for every k, plus ``top1`` / ``top5`` at the headline k."""
+    scores = knn_classify_multi_k(
+        train_features, train_labels, val_features, num_classes, tuple(sorted({*ks, k})), temperature
+    )
+    metrics = {f"top1_k{kk}": top_k_accuracy(scores[kk], val_labels, 1) for kk in ks}
+    return {
+        **metrics,
+        "top1": top_k_accuracy(scores[k], val_labels, 1),
+        "top5": top_k_accuracy(scores[k], val_labels, 5),
+    }
+
+
+def evaluate_backbone(
+    trained: nn.Module,
+    random_init: nn.Module,
+    train_shard: dict[str, torch.Tensor],
+    val_shard: dict[str, torch.Tensor],
+    num_classes: int,
+    image_size: int,
+    k: int = 20,
+    ks: tuple[int, ...] = (10, 20, 100, 200),
+    temperature: float = 0.07,
+    linear_epochs: int = 30,
+    batch_size: int = 256,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Returns (metrics, details): metrics are flat floats in [0, 1] (``knn_top1``, ``knn_top5``,
+    ``knn_top1_k<k>``, ``knn_top1_random_init``, ``knn_top1_raw_pixels``, ``linear_top1``,
+    ``linear_top1_random_init``, counts); details name the best linear head of each network."""
+    images, labels = (train_shard["images"], val_shard["images"]), (train_shard["labels"], val_shard["labels"])
+
+    def knn(extract) -> dict[str, float]:
+        return knn_metrics(
+            extract(images[0]), labels[0], extract(images[1]), labels[1], num_classes, ks, k, temperature
+        )
+
+    def cls_features(model: nn.Module):
+        return lambda x: extract_features(model, x, image_size, batch_size)
+
+    def linear(model: nn.Module) -> tuple[float, str]:
+        train, val = (probe_features(model, x, image_size, batch_size) for x in images)
+        accuracies = train_linear_probes(train, labels[0], val, labels[1], num_classes, linear_epochs, batch_size)
+        best = max(accuracies, key=accuracies.get)
+        return accuracies[best], best
+
+    trained_knn = knn(cls_features(trained))
+    linear_trained, best_trained = linear(trained)
+    linear_random, best_random = linear(random_init)
+    metrics = {
+        "knn_top1": trained_knn["top1"],
+        "knn_top5": trained_knn["top5"],
+        **{f"knn_{name}": value for name, value in trained_knn.items() if name.startswith("top1_k")},
+        "knn_top1_random_init": knn(cls_features(random_init))["top1"],
+        "knn_top1_raw_pixels": knn(lambda x: raw_pixel_features(x, image_size))["top1"],
+        "linear_top1": linear_trained,
+        "linear_top1_random_init": linear_random,
+        "knn_k": float(k),
+        "eval_train_images": float(len(labels[0])),
+        "eval_val_images": float(len(labels[1])),
+    }
+    return metrics, {"linear_best_head": best_trained, "linear_best_head_random_init": best_random}
