@@ -107,10 +107,5 @@ def set_tags(tags: Mapping[str, Any]) -> None:
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
-def run_summary(run_id: str) -> dict[str, Any]:
-    run = MlflowClient().get_run(run_id)
-    return {"run_id": run_id, "status": run.info.status, "metrics": dict(run.data.metrics)}
-
-
 def current_tag(name: str, default: str = "unknown") -> str:
     return MlflowClient().get_run(active_run_id()).data.tags.get(name, default)
