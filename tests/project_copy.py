@@ -47,7 +47,22 @@ def make_project_copy(project: Path) -> Path:
         (project / "data" / layer).mkdir(parents=True)
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     subprocess.run([bin_path("dvc"), "init", "-q"], cwd=project, check=True, env=command_env())
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    identity = ["-c", "user.name=dinoflow-tests", "-c", "user.email=tests@dinoflow.invalid"]
+    subprocess.run(["git", *identity, "commit", "-q", "-m", "copy"], cwd=project, check=True)
     return project
+
+
+def git_changes(project: Path) -> set[str]:
+    """Paths git reports as changed or new since the copy was committed."""
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {line[3:] for line in status.stdout.splitlines()}
 
 
 def run_in(project: Path, *command: str, timeout: float = 600) -> subprocess.CompletedProcess:

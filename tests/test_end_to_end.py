@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.project_copy import kedro_run, make_project_copy
+from tests.project_copy import git_changes, kedro_run, make_project_copy
 
 pytestmark = pytest.mark.slow
 
@@ -99,6 +99,8 @@ def test_registered_model_loads_back_by_alias(project_run, mlflow_client):
 
 def test_raw_data_is_dvc_tracked_and_summary_printed(project_run):
     project, output = project_run
+    # A run leaves nothing for git but the DVC pointer of the raw data (data lives in DVC).
+    assert git_changes(project) == {"data/01_raw/synthetic.dvc", "data/01_raw/.gitignore"}
     dvc_file = project / "data" / "01_raw" / "synthetic.dvc"
     assert dvc_file.exists() and ".dir" in dvc_file.read_text()
     assert "dinoflow run summary" in output and "models:/dinoflow-backbone@challenger" in output
