@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dinoflow.eval.features import extract_features, raw_pixel_features
+from dinoflow.eval.features import raw_pixel_features
 from dinoflow.eval.knn import knn_classify_multi_k, top_k_accuracy
 from dinoflow.eval.linear_probe import probe_features, train_linear_probes
 
@@ -47,29 +47,25 @@ def evaluate_backbone(
     ``linear_top1_random_init``, counts); details name the best linear head of each network."""
     images, labels = (train_shard["images"], val_shard["images"]), (train_shard["labels"], val_shard["labels"])
 
-    def knn(extract) -> dict[str, float]:
-        return knn_metrics(
-            extract(images[0]), labels[0], extract(images[1]), labels[1], num_classes, ks, k, temperature
-        )
+    def knn(train_features: torch.Tensor, val_features: torch.Tensor) -> dict[str, float]:
+        return knn_metrics(train_features, labels[0], val_features, labels[1], num_classes, ks, k, temperature)
 
-    def cls_features(model: nn.Module):
-        return lambda x: extract_features(model, x, image_size, batch_size)
-
-    def linear(model: nn.Module) -> tuple[float, str]:
+    def scores(model: nn.Module) -> tuple[dict[str, float], float, str]:
+        # One feature pass per split serves both protocols: k-NN uses the final CLS token ("cls1").
         train, val = (probe_features(model, x, image_size, batch_size) for x in images)
         accuracies = train_linear_probes(train, labels[0], val, labels[1], num_classes, linear_epochs, batch_size)
         best = max(accuracies, key=accuracies.get)
-        return accuracies[best], best
+        return knn(train["cls1"], val["cls1"]), accuracies[best], best
 
-    trained_knn = knn(cls_features(trained))
-    linear_trained, best_trained = linear(trained)
-    linear_random, best_random = linear(random_init)
+    trained_knn, linear_trained, best_trained = scores(trained)
+    random_knn, linear_random, best_random = scores(random_init)
+    raw_knn = knn(*(raw_pixel_features(x, image_size) for x in images))
     metrics = {
         "knn_top1": trained_knn["top1"],
         "knn_top5": trained_knn["top5"],
         **{f"knn_{name}": value for name, value in trained_knn.items() if name.startswith("top1_k")},
-        "knn_top1_random_init": knn(cls_features(random_init))["top1"],
-        "knn_top1_raw_pixels": knn(lambda x: raw_pixel_features(x, image_size))["top1"],
+        "knn_top1_random_init": random_knn["top1"],
+        "knn_top1_raw_pixels": raw_knn["top1"],
         "linear_top1": linear_trained,
         "linear_top1_random_init": linear_random,
         "knn_k": float(k),
