@@ -22,8 +22,9 @@ import torch
 from PIL import Image, ImageFilter, ImageOps
 from torchvision import transforms
 
+from dinoflow.data.loader import epoch_loader, epoch_order
 from dinoflow.data.multicrop import IMAGENET_MEAN, IMAGENET_STD, MultiCropAugmentation
-from dinoflow.data.shards import ImageRecord, build_shard, load_shard, save_shard
+from dinoflow.data.shards import ImageRecord, ShardReader, build_dataset
 
 
 class ReferenceDINOAugmentation:
@@ -89,12 +90,15 @@ def time_reference(paths: list[Path], augment: ReferenceDINOAugmentation) -> flo
     return len(paths) / (time.perf_counter() - start)
 
 
-def time_dinoflow(shard_path: Path, augment: MultiCropAugmentation, batch: int) -> float:
+def time_dinoflow(dataset: Path, augment: MultiCropAugmentation, batch: int) -> float:
+    """The training loader's path in one process: open the shards (mmap), read and pad each batch,
+    augment it."""
     start = time.perf_counter()
-    images = load_shard(shard_path)["images"]
-    for first in range(0, len(images), batch):
-        augment(images[first : first + batch], list(range(first, min(first + batch, len(images)))))
-    return len(images) / (time.perf_counter() - start)
+    reader = ShardReader.from_index(dataset, "train")
+    order = epoch_order(len(reader), seed=0, epoch=0, rank=0, world_size=1, batch=batch)
+    for data in epoch_loader(reader, order, start=0, workers=0, pin_memory=False):
+        augment(data["images"], data["indices"].tolist(), data["sizes"])
+    return order.size / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -104,7 +108,7 @@ def main() -> None:
     parser.add_argument("--global-size", type=int, default=224)
     parser.add_argument("--local-size", type=int, default=96)
     parser.add_argument("--local-number", type=int, default=8)
-    parser.add_argument("--shard-size", type=int, default=256, help="side of the stored square images")
+    parser.add_argument("--max-side", type=int, default=256, help="shorter side of the stored images")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "multicrop.json")
     args = parser.parse_args()
     torch.set_num_threads(1)  # per core
@@ -112,11 +116,13 @@ def main() -> None:
     ours = MultiCropAugmentation(args.global_size, (0.4, 1.0), args.local_size, (0.05, 0.4), args.local_number)
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_jpegs(Path(tmp), args.images)
-        shard = save_shard(build_shard([ImageRecord(p) for p in paths], args.shard_size), Path(tmp) / "train.pt")
+        records = [ImageRecord(p, width=500, height=375) for p in paths]
+        dataset = Path(tmp) / "dataset"
+        build_dataset({"train": records}, [], dataset, [], max_side=args.max_side, workers=1, progress=False)
         rates = {"dinoflow": [], "reference_pil": []}
         for _ in range(args.rounds):  # alternate, so both see the same machine state
             rates["reference_pil"].append(time_reference(paths, reference))
-            rates["dinoflow"].append(time_dinoflow(shard, ours, batch=32))
+            rates["dinoflow"].append(time_dinoflow(dataset, ours, batch=32))
     best = {name: max(values) for name, values in rates.items()}
     report = {
         "benchmark": "multicrop",

@@ -16,12 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
 from dinoflow.config import resolve_config, to_dict
 from dinoflow.config.loading import deep_merge, validate
-from dinoflow.data.shards import save_shard
+from dinoflow.data.shards import pack_shard, save_shard
 from dinoflow.train.distributed import DistEnv
 from dinoflow.train.loop import train
 
@@ -44,6 +45,15 @@ class WindowSink:
         pass
 
 
+def write_random_dataset(directory: Path, count: int, image_size: int) -> Path:
+    """A one-shard train split of random square images, with its index."""
+    images = np.random.default_rng(0).integers(0, 256, (count, 3, image_size, image_size), dtype=np.uint8)
+    save_shard(pack_shard(list(images), [0] * count), directory / "train-00000.pt")
+    split = {"count": count, "has_masks": False, "shards": [{"path": "train-00000.pt", "count": count}]}
+    (directory / "index.json").write_text(json.dumps({"classes": [], "splits": {"train": split}}))
+    return directory
+
+
 def measure(section: dict, image_size: int, steps: int) -> dict:
     """Run ``steps`` iterations; report the rate of the second half (the first half warms up)."""
     presets = yaml.safe_load(PARAMS.read_text())["pretrain_presets"]
@@ -53,13 +63,10 @@ def measure(section: dict, image_size: int, steps: int) -> dict:
     cfg = validate(deep_merge(to_dict(cfg), {"optim": {"epochs": 1, "warmup_epochs": 0},
                                              "run": {"log_every": steps // 2, "checkpoint_every": 10**9}}))  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        images = torch.randint(0, 256, (batch * steps, 3, image_size, image_size), dtype=torch.uint8)
-        shard = save_shard(
-            {"images": images, "labels": torch.zeros(len(images), dtype=torch.int64)}, Path(tmp) / "train.pt"
-        )
+        dataset = write_random_dataset(Path(tmp) / "dataset", batch * steps, image_size)
         sink = WindowSink()
         start = time.perf_counter()
-        train(cfg, shard, Path(tmp) / "out", sink, DistEnv(), torch.device("cpu"))
+        train(cfg, dataset, Path(tmp) / "out", sink, DistEnv(), torch.device("cpu"))
         wall = time.perf_counter() - start
     return {"images_per_s": sink.windows[-1], "batch": batch, "steps": steps, "wall_s": wall,
             "crops": to_dict(cfg)["crops"], "model": to_dict(cfg)["model"]}  # fmt: skip

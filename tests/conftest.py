@@ -56,7 +56,7 @@ def mlflow_tmp(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_shards(tiny_dataset_root, tmp_path_factory) -> dict:
-    """The tiny dataset packed into train/val shards at 32 px (the dataset index)."""
+    """The tiny dataset packed into train/val shards at 32 px (the dataset index, with ``dir``)."""
     from dinoflow.data.manifest import build_manifest
     from dinoflow.data.shards import ImageRecord, build_dataset
 
@@ -72,4 +72,4 @@ def tiny_shards(tiny_dataset_root, tmp_path_factory) -> dict:
             )
         )
     fingerprint_rows = [(r["path"], r["sha256"], r["label"], r["split"]) for r in rows]
-    return build_dataset(records, classes, 32, tmp_path_factory.mktemp("shards"), fingerprint_rows)
+    return build_dataset(records, classes, tmp_path_factory.mktemp("shards"), fingerprint_rows, max_side=32, workers=1)

@@ -69,6 +69,11 @@ class MlflowRunHook:
             },
         )
         mlflow_run.log_params({k: v for k, v in self.params.items() if k not in _RESOLVED_ELSEWHERE})
+        if "data_source" not in pipeline.all_outputs() and catalog.exists("data_source"):
+            # Runs that start after ingestion still name the data version they used.
+            mlflow_run.set_tags({f"data.{k}": v for k, v in catalog.load("data_source").items()})
+        if "dataset_index" not in pipeline.all_outputs() and catalog.exists("dataset_index"):
+            mlflow_run.set_tags({"data.fingerprint": catalog.load("dataset_index")["fingerprint"]})
 
     @hook_impl
     def on_pipeline_error(self, error: Exception, run_params, pipeline, catalog) -> None:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from dinoflow.data.decode import to_rgb
 from dinoflow.data.manifest import build_manifest
-from dinoflow.data.shards import ImageRecord, build_dataset, load_shard
+from dinoflow.data.shards import ImageRecord, ShardReader, build_dataset
 
 KEPT = {"rgb.png", "cmyk.jpg", "sixteen.png", "palette_alpha.png", "grey.png", "rotated.jpg", "a_original.png"}
 
@@ -73,10 +73,15 @@ def test_every_bad_kind_has_its_own_reason_and_good_files_are_kept(corpus, tmp_p
     assert (rows["rotated.jpg"]["width"], rows["rotated.jpg"]["height"]) == (30, 50)  # as displayed
 
     kept = [r for r in rows.values() if r["status"] == "ok"]
-    records = {"train": [ImageRecord(corpus / r["path"]) for r in kept]}
-    index = build_dataset(records, [], 24, tmp_path / "shards", [(r["path"], r["sha256"], "", "train") for r in kept])
-    images = load_shard(index["shards"]["train"])["images"]
-    assert images.shape == (len(KEPT), 3, 24, 24)
+    records = {"train": [ImageRecord(corpus / r["path"], sha256=r["sha256"]) for r in kept]}
+    rows_ = [(r["path"], r["sha256"], "", "train") for r in kept]
+    index = build_dataset(records, [], tmp_path / "shards", rows_, max_side=24, workers=1, progress=False)
+    reader = ShardReader.from_index(Path(index["dir"]), "train")
+    assert len(reader) == len(KEPT) == index["splits"]["train"]["count"]
+    contents = (Path(index["dir"]) / "contents.tsv").read_text().splitlines()[1:]
+    assert sorted(line.split("\t")[3] for line in contents) == sorted(r["sha256"] for r in kept)
+    rotated = next(i for i, line in enumerate(contents) if line.endswith("rotated.jpg"))
+    assert reader.image(rotated).shape == (3, 40, 24)  # EXIF applied: 30x50 as displayed, shorter side 24
 
 
 def test_conversions_to_rgb():

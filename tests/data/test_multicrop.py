@@ -1,5 +1,6 @@
 import torch
 
+from dinoflow.data.loader import pad_batch
 from dinoflow.data.multicrop import MultiCropAugmentation, random_resized_crop_boxes
 
 
@@ -33,7 +34,10 @@ def test_views_of_a_sample_depend_only_on_its_seed():
 
 def test_crop_boxes_respect_scale_and_bounds():
     boxes = random_resized_crop_boxes(
-        torch.rand(1000, 14, generator=torch.Generator().manual_seed(0)), 40, 60, (0.1, 0.3)
+        torch.rand(1000, 14, generator=torch.Generator().manual_seed(0)),
+        torch.full((1000,), 40.0),
+        torch.full((1000,), 60.0),
+        (0.1, 0.3),
     )
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 60 + 1e-4).all() and (boxes[:, 3] <= 40 + 1e-4).all()
@@ -49,3 +53,15 @@ def test_constant_image_stays_constant_through_crop_and_blur():
     aug = MultiCropAugmentation(16, (0.4, 1.0), 8, (0.05, 0.4), 2, jitter_strength=0.0)
     for view in aug(images, [0, 1, 2]):
         assert torch.allclose(view, view[..., :1, :1].expand_as(view), atol=1e-4)
+
+
+def test_a_padded_image_gets_the_views_it_gets_alone():
+    # Padding to the batch's largest image must not leak into the crops of a smaller one.
+    small = torch.randint(0, 256, (3, 20, 28), dtype=torch.uint8)
+    large = torch.randint(0, 256, (3, 32, 24), dtype=torch.uint8)
+    batch, sizes = pad_batch([small, large])
+    assert batch.shape == (2, 3, 32, 28) and sizes.tolist() == [[20, 28], [32, 24]]
+    padded = make_aug()(batch, [5, 6], sizes)
+    alone = make_aug()(small[None], [5])
+    for view, single in zip(padded, alone, strict=True):
+        torch.testing.assert_close(view[:1], single, atol=1e-5, rtol=0)

@@ -1,6 +1,6 @@
 import torch
 
-from dinoflow.eval.features import prepare_images
+from dinoflow.data.multicrop import normalize
 from dinoflow.eval.linear_probe import probe_features, train_linear_probes
 from dinoflow.models.backbone import build_backbone
 
@@ -19,8 +19,8 @@ def test_linearly_separable_features_reach_full_accuracy():
 def test_probe_feature_variants_have_the_dinov2_widths():
     backbone, dim = build_backbone("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=24, depth=4,
                                    num_heads=2, fused_attn=False)  # fmt: skip
-    images = torch.randint(0, 255, (5, 3, 16, 16), dtype=torch.uint8)
-    features = probe_features(backbone, images, 16)
+    images = torch.rand(5, 3, 16, 16)
+    features = probe_features(backbone, [images[:3], images[3:]])
     widths = {name: tuple(f.shape) for name, f in features.items()}
     assert widths == {
         "cls1": (5, dim),
@@ -29,4 +29,4 @@ def test_probe_feature_variants_have_the_dinov2_widths():
         "cls4+avgpool": (5, 5 * dim),
     }
     with torch.no_grad():  # cls1 is the model's own output: the final-norm CLS token
-        torch.testing.assert_close(features["cls1"], backbone(prepare_images(images, 16)))
+        torch.testing.assert_close(features["cls1"], backbone(normalize(images)))

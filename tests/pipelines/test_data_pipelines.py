@@ -8,12 +8,12 @@ from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 
 from dinoflow.config.pipeline_params import DataParams, DatasetParams, ValidationParams
+from dinoflow.data.shards import ShardReader
 from dinoflow.pipelines.data_ingestion import create_pipeline as ingestion
 from dinoflow.pipelines.data_ingestion.nodes import build_manifest_node, materialize_source
 from dinoflow.pipelines.data_validation import create_pipeline as validation
 from dinoflow.pipelines.data_validation.nodes import DataValidationError, validate_manifest_node
 from dinoflow.pipelines.dataset import create_pipeline as dataset
-from dinoflow.train.checkpoint import load_checkpoint
 
 
 def data_params(tmp_path, **overrides) -> DataParams:
@@ -42,14 +42,14 @@ def test_ingestion_validation_dataset_with_the_runner(tmp_path, mlflow_tmp):
     catalog = DataCatalog()
     catalog["params:data"] = data_params(tmp_path)
     catalog["params:validation"] = validation_params(tmp_path, 0.05)
-    catalog["params:dataset"] = DatasetParams(image_size=24, output_dir=str(tmp_path / "dataset"))
+    catalog["params:dataset"] = DatasetParams(max_side=24, workers=1, output_dir=str(tmp_path / "dataset"))
     outputs = SequentialRunner().run(ingestion() + validation() + dataset(), catalog)
     index = outputs["dataset_index"].load()
-    assert index["counts"] == {"train": 24, "val": 12}
+    assert {split: s["count"] for split, s in index["splits"].items()} == {"train": 24, "val": 12}
     assert index["classes"] == ["00_disc", "01_ring", "02_square"]
-    train = load_checkpoint(index["shards"]["train"])
-    assert train["images"].shape == (24, 3, 24, 24) and train["masks"].shape == (24, 24, 24)
-    assert set(train["labels"].tolist()) == {0, 1, 2}
+    train = ShardReader.from_index(Path(index["dir"]), "train")
+    assert train.image(0).shape == (3, 24, 24) and train.mask(0).shape == (24, 24)
+    assert set(train.labels().tolist()) == {0, 1, 2}
     report = catalog.load("validation_report")
     assert report["success"] and report["statistics"]["quarantined"] == 0
     assert Path(report["data_docs"]).is_file() and "manifest_suite" in Path(report["data_docs"]).read_text()

@@ -25,7 +25,7 @@ TOY = {
 def toy_run(tiny_shards, tmp_path, loss: dict) -> list[dict]:
     sink = ListSink()
     cfg = resolve_config({**TOY, "loss": loss}, {})
-    train(cfg, Path(tiny_shards["shards"]["train"]), tmp_path, sink, DistEnv(), torch.device("cpu"))
+    train(cfg, Path(tiny_shards["dir"]), tmp_path, sink, DistEnv(), torch.device("cpu"))
     return [metrics for _, metrics in sink.records]
 
 
@@ -57,6 +57,6 @@ def test_same_seed_same_data_same_config_gives_bitwise_identical_weights(tiny_co
 
     cfg = tiny_config.model_copy(update={"run": tiny_config.run.model_copy(update={"seed": seed})})
     for name in ("a", "b"):
-        train(cfg, Path(tiny_shards["shards"]["train"]), tmp_path / name, ListSink(), DistEnv(), torch.device("cpu"))
+        train(cfg, Path(tiny_shards["dir"]), tmp_path / name, ListSink(), DistEnv(), torch.device("cpu"))
     a, b = (load_checkpoint(tmp_path / n / "checkpoint.pt")["teacher"] for n in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)

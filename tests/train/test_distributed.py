@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
 def test_two_ranks_train_to_completion_with_a_shared_schedule(tiny_config, tiny_shards, tmp_path):
     config = save_config(tiny_config, tmp_path / "config.yaml")
-    command = training_command(config, tiny_shards["shards"]["train"], tmp_path / "out", nproc_per_node=2)
+    command = training_command(config, tiny_shards["dir"], tmp_path / "out", nproc_per_node=2)
     assert command[:3] == [sys.executable, "-m", "torch.distributed.run"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -45,7 +45,7 @@ def test_two_ranks_equal_one_rank_on_the_same_global_batch(tiny_config, tiny_sha
     for nproc, batch in ((1, 8), (2, 4)):
         config = save_config(_config_with(tiny_config, batch), tmp_path / f"config{nproc}.yaml")
         out = tmp_path / f"out{nproc}"
-        command = training_command(config, tiny_shards["shards"]["train"], out, nproc_per_node=nproc)
+        command = training_command(config, tiny_shards["dir"], out, nproc_per_node=nproc)
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         results[nproc] = load_checkpoint(out / "checkpoint.pt")

@@ -24,7 +24,7 @@ class ListSink:
 
 
 def run(cfg, shards, out: Path, sink) -> dict:
-    return train(cfg, Path(shards["shards"]["train"]), out, sink, DistEnv(), torch.device("cpu"))
+    return train(cfg, Path(shards["dir"]), out, sink, DistEnv(), torch.device("cpu"))
 
 
 def test_trains_logs_health_metrics_and_checkpoints(tiny_config, tiny_shards, tmp_path):

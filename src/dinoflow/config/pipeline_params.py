@@ -44,7 +44,10 @@ class ValidationParams(_Params):
 
 
 class DatasetParams(_Params):
-    image_size: int = Field(ge=8)
+    max_side: int = Field(ge=8)  # shorter side of a stored image (never enlarged)
+    max_aspect: float = Field(default=3.0, ge=1.0)  # longer side is centre-cropped beyond this ratio
+    max_shard_mb: float = Field(default=256.0, gt=0.0)
+    workers: int = Field(default=0, ge=0)  # shard-writing processes; 0 = one per CPU core
     output_dir: str
 
 

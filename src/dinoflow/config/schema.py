@@ -107,6 +107,7 @@ class RunConfig(_Section):
     checkpoint_every: int = Field(default=100, ge=1)
     keep_checkpoints: int = Field(default=1, ge=1)  # >1 also keeps that many numbered snapshots
     compile: bool = False  # torch.compile each transformer block (worth it on GPUs)
+    loader_workers: int = Field(default=1, ge=0)  # DataLoader processes reading shards; 0 = in the training process
 
 
 class PretrainConfig(_Section):

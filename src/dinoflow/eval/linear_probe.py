@@ -13,33 +13,32 @@ evaluation view (no augmentation), computed once.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dinoflow.eval.features import prepare_images
+from dinoflow.data.multicrop import normalize
 
 # DINOv2's grid (multiplied by batch / 256 like theirs).
 LEARNING_RATES = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
 
 
 @torch.no_grad()
-def probe_features(
-    backbone: nn.Module, images: torch.Tensor, image_size: int, batch_size: int = 256
-) -> dict[str, torch.Tensor]:
+def probe_features(backbone: nn.Module, batches: Iterable[torch.Tensor]) -> dict[str, torch.Tensor]:
     """The four feature variants of every image.
 
     Args:
-        images: (N, 3, H, W) uint8.
+        batches: (B, 3, S, S) evaluation views in [0, 1] (``features.evaluation_batches``).
 
     Returns:
         {"cls1": (N, D), "cls1+avgpool": (N, 2D), "cls4": (N, 4D), "cls4+avgpool": (N, 5D)}, float32.
     """
     backbone.eval()
     parts: dict[str, list[torch.Tensor]] = {"cls1": [], "cls4": [], "avgpool": []}
-    for start in range(0, len(images), batch_size):
-        x = prepare_images(images[start : start + batch_size], image_size)
+    for batch in batches:
+        x = normalize(batch)
         blocks = backbone.forward_intermediates(
             x,
             indices=min(4, len(backbone.blocks)),

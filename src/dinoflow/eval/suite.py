@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dinoflow.eval.features import raw_pixel_features
+from dinoflow.data.shards import ShardReader
+from dinoflow.eval.features import evaluation_batches, raw_pixel_features
 from dinoflow.eval.knn import knn_classify_multi_k, top_k_accuracy
 from dinoflow.eval.linear_probe import probe_features, train_linear_probes
 
@@ -32,8 +33,8 @@ def knn_metrics(train_features, train_labels, val_features, val_labels, num_clas
 def evaluate_backbone(
     trained: nn.Module,
     random_init: nn.Module,
-    train_shard: dict[str, torch.Tensor],
-    val_shard: dict[str, torch.Tensor],
+    train_images: ShardReader,
+    val_images: ShardReader,
     num_classes: int,
     image_size: int,
     k: int = 20,
@@ -45,21 +46,21 @@ def evaluate_backbone(
     """Returns (metrics, details): metrics are flat floats in [0, 1] (``knn_top1``, ``knn_top5``,
     ``knn_top1_k<k>``, ``knn_top1_random_init``, ``knn_top1_raw_pixels``, ``linear_top1``,
     ``linear_top1_random_init``, counts); details name the best linear head of each network."""
-    images, labels = (train_shard["images"], val_shard["images"]), (train_shard["labels"], val_shard["labels"])
+    readers, labels = (train_images, val_images), (train_images.labels(), val_images.labels())
 
     def knn(train_features: torch.Tensor, val_features: torch.Tensor) -> dict[str, float]:
         return knn_metrics(train_features, labels[0], val_features, labels[1], num_classes, ks, k, temperature)
 
     def scores(model: nn.Module) -> tuple[dict[str, float], float, str]:
         # One feature pass per split serves both protocols: k-NN uses the final CLS token ("cls1").
-        train, val = (probe_features(model, x, image_size, batch_size) for x in images)
+        train, val = (probe_features(model, evaluation_batches(r, image_size, batch_size)) for r in readers)
         accuracies = train_linear_probes(train, labels[0], val, labels[1], num_classes, linear_epochs, batch_size)
         best = max(accuracies, key=accuracies.get)
         return knn(train["cls1"], val["cls1"]), accuracies[best], best
 
     trained_knn, linear_trained, best_trained = scores(trained)
     random_knn, linear_random, best_random = scores(random_init)
-    raw_knn = knn(*(raw_pixel_features(x, image_size) for x in images))
+    raw_knn = knn(*(raw_pixel_features(evaluation_batches(r, image_size, batch_size)) for r in readers))
     metrics = {
         "knn_top1": trained_knn["top1"],
         "knn_top5": trained_knn["top5"],

@@ -3,7 +3,7 @@
 Single process::
 
     python -m dinoflow.train --config conf/base/parameters_pretrain.yml \
-        --dataset data/05_model_input/dataset/train.pt --output data/06_models/pretrain \
+        --dataset data/05_model_input/dataset --output data/06_models/pretrain \
         pretrain.preset=demo optim.epochs=2
 
 Distributed (same arguments; gloo on CPU, NCCL on GPU)::
@@ -35,7 +35,7 @@ from dinoflow.train.sinks import FanOutSink, JsonlSink, load_plugin_sink
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m dinoflow.train", description="DINO pretraining process")
     parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--dataset", type=Path, required=True, help="train shard (.pt)")
+    parser.add_argument("--dataset", type=Path, required=True, help="dataset directory (index.json + shards)")
     parser.add_argument("--output", type=Path, required=True, help="checkpoint directory")
     parser.add_argument("--sink", action="append", default=[], help="extra metrics sink: mlflow or module:Class")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value")

@@ -18,8 +18,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from dinoflow.config import PretrainConfig, scaled_lr, to_dict
+from dinoflow.data.loader import epoch_loader, epoch_order
 from dinoflow.data.masking import sample_batch_masks
-from dinoflow.data.shards import load_shard
+from dinoflow.data.shards import ShardReader
 from dinoflow.losses.koleo_loss import koleo_loss
 from dinoflow.models.teacher import update_teacher
 from dinoflow.train import builders
@@ -42,17 +43,6 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
 
 
-def epoch_indices(num_samples: int, seed: int, epoch: int, env: DistEnv, batch: int) -> np.ndarray:
-    """This rank's sample order for ``epoch``: (iters_per_epoch, batch) indices.
-
-    The permutation depends only on (seed, epoch), so every rank and every resumed run agrees.
-    """
-    order = np.random.default_rng([seed, epoch]).permutation(num_samples)
-    per_rank = order[env.rank :: env.world_size]
-    iters = len(per_rank) // batch
-    return per_rank[: iters * batch].reshape(iters, batch)
-
-
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """Augmentation randomness of one sample: the same views whatever rank or batch it lands in."""
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
@@ -72,18 +62,18 @@ def _autocast(device: torch.device, precision: str):
 
 def train(
     cfg: PretrainConfig,
-    dataset_path: Path,
+    dataset_dir: Path,
     output_dir: Path,
     sink: MetricsSink,
     env: DistEnv,
     device: torch.device,
 ) -> dict:
-    """Pretrain from ``dataset_path`` (a train shard); checkpoints go to ``output_dir``.
+    """Pretrain on the train split of the dataset in ``dataset_dir``; checkpoints go to ``output_dir``.
 
     Resumes from ``output_dir/checkpoint.pt`` when present. Returns a summary dict.
     """
     # --- build -------------------------------------------------------------------------
-    images = load_shard(dataset_path)["images"]
+    images = ShardReader.from_index(dataset_dir, "train")
     batch = cfg.optim.batch_size_per_rank
     iters_per_epoch = len(images) // (batch * env.world_size)
     if iters_per_epoch == 0:
@@ -141,6 +131,7 @@ def train(
     tick, images_seen = time.perf_counter(), 0
     # A bar on an interactive terminal only (rank 0); launched jobs log a line every log_every steps.
     progress = tqdm(total=total, initial=start_iter, desc="pretrain", unit="it", disable=None if env.is_main else True)
+    batches = None
     for it in range(start_iter, total):
         epoch, step_in_epoch = divmod(it, iters_per_epoch)
         # --- apply schedules -----------------------------------------------------------
@@ -152,13 +143,14 @@ def train(
         )
         teacher_temp = float(schedules.teacher_temp[it])
 
-        # --- data: this rank's batch, augmented on the compute device -------------------
-        if step_in_epoch == 0 or it == start_iter:
-            order = epoch_indices(len(images), cfg.run.seed, epoch, env, batch)
-        idx = order[step_in_epoch]
+        # --- data: this rank's batch, read by loader workers, augmented on the device -----
+        if batches is None or step_in_epoch == 0:  # a resumed run starts mid-epoch
+            order = epoch_order(len(images), cfg.run.seed, epoch, env.rank, env.world_size, batch)
+            batches = iter(epoch_loader(images, order, step_in_epoch, cfg.run.loader_workers, device.type == "cuda"))
+        data = next(batches)
         torch.manual_seed(step_seed(cfg.run.seed, it, env.rank))  # drop path and other torch RNG users
-        seeds = [sample_seed(cfg.run.seed, epoch, int(i)) for i in idx]
-        crops = augment(images[torch.from_numpy(idx)].to(device, non_blocking=True), seeds)
+        seeds = [sample_seed(cfg.run.seed, epoch, int(i)) for i in data["indices"]]
+        crops = augment(data["images"].to(device, non_blocking=True), seeds, data["sizes"])
         masks = None
         if mask_generator is not None:  # iBOT: block masks for the student's global crops
             rng = np.random.default_rng([cfg.run.seed, it, env.rank])

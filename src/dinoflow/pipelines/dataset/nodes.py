@@ -9,10 +9,11 @@ import pandas as pd
 
 from dinoflow.config.pipeline_params import DatasetParams
 from dinoflow.data.shards import ImageRecord, build_dataset
+from dinoflow.tracking import mlflow_run
 
 
 def build_dataset_node(clean_manifest: pd.DataFrame, source: dict[str, Any], dataset: DatasetParams) -> dict[str, Any]:
-    """Returns the dataset index: shard paths, classes, counts, image size, fingerprint."""
+    """Returns the dataset index: per split its shards and counts, the classes, the settings, the fingerprint."""
     root = Path(source["root"])
     classes = sorted(label for label in clean_manifest["label"].unique() if label)
     records = {
@@ -21,10 +22,24 @@ def build_dataset_node(clean_manifest: pd.DataFrame, source: dict[str, Any], dat
                 path=root / row.path,
                 label=classes.index(row.label) if row.label else -1,
                 mask_path=root / row.mask_path if row.mask_path else None,
+                width=int(row.width),
+                height=int(row.height),
+                sha256=row.sha256,
             )
             for row in rows.itertuples()
         ]
         for split, rows in clean_manifest.groupby("split")
     }
     fingerprint_rows = clean_manifest[["path", "sha256", "label", "split"]].itertuples(index=False)
-    return build_dataset(records, classes, dataset.image_size, Path(dataset.output_dir), fingerprint_rows)
+    index = build_dataset(
+        records,
+        classes,
+        Path(dataset.output_dir),
+        fingerprint_rows,
+        max_side=dataset.max_side,
+        max_aspect=dataset.max_aspect,
+        max_shard_mb=dataset.max_shard_mb,
+        workers=dataset.workers,
+    )
+    mlflow_run.set_tags({"data.fingerprint": index["fingerprint"]})
+    return index

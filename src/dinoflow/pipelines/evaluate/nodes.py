@@ -8,7 +8,7 @@ from typing import Any
 
 from dinoflow.config import load_config_file
 from dinoflow.config.pipeline_params import EvaluateParams
-from dinoflow.data.shards import load_shard
+from dinoflow.data.shards import ShardReader
 from dinoflow.eval.suite import evaluate_backbone
 from dinoflow.tracking import mlflow_run
 from dinoflow.train.builders import build_backbone_from_config
@@ -30,8 +30,8 @@ def evaluate_node(
     metrics, details = evaluate_backbone(
         trained,
         random_init,
-        load_shard(Path(dataset_index["shards"]["train"])),
-        load_shard(Path(dataset_index["shards"]["val"])),
+        ShardReader.from_index(Path(dataset_index["dir"]), "train"),
+        ShardReader.from_index(Path(dataset_index["dir"]), "val"),
         num_classes=len(dataset_index["classes"]),
         image_size=cfg.crops.global_size,
         k=evaluate.knn_k,

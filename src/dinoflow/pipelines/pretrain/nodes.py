@@ -52,7 +52,7 @@ def pretrain_node(
     else:
         command = training_command(
             config_path,
-            Path(dataset_index["shards"]["train"]),
+            Path(dataset_index["dir"]),
             output_dir,
             launcher.nproc_per_node,
             sinks=["mlflow"],

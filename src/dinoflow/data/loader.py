@@ -1,0 +1,79 @@
+"""The training loader: one epoch's batches of a rank, read from shards by DataLoader workers.
+
+The epoch's sample order is a permutation seeded by (seed, epoch) only, so every rank and every
+resumed run agrees on it. Rank r takes every ``world``-th sample of it (no overlap between ranks);
+within a rank, batch b is assembled by worker ``b mod num_workers``, and PyTorch's DataLoader
+collects workers round-robin, so the batches arrive in order 0, 1, 2, ... whatever the number of
+workers. Resuming at batch ``start`` (the sample position ``start x batch`` of the rank's share)
+replays exactly the batches an uninterrupted run would have seen next.
+
+Batches are raw uint8 images padded to the batch's largest height and width, with each image's
+true size; the multi-crop transform samples its crops inside the true size and runs batched on
+the compute device (``multicrop.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from dinoflow.data.shards import ShardReader
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int, rank: int, world_size: int, batch: int) -> np.ndarray:
+    """This rank's sample indices for ``epoch``: (iters_per_epoch, batch).
+
+    The incomplete last batch is dropped (as ``drop_last=True``); ranks get equal shares.
+    """
+    order = np.random.default_rng([seed, epoch]).permutation(num_samples)
+    iters = num_samples // (batch * world_size)
+    return order[rank::world_size][: iters * batch].reshape(iters, batch)
+
+
+def pad_batch(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[(3, h_i, w_i) uint8] → ((B, 3, H, W) uint8, (B, 2) sizes).
+
+    Each image sits top-left in its slot; the padding repeats its last row and column, so bilinear
+    sampling at the image's edge reads the edge (as it would unpadded), never black.
+    """
+    sizes = torch.tensor([img.shape[1:] for img in images], dtype=torch.int64).reshape(-1, 2)
+    height, width = sizes.max(0).values.tolist()
+    batch = torch.empty(len(images), 3, height, width, dtype=torch.uint8)
+    for out, img in zip(batch, images, strict=True):
+        h, w = img.shape[1:]
+        out[:, :h, :w] = img
+        out[:, :h, w:] = img[:, :, -1:]
+        out[:, h:, :] = out[:, h - 1 : h, :]
+    return batch, sizes
+
+
+class EpochBatches(IterableDataset):
+    """The batches ``order[start:]`` of one rank and epoch, split across DataLoader workers."""
+
+    def __init__(self, reader: ShardReader, order: np.ndarray, start: int = 0) -> None:
+        self.reader, self.order, self.start = reader, order, start
+
+    def __len__(self) -> int:
+        return max(0, len(self.order) - self.start)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for b in range(self.start + worker, len(self.order), workers):
+            indices = self.order[b]
+            images, sizes = pad_batch([self.reader.image(int(i)) for i in indices])
+            yield {"images": images, "sizes": sizes, "indices": torch.from_numpy(indices.copy())}
+
+
+def epoch_loader(reader: ShardReader, order: np.ndarray, start: int, workers: int, pin_memory: bool) -> DataLoader:
+    """A DataLoader over ``EpochBatches`` (batches are built in the workers, not collated)."""
+    return DataLoader(
+        EpochBatches(reader, order, start),
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=2 if workers else None,
+    )

@@ -1,0 +1,56 @@
+"""The loader splits an epoch over ranks and workers without overlap, in a fixed order."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dinoflow.data.loader import epoch_loader, epoch_order
+from dinoflow.data.shards import ImageRecord, ShardReader, build_dataset
+
+NUM_IMAGES, BATCH = 43, 4
+
+
+@pytest.fixture(scope="module")
+def reader(tmp_path_factory) -> ShardReader:
+    """43 images of varied sizes in several shards; image i's top-left pixel stores i."""
+    root = tmp_path_factory.mktemp("loader")
+    records = []
+    for i in range(NUM_IMAGES):
+        pixels = np.full((10 + i % 5, 12 + i % 3, 3), 7, dtype=np.uint8)
+        pixels[0, 0, 0] = i
+        path = root / f"{i}.png"
+        Image.fromarray(pixels).save(path)
+        records.append(ImageRecord(path, width=pixels.shape[1], height=pixels.shape[0]))
+    build_dataset({"train": records}, [], root / "ds", [], max_side=64, max_shard_mb=2000 / 2**20, workers=1,
+                  progress=False)  # fmt: skip
+    reader = ShardReader.from_index(root / "ds", "train")
+    assert len(reader.paths) > 3
+    return reader
+
+
+def read_epoch(reader: ShardReader, epoch: int, rank: int, world: int, workers: int, start: int = 0) -> list[list[int]]:
+    order = epoch_order(len(reader), seed=5, epoch=epoch, rank=rank, world_size=world, batch=BATCH)
+    batches = []
+    for batch in epoch_loader(reader, order, start, workers, pin_memory=False):
+        stored = batch["images"][:, 0, 0, 0].tolist()
+        assert stored == batch["indices"].tolist()  # the pixels are those of the indexed images
+        assert (batch["sizes"][:, 0] >= 10).all()
+        batches.append(stored)
+    return batches
+
+
+def test_two_ranks_times_two_workers_see_every_sample_once_per_epoch(reader):
+    for epoch in (0, 1):
+        seen = [i for rank in (0, 1) for batch in read_epoch(reader, epoch, rank, 2, workers=2) for i in batch]
+        usable = NUM_IMAGES // (2 * BATCH) * 2 * BATCH  # the remainder waits for the next epoch's shuffle
+        assert len(seen) == len(set(seen)) == usable
+    assert read_epoch(reader, 0, 0, 2, 2) != read_epoch(reader, 1, 0, 2, 2)  # reshuffled every epoch
+
+
+def test_order_does_not_depend_on_the_number_of_workers(reader):
+    assert read_epoch(reader, 0, 0, 1, workers=0) == read_epoch(reader, 0, 0, 1, workers=2)
+
+
+def test_resume_from_a_sample_position_continues_the_same_order(reader):
+    full = read_epoch(reader, 3, 1, 2, workers=2)
+    assert read_epoch(reader, 3, 1, 2, workers=2, start=3) == full[3:]

@@ -1,0 +1,76 @@
+"""Shards keep every image's aspect and pixels; building is incremental and parallel."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dinoflow.data.shards import ImageRecord, ShardReader, build_dataset, plan_shards, stored_shape
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        ((500, 375), (256, 341)),  # landscape photo: shorter side to 256, aspect kept
+        ((375, 500), (341, 256)),
+        ((100, 80), (80, 100)),  # smaller than max_side: never enlarged
+        ((1000, 200), (200, 600)),  # panorama: longer side cropped to 3x the shorter
+    ],
+)
+def test_stored_shape(size, expected):
+    assert stored_shape(*size, max_side=256, max_aspect=3.0) == expected
+
+
+def write_images(folder: Path, sizes: list[tuple[int, int]]) -> list[ImageRecord]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    records = []
+    for i, (w, h) in enumerate(sizes):
+        path = folder / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+        records.append(ImageRecord(path, label=i % 3, width=w, height=h, sha256=f"sha{i}"))
+    return records
+
+
+def test_shards_split_by_size_and_read_back_every_image(tmp_path):
+    sizes = [(40, 30), (30, 40), (20, 20), (64, 16), (33, 27)] * 4
+    records = write_images(tmp_path / "images", sizes)
+    assert [len(g) for g in plan_shards(records, 24, 3.0, max_bytes=3 * 24 * 32 * 4)] == [4] * 5
+    index = build_dataset({"train": records}, ["a", "b", "c"], tmp_path / "ds", [("x", "y", "z", "train")],
+                          max_side=24, max_shard_mb=3 * 24 * 32 * 4 / 2**20, workers=2, progress=False)  # fmt: skip
+    assert len(index["splits"]["train"]["shards"]) == 5
+    reader = ShardReader.from_index(tmp_path / "ds", "train")
+    assert len(reader) == 20 and reader.labels().tolist() == [i % 3 for i in range(20)]
+    for i, (w, h) in enumerate(sizes):
+        assert tuple(reader.image(i).shape) == (3, *stored_shape(w, h, 24, 3.0))
+    # Unscaled images are stored bit-exact.
+    square = np.asarray(Image.open(records[2].path))
+    assert np.array_equal(reader.image(2).permute(1, 2, 0).numpy(), square)
+
+
+def test_unchanged_content_is_not_rebuilt_and_changed_settings_are(tmp_path):
+    records = write_images(tmp_path / "images", [(20, 20)] * 3)
+    rows = [("a", "1", "", "train")]
+    build = lambda side: build_dataset({"train": records}, [], tmp_path / "ds", rows, max_side=side,  # noqa: E731
+                                       workers=1, progress=False)  # fmt: skip
+    build(16)
+    shard = tmp_path / "ds" / "train-00000.pt"
+    stamp = shard.stat().st_mtime_ns
+    build(16)
+    assert shard.stat().st_mtime_ns == stamp
+    build(12)
+    assert ShardReader.from_index(tmp_path / "ds", "train").image(0).shape == (3, 12, 12)
+
+
+def test_a_reader_survives_pickling_for_spawned_workers(tmp_path):
+    import pickle
+
+    records = write_images(tmp_path / "images", [(20, 20)] * 2)
+    build_dataset({"val": records}, [], tmp_path / "ds", [], max_side=16, workers=1, progress=False)
+    reader = ShardReader.from_index(tmp_path / "ds", "val")
+    first = reader.image(1).clone()
+    assert torch.equal(pickle.loads(pickle.dumps(reader)).image(1), first)
+    with pytest.raises(KeyError, match="no 'train' split"):
+        ShardReader.from_index(tmp_path / "ds", "train")
