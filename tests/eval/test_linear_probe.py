@@ -1,7 +1,8 @@
 import torch
 
 from dinoflow.data.multicrop import normalize
-from dinoflow.eval.linear_probe import probe_features, train_linear_probes
+from dinoflow.eval.features import extract_features
+from dinoflow.eval.linear_probe import train_linear_probes
 from dinoflow.models.backbone import build_backbone
 
 
@@ -20,8 +21,8 @@ def test_probe_feature_variants_have_the_dinov2_widths():
     backbone, dim = build_backbone("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=24, depth=4,
                                    num_heads=2, fused_attn=False)  # fmt: skip
     images = torch.rand(5, 3, 16, 16)
-    features = probe_features(backbone, [images[:3], images[3:]])
-    widths = {name: tuple(f.shape) for name, f in features.items()}
+    features = extract_features(backbone, [images[:3], images[3:]])
+    widths = {name: tuple(f.shape) for name, f in features.variants.items()}
     assert widths == {
         "cls1": (5, dim),
         "cls1+avgpool": (5, 2 * dim),
@@ -29,4 +30,7 @@ def test_probe_feature_variants_have_the_dinov2_widths():
         "cls4+avgpool": (5, 5 * dim),
     }
     with torch.no_grad():  # cls1 is the model's own output: the final-norm CLS token
-        torch.testing.assert_close(features["cls1"], backbone(normalize(images)))
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # extraction runs under bf16 autocast
+            expected = backbone(normalize(images)).float()
+        torch.testing.assert_close(features.variants["cls1"], expected)
+    assert features.patch_tokens.shape == (5, dim, 4, 4)  # (N, D, h, w) for 16 px / patch 4

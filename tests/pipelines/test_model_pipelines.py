@@ -27,7 +27,14 @@ def catalog(tiny_shards, tiny_config, tmp_path):
         nproc_per_node=1, timeout_s=300, output_root=str(tmp_path / "models")
     )
     catalog["params:evaluate"] = EvaluateParams(
-        knn_k=5, knn_ks=[5, 10], knn_temperature=0.07, linear_epochs=3, batch_size=16
+        knn_k=5,
+        knn_ks=[5, 10],
+        knn_temperature=0.07,
+        linear_epochs=3,
+        segmentation_epochs=2,
+        batch_size=16,
+        pictures=3,
+        pictures_dir=str(tmp_path / "pictures"),
     )
     catalog["params:register"] = RegisterParams(model_name="tiny-backbone", alias="challenger")
     catalog["data_source"] = {"kind": "synthetic", "root": "unused"}
@@ -40,7 +47,15 @@ def test_pretrain_evaluate_register(catalog, mlflow_tmp):
     client = MlflowClient()
     metrics = client.get_run(mlflow_tmp).data.metrics  # the evaluate node logged them
     assert all(
-        0.0 <= metrics[k] <= 1.0 for k in ("knn_top1", "knn_top5", "knn_top1_random_init", "knn_top1_raw_pixels")
+        0.0 <= metrics[k] <= 1.0
+        for k in (
+            "knn_top1",
+            "knn_top5",
+            "knn_top1_random_init",
+            "knn_top1_raw_pixels",
+            "seg_miou",
+            "seg_miou_random_init",
+        )
     )
     registration = outputs["registration"].load()
     assert registration["version"] == "1" and registration["model_uri"] == "models:/tiny-backbone@challenger"
@@ -49,6 +64,8 @@ def test_pretrain_evaluate_register(catalog, mlflow_tmp):
     assert [m.step for m in history] == list(range(1, 13))
     version = client.get_model_version_by_alias("tiny-backbone", "challenger")
     assert version.run_id == mlflow_tmp and version.tags["metric.knn_top1"] == f"{metrics['knn_top1']:.4f}"
+    artifacts = {a.path for a in client.list_artifacts(mlflow_tmp, "pictures")}
+    assert artifacts == {"pictures/attention_maps.png", "pictures/patch_pca.png"}
 
 
 def test_same_config_and_data_reuses_the_finished_run(catalog, mlflow_tmp):

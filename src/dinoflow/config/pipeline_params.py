@@ -61,6 +61,9 @@ class EvaluateParams(_Params):
     knn_k: int = Field(ge=1)
     knn_ks: list[int] = Field(min_length=1)
     linear_epochs: int = Field(ge=1)
+    segmentation_epochs: int = Field(ge=1)
+    pictures: int = Field(ge=0)  # validation images shown in the attention / PCA figures
+    pictures_dir: str
     knn_temperature: float = Field(gt=0.0)
     batch_size: int = Field(ge=1)
 

@@ -4,7 +4,7 @@ Feature variants: CLS of the last block or the last 4 blocks (all blocks of shal
 the last block's patch tokens appended; every variant gets one linear head per learning rate,
 all trained together (SGD, momentum 0.9, no weight decay, cosine schedule). The best head on the
 validation split is reported, as in DINOv2's ``eval/linear.py``. Features are those of the
-evaluation view (no augmentation), computed once.
+evaluation view (no augmentation), computed once (``features.extract_features``).
 
 - [0]: Oquab et al., DINOv2, 2023, https://arxiv.org/abs/2304.07193 (App. B.3)
 - [1]: Caron et al., DINO, 2021, https://arxiv.org/abs/2104.14294 (App. F.2)
@@ -13,51 +13,13 @@ evaluation view (no augmentation), computed once.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dinoflow.data.multicrop import normalize
-
 # DINOv2's grid (multiplied by batch / 256 like theirs).
 LEARNING_RATES = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
-
-
-@torch.no_grad()
-def probe_features(backbone: nn.Module, batches: Iterable[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The four feature variants of every image.
-
-    Args:
-        batches: (B, 3, S, S) evaluation views in [0, 1] (``features.evaluation_batches``).
-
-    Returns:
-        {"cls1": (N, D), "cls1+avgpool": (N, 2D), "cls4": (N, 4D), "cls4+avgpool": (N, 5D)}, float32.
-    """
-    backbone.eval()
-    parts: dict[str, list[torch.Tensor]] = {"cls1": [], "cls4": [], "avgpool": []}
-    for batch in batches:
-        x = normalize(batch)
-        blocks = backbone.forward_intermediates(
-            x,
-            indices=min(4, len(backbone.blocks)),
-            norm=True,
-            output_fmt="NLC",
-            intermediates_only=True,
-            return_prefix_tokens=True,
-        )  # last 4 blocks: (patch tokens (B, N, D), prefix tokens (B, P, D)), final norm applied
-        cls = [prefix[:, 0] for _, prefix in blocks]
-        parts["cls1"].append(cls[-1])
-        parts["cls4"].append(torch.cat(cls, dim=1))
-        parts["avgpool"].append(blocks[-1][0].mean(dim=1))
-    cls1, cls4, avg = (torch.cat(parts[k]).float() for k in ("cls1", "cls4", "avgpool"))
-    return {
-        "cls1": cls1,
-        "cls1+avgpool": torch.cat([cls1, avg], dim=1),
-        "cls4": cls4,
-        "cls4+avgpool": torch.cat([cls4, avg], dim=1),
-    }
 
 
 def train_linear_probes(

@@ -9,6 +9,8 @@ from typing import Any
 from dinoflow.config import load_config_file
 from dinoflow.config.pipeline_params import EvaluateParams
 from dinoflow.data.shards import ShardReader
+from dinoflow.eval.features import evaluation_batches, extract_features
+from dinoflow.eval.pictures import render_pictures
 from dinoflow.eval.suite import evaluate_backbone
 from dinoflow.tracking import mlflow_run
 from dinoflow.train.builders import build_backbone_from_config
@@ -38,13 +40,24 @@ def evaluate_node(
         ks=tuple(evaluate.knn_ks),
         temperature=evaluate.knn_temperature,
         linear_epochs=evaluate.linear_epochs,
+        segmentation_epochs=evaluate.segmentation_epochs,
         batch_size=evaluate.batch_size,
+        with_masks=all(dataset_index["splits"][s]["has_masks"] for s in ("train", "val")),
     )
     log.info(
-        "k-NN top-1: trained %.3f, random init %.3f, raw pixels %.3f; linear top-1: trained %.3f, random init %.3f",
+        "k-NN top-1: trained %.3f, random init %.3f, raw pixels %.3f; linear top-1: trained %.3f, random init %.3f;"
+        " segmentation mIoU: trained %.3f, random init %.3f",
         metrics["knn_top1"], metrics["knn_top1_random_init"], metrics["knn_top1_raw_pixels"],
         metrics["linear_top1"], metrics["linear_top1_random_init"],
+        metrics.get("seg_miou", float("nan")), metrics.get("seg_miou_random_init", float("nan")),
     )  # fmt: skip
     mlflow_run.set_tags(details)
     mlflow_run.log_metrics(metrics)
+    if evaluate.pictures:
+        val = ShardReader.from_index(Path(dataset_index["dir"]), "val")
+        images = next(evaluation_batches(val, cfg.crops.global_size, evaluate.pictures))
+        tokens = extract_features(trained, [images]).patch_tokens
+        for path in render_pictures(trained, images, tokens, Path(evaluate.pictures_dir)):
+            mlflow_run.log_artifact(path, "pictures")
+            log.info("wrote %s", path)
     return metrics

@@ -1,0 +1,48 @@
+"""Attention maps equal timm's own attention weights; PCA pictures are well-formed."""
+
+import torch
+from PIL import Image
+
+from dinoflow.data.multicrop import normalize
+from dinoflow.eval.pictures import cls_attention_maps, pca_rgb, render_pictures
+from dinoflow.models.backbone import build_backbone
+
+
+def tiny_backbone(fused_attn: bool, reg_tokens: int = 0):
+    backbone, _ = build_backbone("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=24, depth=2,
+                                 num_heads=3, fused_attn=fused_attn, reg_tokens=reg_tokens)  # fmt: skip
+    return backbone.eval()
+
+
+def test_cls_attention_equals_the_softmax_timm_computes():
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 16, 16)
+    backbone = tiny_backbone(fused_attn=False, reg_tokens=2)
+    captured = {}
+    backbone.blocks[-1].attn.attn_drop.register_forward_hook(lambda m, i, out: captured.setdefault("attn", out))
+    with torch.no_grad():
+        backbone(normalize(images))
+    reference = captured["attn"][:, :, 0, backbone.num_prefix_tokens :].reshape(2, 3, 4, 4)  # CLS row over patches
+    torch.testing.assert_close(cls_attention_maps(backbone, images), reference)
+    fused = tiny_backbone(fused_attn=True, reg_tokens=2)
+    fused.load_state_dict(backbone.state_dict())
+    torch.testing.assert_close(cls_attention_maps(fused, images), reference)  # the fast path changes nothing
+
+
+def test_pca_rgb_spans_zero_to_one_and_follows_the_main_direction():
+    tokens = torch.zeros(2, 8, 4, 4)
+    tokens[:, 0, :, 2:] = 5.0  # right half differs along one direction
+    tokens += 0.01 * torch.randn_like(tokens)
+    colours = pca_rgb(tokens)
+    assert colours.shape == (2, 3, 4, 4) and colours.min() >= 0 and colours.max() <= 1
+    first = colours[:, 0]
+    assert (first[:, :, 2:].mean() - first[:, :, :2].mean()).abs() > 0.9  # the halves are told apart
+
+
+def test_render_pictures_writes_both_figures(tmp_path):
+    backbone = tiny_backbone(fused_attn=True)
+    images = torch.rand(3, 3, 16, 16)
+    tokens = torch.randn(3, 24, 4, 4)
+    attention, pca = render_pictures(backbone, images, tokens, tmp_path)
+    assert Image.open(attention).size == (4 * 98, 3 * 98)  # image + 3 heads per row, one row per image
+    assert Image.open(pca).size == (2 * 98, 3 * 98)
