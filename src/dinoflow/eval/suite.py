@@ -9,17 +9,13 @@ k-NN and the same probes, so every figure has its baseline next to it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from dinoflow.data.shards import ShardReader
-from dinoflow.eval.features import (
-    Features,
-    evaluation_batches,
-    evaluation_masks,
-    extract_features,
-    raw_pixel_features,
-)
+from dinoflow.eval.features import evaluation_batches, evaluation_masks, extract_features, raw_pixel_features
 from dinoflow.eval.knn import knn_classify_multi_k, top_k_accuracy
 from dinoflow.eval.linear_probe import train_linear_probes
 from dinoflow.eval.segmentation import segmentation_miou
@@ -38,55 +34,79 @@ def knn_metrics(train_features, train_labels, val_features, val_labels, num_clas
     }
 
 
+@dataclass(frozen=True)
+class EvalSettings:
+    """The evaluation protocol (defaults: DINO's k-NN, DINOv2's probes)."""
+
+    image_size: int
+    k: int = 20
+    ks: tuple[int, ...] = (10, 20, 100, 200)
+    temperature: float = 0.07
+    linear_epochs: int = 30
+    segmentation_epochs: int = 20
+    batch_size: int = 256
+
+
+class EvalSet:
+    """The train/val splits an evaluation scores on: labels, and masks when both splits have them."""
+
+    def __init__(self, train: ShardReader, val: ShardReader, num_classes: int, image_size: int, with_masks: bool):
+        self.readers = (train, val)
+        self.labels = (train.labels(), val.labels())
+        self.num_classes = num_classes
+        self.masks = tuple(evaluation_masks(r, image_size) for r in self.readers) if with_masks else None
+
+    def batches(self, split: int, settings: EvalSettings):
+        return evaluation_batches(self.readers[split], settings.image_size, settings.batch_size)
+
+
+def score_backbone(model: nn.Module, data: EvalSet, settings: EvalSettings, name: str = "backbone") -> dict:
+    """k-NN, best linear probe and (with masks) segmentation mIoU of one frozen backbone.
+
+    Returns:
+        ``{"knn": {"top1", "top5", "top1_k<k>"...}, "linear": float, "linear_head": str, ["seg": float]}``.
+    """
+    # One feature pass per split serves every protocol: k-NN uses the final CLS token ("cls1").
+    train, val = (
+        extract_features(model, data.batches(i, settings), -(-len(r) // settings.batch_size), f"{name} {split}")
+        for i, (r, split) in enumerate(zip(data.readers, ("train", "val"), strict=True))
+    )
+    accuracies = train_linear_probes(
+        train.variants, data.labels[0], val.variants, data.labels[1], data.num_classes, settings.linear_epochs,
+        settings.batch_size,
+    )  # fmt: skip
+    best = max(accuracies, key=accuracies.get)
+    result = {"knn": _knn(train.variants["cls1"], val.variants["cls1"], data, settings), "linear": accuracies[best]}
+    result["linear_head"] = best
+    if data.masks is not None:
+        result["seg"] = segmentation_miou(
+            train.patch_tokens, data.masks[0], val.patch_tokens, data.masks[1], settings.segmentation_epochs
+        )
+    return result
+
+
+def _knn(train_features: torch.Tensor, val_features: torch.Tensor, data: EvalSet, settings: EvalSettings) -> dict:
+    return knn_metrics(
+        train_features, data.labels[0], val_features, data.labels[1], data.num_classes, settings.ks, settings.k,
+        settings.temperature,
+    )  # fmt: skip
+
+
 def evaluate_backbone(
-    trained: nn.Module,
-    random_init: nn.Module,
-    train_images: ShardReader,
-    val_images: ShardReader,
-    num_classes: int,
-    image_size: int,
-    k: int = 20,
-    ks: tuple[int, ...] = (10, 20, 100, 200),
-    temperature: float = 0.07,
-    linear_epochs: int = 30,
-    segmentation_epochs: int = 20,
-    batch_size: int = 256,
-    with_masks: bool = False,
+    trained: nn.Module, random_init: nn.Module, data: EvalSet, settings: EvalSettings
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """Returns (metrics, details): metrics are flat floats in [0, 1] (``knn_top1``, ``knn_top5``,
+    """The trained backbone next to its baselines (random init, raw pixels).
+
+    Returns (metrics, details): metrics are flat floats in [0, 1] (``knn_top1``, ``knn_top5``,
     ``knn_top1_k<k>``, ``knn_top1_random_init``, ``knn_top1_raw_pixels``, ``linear_top1``,
     ``linear_top1_random_init``, with masks ``seg_miou``, ``seg_miou_random_init``, counts);
-    details name the best linear head of each network."""
-    readers, labels = (train_images, val_images), (train_images.labels(), val_images.labels())
-    masks = tuple(evaluation_masks(r, image_size) for r in readers) if with_masks else None
-
-    def knn(train_features: torch.Tensor, val_features: torch.Tensor) -> dict[str, float]:
-        return knn_metrics(train_features, labels[0], val_features, labels[1], num_classes, ks, k, temperature)
-
-    def features(model: nn.Module, name: str) -> list[Features]:
-        return [
-            extract_features(
-                model, evaluation_batches(r, image_size, batch_size), -(-len(r) // batch_size), f"{name} {split}"
-            )
-            for r, split in zip(readers, ("train", "val"), strict=True)
-        ]
-
-    def scores(model: nn.Module, name: str) -> dict:
-        # One feature pass per split serves every protocol: k-NN uses the final CLS token ("cls1").
-        train, val = features(model, name)
-        accuracies = train_linear_probes(
-            train.variants, labels[0], val.variants, labels[1], num_classes, linear_epochs, batch_size
-        )
-        best = max(accuracies, key=accuracies.get)
-        result = {"knn": knn(train.variants["cls1"], val.variants["cls1"]), "linear": accuracies[best], "head": best}
-        if masks is not None:
-            result["seg"] = segmentation_miou(
-                train.patch_tokens, masks[0], val.patch_tokens, masks[1], segmentation_epochs
-            )
-        return result
-
-    ours, random = scores(trained, "trained"), scores(random_init, "random init")
-    raw_knn = knn(*(raw_pixel_features(evaluation_batches(r, image_size, batch_size)) for r in readers))
+    details name the best linear head of each network.
+    """
+    ours, random = (
+        score_backbone(trained, data, settings, "trained"),
+        score_backbone(random_init, data, settings, "random init"),
+    )
+    raw_knn = _knn(*(raw_pixel_features(data.batches(i, settings)) for i in (0, 1)), data, settings)
     metrics = {
         "knn_top1": ours["knn"]["top1"],
         "knn_top5": ours["knn"]["top5"],
@@ -95,9 +115,9 @@ def evaluate_backbone(
         "knn_top1_raw_pixels": raw_knn["top1"],
         "linear_top1": ours["linear"],
         "linear_top1_random_init": random["linear"],
-        **({"seg_miou": ours["seg"], "seg_miou_random_init": random["seg"]} if masks is not None else {}),
-        "knn_k": float(k),
-        "eval_train_images": float(len(labels[0])),
-        "eval_val_images": float(len(labels[1])),
+        **({"seg_miou": ours["seg"], "seg_miou_random_init": random["seg"]} if data.masks is not None else {}),
+        "knn_k": float(settings.k),
+        "eval_train_images": float(len(data.labels[0])),
+        "eval_val_images": float(len(data.labels[1])),
     }
-    return metrics, {"linear_best_head": ours["head"], "linear_best_head_random_init": random["head"]}
+    return metrics, {"linear_best_head": ours["linear_head"], "linear_best_head_random_init": random["linear_head"]}

@@ -11,7 +11,7 @@ from dinoflow.config.pipeline_params import EvaluateParams
 from dinoflow.data.shards import ShardReader
 from dinoflow.eval.features import evaluation_batches, extract_features
 from dinoflow.eval.pictures import render_pictures
-from dinoflow.eval.suite import evaluate_backbone
+from dinoflow.eval.suite import EvalSet, EvalSettings, evaluate_backbone
 from dinoflow.tracking import mlflow_run
 from dinoflow.train.builders import build_backbone_from_config
 from dinoflow.train.checkpoint import load_checkpoint, teacher_backbone_state
@@ -19,31 +19,42 @@ from dinoflow.train.checkpoint import load_checkpoint, teacher_backbone_state
 log = logging.getLogger(__name__)
 
 
-def evaluate_node(
-    dataset_index: dict[str, Any], pretrain_result: dict[str, Any], evaluate: EvaluateParams
-) -> dict[str, float]:
-    """Returns the flat metrics dict written to ``data/08_reporting/metrics.json``."""
-    if not dataset_index["classes"]:
-        raise ValueError("k-NN evaluation needs labels: use class sub-folders (see README, 'Bring your own images')")
-    cfg = load_config_file(Path(pretrain_result["config"]))
-    random_init = build_backbone_from_config(cfg, drop_path=False)
-    trained = build_backbone_from_config(cfg, drop_path=False)
-    trained.load_state_dict(teacher_backbone_state(load_checkpoint(Path(pretrain_result["checkpoint"]))))
-    metrics, details = evaluate_backbone(
-        trained,
-        random_init,
-        ShardReader.from_index(Path(dataset_index["dir"]), "train"),
-        ShardReader.from_index(Path(dataset_index["dir"]), "val"),
-        num_classes=len(dataset_index["classes"]),
-        image_size=cfg.crops.global_size,
+def eval_settings(evaluate: EvaluateParams, image_size: int) -> EvalSettings:
+    return EvalSettings(
+        image_size=image_size,
         k=evaluate.knn_k,
         ks=tuple(evaluate.knn_ks),
         temperature=evaluate.knn_temperature,
         linear_epochs=evaluate.linear_epochs,
         segmentation_epochs=evaluate.segmentation_epochs,
         batch_size=evaluate.batch_size,
+    )
+
+
+def eval_set(dataset_index: dict[str, Any], settings: EvalSettings) -> EvalSet:
+    """The dataset's train/val splits as an evaluation set (masks when both splits have them)."""
+    if not dataset_index["classes"]:
+        raise ValueError("k-NN evaluation needs labels: use class sub-folders (see README, 'Bring your own images')")
+    root = Path(dataset_index["dir"])
+    return EvalSet(
+        ShardReader.from_index(root, "train"),
+        ShardReader.from_index(root, "val"),
+        num_classes=len(dataset_index["classes"]),
+        image_size=settings.image_size,
         with_masks=all(dataset_index["splits"][s]["has_masks"] for s in ("train", "val")),
     )
+
+
+def evaluate_node(
+    dataset_index: dict[str, Any], pretrain_result: dict[str, Any], evaluate: EvaluateParams
+) -> dict[str, float]:
+    """Returns the flat metrics dict written to ``data/08_reporting/metrics.json``."""
+    cfg = load_config_file(Path(pretrain_result["config"]))
+    random_init = build_backbone_from_config(cfg, drop_path=False)
+    trained = build_backbone_from_config(cfg, drop_path=False)
+    trained.load_state_dict(teacher_backbone_state(load_checkpoint(Path(pretrain_result["checkpoint"]))))
+    settings = eval_settings(evaluate, cfg.crops.global_size)
+    metrics, details = evaluate_backbone(trained, random_init, eval_set(dataset_index, settings), settings)
     log.info(
         "k-NN top-1: trained %.3f, random init %.3f, raw pixels %.3f; linear top-1: trained %.3f, random init %.3f;"
         " segmentation mIoU: trained %.3f, random init %.3f",

@@ -1,0 +1,47 @@
+"""ONNX export of a backbone, checked against PyTorch with onnxruntime.
+
+The graph comes from ``torch.export`` (``torch.onnx.export(dynamo=True)``) with a dynamic batch
+dimension; serving stacks that cannot run PyTorch (Triton's ONNX backend, onnxruntime in C++,
+Java or the browser) load it as is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+INPUT_NAME = "images"
+
+
+def export_onnx(backbone: nn.Module, example: torch.Tensor, path: Path) -> Path:
+    """Write ``backbone`` as ONNX: input ``images`` (B, 3, S, S) normalised float32 → (B, D) embeddings.
+
+    Args:
+        example: (B, 3, S, S) with B >= 2 (a size-1 batch would be specialised away).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        backbone.eval(),
+        (example,),
+        str(path),
+        input_names=[INPUT_NAME],
+        output_names=["embeddings"],
+        dynamo=True,
+        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+        verbose=False,
+    )
+    return path
+
+
+@torch.no_grad()
+def onnx_max_abs_diff(path: Path, backbone: nn.Module, images: torch.Tensor) -> float:
+    """Largest |onnxruntime - PyTorch| over the embeddings of ``images`` (fp32, CPU)."""
+    import onnxruntime  # an export-check dependency, not needed for training
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (onnx_out,) = session.run(None, {INPUT_NAME: images.numpy().astype(np.float32)})
+    return float(np.abs(onnx_out - backbone.eval()(images).numpy()).max())
