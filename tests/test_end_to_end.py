@@ -52,7 +52,8 @@ def the_run(client):
 def test_metrics_file_holds_the_three_knn_figures(project_run):
     metrics = json.loads((project_run[0] / "data" / "08_reporting" / "metrics.json").read_text())
     for key in ("knn_top1", "knn_top1_random_init", "knn_top1_raw_pixels", "knn_top5", "knn_top1_k10",
-                "knn_top1_k20", "knn_top1_k100", "knn_top1_k200", "linear_top1", "linear_top1_random_init"):  # fmt: skip
+                "knn_top1_k20", "knn_top1_k100", "knn_top1_k200", "linear_top1", "linear_top1_random_init", "seg_miou",
+                "seg_miou_random_init"):  # fmt: skip
         assert 0.0 <= metrics[key] <= 1.0, key
 
 
@@ -66,7 +67,10 @@ def test_mlflow_run_finished_with_params_metrics_tags_and_artifacts(project_run,
     assert len(run.data.tags["git_sha"]) > 0 and run.data.tags["data.dvc_md5"].endswith(".dir")
     assert run.data.tags["git_dirty"] in ("true", "false") and run.data.tags["version.torch"].startswith("2.")
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
-    assert {"config", "validation", "backbone_weights"} <= artifacts
+    assert {"config", "validation", "backbone_files", "pictures"} <= artifacts
+    files = {a.path for a in mlflow_client.list_artifacts(run.info.run_id, "backbone_files")}
+    assert files == {"backbone_files/config.yaml", "backbone_files/teacher_backbone.safetensors",
+                     "backbone_files/backbone.onnx"}  # fmt: skip
 
 
 def test_training_loss_and_health_logged_at_every_logging_step(project_run, mlflow_client):
@@ -95,6 +99,17 @@ def test_registered_model_loads_back_by_alias(project_run, mlflow_client):
     model = mlflow.pytorch.load_model("models:/dinoflow-backbone@challenger")
     embeddings = model(torch.randn(3, 3, 32, 32))
     assert embeddings.shape == (3, 64) and torch.isfinite(embeddings).all()
+    assert float(version.tags["onnx_max_abs_diff"]) < 1e-4
+
+
+def test_first_promotion_is_decided_and_recorded(project_run, mlflow_client):
+    promotion = json.loads((project_run[0] / "data" / "08_reporting" / "promotion.json").read_text())
+    assert promotion["decision"] in ("promoted", "rejected") and promotion["champion_before"] is None
+    assert promotion["reasons"][-1].startswith("first promotion: k-NN gain over random init")
+    version = mlflow_client.get_model_version("dinoflow-backbone", promotion["challenger"])
+    assert version.tags["promotion.decision"] == promotion["decision"]
+    if promotion["decision"] == "promoted":
+        assert mlflow_client.get_model_version_by_alias("dinoflow-backbone", "champion").version == version.version
 
 
 def test_raw_data_is_dvc_tracked_and_summary_printed(project_run):
@@ -104,6 +119,7 @@ def test_raw_data_is_dvc_tracked_and_summary_printed(project_run):
     dvc_file = project / "data" / "01_raw" / "synthetic.dvc"
     assert dvc_file.exists() and ".dir" in dvc_file.read_text()
     assert "dinoflow run summary" in output and "models:/dinoflow-backbone@challenger" in output
+    assert "Promotion:" in output
 
 
 @pytest.mark.parametrize(

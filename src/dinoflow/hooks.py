@@ -100,8 +100,17 @@ class MlflowRunHook:
                 f"Linear probe top-1 (best of the grid): trained {m.get('linear_top1', float('nan')):.3f} "
                 f"| random init {m.get('linear_top1_random_init', float('nan')):.3f}"
             )
+            if "seg_miou" in m:
+                lines.append(
+                    f"Segmentation mIoU (linear, patch tokens): trained {m['seg_miou']:.3f} "
+                    f"| random init {m['seg_miou_random_init']:.3f}"
+                )
         if "registration" in produced:
             r = catalog.load("registration")
             lines.append(f"Registered model: {r['name']} version {r['version']} alias @{r['alias']} → {r['model_uri']}")
+        if "promotion" in produced:
+            p = catalog.load("promotion")
+            lines.append(f"Promotion: v{p['challenger']} {p['decision']} -> @champion is v{p.get('champion')}")
+            lines += [f"  - {reason}" for reason in p.get("reasons", [])]
         lines.append("Open the MLflow UI: make mlflow-ui   (then http://127.0.0.1:5000)")
         Console().print(Panel("\n".join(lines), title="dinoflow run summary", expand=False))

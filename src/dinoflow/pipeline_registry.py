@@ -1,11 +1,11 @@
-"""Project pipelines; ``__default__`` is the whole flow from raw images to a registered model."""
+"""Project pipelines; ``__default__`` is the whole flow from raw images to a promoted model."""
 
 from __future__ import annotations
 
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-DEFAULT_FLOW = ("data_ingestion", "data_validation", "dataset", "pretrain", "evaluate", "register")
+DEFAULT_FLOW = ("data_ingestion", "data_validation", "dataset", "pretrain", "evaluate", "register", "promote")
 
 
 def register_pipelines() -> dict[str, Pipeline]:

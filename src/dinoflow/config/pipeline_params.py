@@ -71,3 +71,17 @@ class EvaluateParams(_Params):
 class RegisterParams(_Params):
     model_name: str = Field(min_length=1)
     alias: str = Field(min_length=1)
+
+
+class Gates(_Params):
+    """When a challenger may replace the champion (``promote.gates``)."""
+
+    max_knn_drop: float = Field(ge=0.0)  # challenger k-NN top-1 may trail the champion's by at most this
+    max_seg_drop: float = Field(ge=0.0)  # same for segmentation mIoU (when the data has masks)
+    require_validation_passed: bool  # the challenger's training data passed the GX suites
+    forbid_collapse: bool  # no collapse flag at the end of the challenger's training
+    first_min_gain_over_random_init: float  # no champion yet: k-NN gain over the same net at init
+
+
+class PromoteParams(_Params):
+    gates: Gates

@@ -60,24 +60,28 @@ class EvalSet:
         return evaluation_batches(self.readers[split], settings.image_size, settings.batch_size)
 
 
-def score_backbone(model: nn.Module, data: EvalSet, settings: EvalSettings, name: str = "backbone") -> dict:
-    """k-NN, best linear probe and (with masks) segmentation mIoU of one frozen backbone.
+def score_backbone(
+    model: nn.Module, data: EvalSet, settings: EvalSettings, name: str = "backbone", linear: bool = True
+) -> dict:
+    """k-NN, best linear probe (unless ``linear`` is False) and, with masks, segmentation mIoU of
+    one frozen backbone.
 
     Returns:
-        ``{"knn": {"top1", "top5", "top1_k<k>"...}, "linear": float, "linear_head": str, ["seg": float]}``.
+        ``{"knn": {"top1", "top5", "top1_k<k>"...}, ["linear": float, "linear_head": str], ["seg": float]}``.
     """
     # One feature pass per split serves every protocol: k-NN uses the final CLS token ("cls1").
     train, val = (
         extract_features(model, data.batches(i, settings), -(-len(r) // settings.batch_size), f"{name} {split}")
         for i, (r, split) in enumerate(zip(data.readers, ("train", "val"), strict=True))
     )
-    accuracies = train_linear_probes(
-        train.variants, data.labels[0], val.variants, data.labels[1], data.num_classes, settings.linear_epochs,
-        settings.batch_size,
-    )  # fmt: skip
-    best = max(accuracies, key=accuracies.get)
-    result = {"knn": _knn(train.variants["cls1"], val.variants["cls1"], data, settings), "linear": accuracies[best]}
-    result["linear_head"] = best
+    result = {"knn": _knn(train.variants["cls1"], val.variants["cls1"], data, settings)}
+    if linear:
+        accuracies = train_linear_probes(
+            train.variants, data.labels[0], val.variants, data.labels[1], data.num_classes, settings.linear_epochs,
+            settings.batch_size,
+        )  # fmt: skip
+        result["linear_head"] = max(accuracies, key=accuracies.get)
+        result["linear"] = accuracies[result["linear_head"]]
     if data.masks is not None:
         result["seg"] = segmentation_miou(
             train.patch_tokens, data.masks[0], val.patch_tokens, data.masks[1], settings.segmentation_epochs

@@ -1,14 +1,30 @@
-"""Model registry: log the teacher backbone, register a version, tag it, set an alias."""
+"""Model registry on MLflow: register backbones, move the ``champion`` alias, roll back.
+
+A registered version carries its evidence as tags (git sha, data hashes, config hash, evaluation
+metrics, validation status, collapse flag) and its run holds ``backbone_files/`` (the resolved
+training config, the safetensors weights, the ONNX export), so any version can be rebuilt and
+re-scored. Promotion decisions are tags on the challenger version (``promotion.*``); the
+champion's ``promotion.previous_champion`` tag is what a rollback returns to.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
 import torch
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from dinoflow.registry.gates import Decision
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+FILES_DIR = "backbone_files"
 
 
 def register_backbone(
@@ -17,8 +33,10 @@ def register_backbone(
     model_name: str,
     alias: str,
     tags: Mapping[str, Any],
+    files: Sequence[Path] = (),
 ) -> dict[str, Any]:
-    """Log ``backbone`` as a pt2 (torch.export) model in the active run and register it.
+    """Log ``backbone`` as a pt2 (torch.export) model in the active run, with ``files`` under
+    ``backbone_files/``, register it and point ``alias`` at the new version.
 
     Args:
         input_example: (B, 3, S, S) float32 with B >= 2, normalised like training images.
@@ -26,6 +44,8 @@ def register_backbone(
     Returns:
         ``{"name", "version", "alias", "model_uri", "logged_model_uri"}``.
     """
+    for path in files:
+        mlflow.log_artifact(str(path), FILES_DIR)
     info = mlflow.pytorch.log_model(
         backbone.eval(),
         name="backbone",
@@ -45,3 +65,63 @@ def register_backbone(
         "model_uri": f"models:/{model_name}@{alias}",
         "logged_model_uri": info.model_uri,
     }
+
+
+def version_by_alias(model_name: str, alias: str) -> ModelVersion | None:
+    try:
+        return MlflowClient().get_model_version_by_alias(model_name, alias)
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def download_backbone_files(version: ModelVersion, destination: Path) -> Path:
+    """The version's ``backbone_files/`` (config.yaml, teacher_backbone.safetensors, backbone.onnx)."""
+    local = mlflow.artifacts.download_artifacts(
+        run_id=version.run_id, artifact_path=FILES_DIR, dst_path=str(destination)
+    )
+    return Path(local)
+
+
+def record_decision(
+    model_name: str, challenger: str, champion: str | None, decision: Decision, tags: Mapping[str, Any]
+) -> None:
+    """Tag the challenger version with the decision; on promotion move ``champion`` to it."""
+    client = MlflowClient()
+    record = {
+        "promotion.decision": "promoted" if decision.promote else "rejected",
+        "promotion.reasons": "; ".join(decision.reasons),
+        "promotion.compared_with": champion or "none (first promotion)",
+        "promotion.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **tags,
+    }
+    if decision.promote:
+        record["promotion.previous_champion"] = champion or "none"
+    for key, value in record.items():
+        client.set_model_version_tag(model_name, challenger, key, str(value))
+    if decision.promote:
+        client.set_registered_model_alias(model_name, CHAMPION, challenger)
+
+
+def rollback(model_name: str, to_version: str | None = None) -> dict[str, str]:
+    """Point ``champion`` back at ``to_version``, by default the champion it replaced.
+
+    Returns:
+        ``{"name", "from", "to"}``.
+    """
+    client = MlflowClient()
+    current = version_by_alias(model_name, CHAMPION)
+    if current is None:
+        raise ValueError(f"model '{model_name}' has no @{CHAMPION} to roll back")
+    target = to_version or current.tags.get("promotion.previous_champion", "none")
+    if target == "none":
+        raise ValueError(
+            f"v{current.version} was the first champion of '{model_name}': name a version with --to-version"
+        )
+    client.get_model_version(model_name, target)  # fails clearly when the version does not exist
+    client.set_registered_model_alias(model_name, CHAMPION, target)
+    client.set_model_version_tag(
+        model_name, current.version, "promotion.rolled_back", f"champion moved back to v{target}"
+    )
+    return {"name": model_name, "from": current.version, "to": target}

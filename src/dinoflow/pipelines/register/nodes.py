@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,13 @@ from safetensors.torch import load_file
 
 from dinoflow.config import load_config_file
 from dinoflow.config.pipeline_params import RegisterParams
+from dinoflow.models.export import export_onnx, onnx_max_abs_diff
 from dinoflow.registry.mlflow_registry import register_backbone
 from dinoflow.tracking import mlflow_run
 from dinoflow.train.builders import build_backbone_from_config
 from dinoflow.train.checkpoint import BACKBONE_NAME
+
+log = logging.getLogger(__name__)
 
 
 def register_node(
@@ -26,20 +30,29 @@ def register_node(
 ) -> dict[str, Any]:
     """Returns ``{"name", "version", "alias", "model_uri", "logged_model_uri"}``."""
     cfg = load_config_file(Path(pretrain_result["config"]))
-    weights = Path(pretrain_result["output_dir"]) / BACKBONE_NAME
+    output_dir = Path(pretrain_result["output_dir"])
+    weights = output_dir / BACKBONE_NAME
     backbone = build_backbone_from_config(cfg, drop_path=False)
     backbone.load_state_dict(load_file(weights), strict=True)  # the export has timm's key names
-    mlflow_run.log_artifact(weights, "backbone_weights")
     size = cfg.crops.global_size
     # Batch 2, not 1: torch.export specialises a size-1 dimension and the model would accept batch 1 only.
-    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).numpy()
+    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    onnx_path = export_onnx(backbone, example, output_dir / "backbone.onnx")
+    onnx_error = onnx_max_abs_diff(onnx_path, backbone, torch.randn(3, 3, size, size))
+    log.info("ONNX export %s: max |onnxruntime - torch| = %.2e", onnx_path, onnx_error)
+    summary = pretrain_result["summary"]
     tags = {
         "git_sha": mlflow_run.current_tag("git_sha"),
         "config_hash": pretrain_result["config_hash"],
         "data_fingerprint": dataset_index["fingerprint"],
         "data_dvc_md5": data_source.get("dvc_md5", "untracked"),
         "validation_status": "passed" if validation_report["success"] else "failed",
+        "collapsed": str(bool(summary.get("collapse_uniform") or summary.get("collapse_one_prototype"))).lower(),
+        "onnx_max_abs_diff": f"{onnx_error:.2e}",
         "run_id": mlflow_run.active_run_id(),
-        **{f"metric.{k}": f"{v:.4f}" for k, v in metrics.items() if k.startswith("knn_top")},
+        **{
+            f"metric.{k}": f"{v:.4f}" for k, v in metrics.items() if k.startswith(("knn_top", "linear_top", "seg_miou"))
+        },
     }
-    return register_backbone(backbone, example, register.model_name, register.alias, tags)
+    files = [Path(pretrain_result["config"]), weights, onnx_path]
+    return register_backbone(backbone, example.numpy(), register.model_name, register.alias, tags, files)

@@ -1,0 +1,104 @@
+"""Promote: score @challenger and @champion on the same evaluation set, apply the gates, record why."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file
+
+from dinoflow.config import load_config_file
+from dinoflow.config.pipeline_params import EvaluateParams, PromoteParams, RegisterParams
+from dinoflow.eval.suite import score_backbone
+from dinoflow.pipelines.evaluate.nodes import eval_set, eval_settings
+from dinoflow.registry.gates import Evidence, decide
+from dinoflow.registry.mlflow_registry import (
+    CHALLENGER,
+    CHAMPION,
+    download_backbone_files,
+    record_decision,
+    version_by_alias,
+)
+from dinoflow.tracking import mlflow_run
+from dinoflow.train.builders import build_backbone_from_config
+from dinoflow.train.checkpoint import BACKBONE_NAME
+
+log = logging.getLogger(__name__)
+
+
+def _score(version, dataset_index, evaluate: EvaluateParams, workdir: Path, random_init: bool = False) -> dict:
+    """Rebuild a registered version from its ``backbone_files`` and score it (k-NN, segmentation)."""
+    files = download_backbone_files(version, workdir / f"v{version.version}")
+    cfg = load_config_file(files / "config.yaml")
+    backbone = build_backbone_from_config(cfg, drop_path=False)
+    if not random_init:
+        backbone.load_state_dict(load_file(files / BACKBONE_NAME), strict=True)
+    settings = eval_settings(evaluate, cfg.crops.global_size)
+    name = f"v{version.version}" + (" random init" if random_init else "")
+    return score_backbone(backbone, eval_set(dataset_index, settings), settings, name, linear=False)
+
+
+def _evidence(version, scores: dict) -> Evidence:
+    return Evidence(
+        version=version.version,
+        knn_top1=scores["knn"]["top1"],
+        seg_miou=scores.get("seg"),
+        validation_passed=version.tags.get("validation_status") == "passed",
+        collapsed=version.tags.get("collapsed", "false") == "true",
+    )
+
+
+def promote_node(
+    registration: dict[str, Any],
+    dataset_index: dict[str, Any],
+    register: RegisterParams,
+    evaluate: EvaluateParams,
+    promote: PromoteParams,
+) -> dict[str, Any]:
+    """Returns the decision record written to ``data/08_reporting/promotion.json``."""
+    name = register.model_name
+    challenger = version_by_alias(name, CHALLENGER)
+    if challenger is None:
+        raise ValueError(f"model '{name}' has no @{CHALLENGER}: run the register pipeline first")
+    champion = version_by_alias(name, CHAMPION)
+    if champion is not None and champion.version == challenger.version:
+        log.info("%s v%s is already @%s; nothing to decide", name, challenger.version, CHAMPION)
+        return {"model": name, "challenger": challenger.version, "champion": champion.version, "decision": "unchanged"}
+    with tempfile.TemporaryDirectory() as tmp:
+        scores = {"challenger": _score(challenger, dataset_index, evaluate, Path(tmp))}
+        if champion is not None:
+            scores["champion"] = _score(champion, dataset_index, evaluate, Path(tmp))
+        else:
+            scores["random_init"] = _score(challenger, dataset_index, evaluate, Path(tmp), random_init=True)
+    decision = decide(
+        _evidence(challenger, scores["challenger"]),
+        _evidence(champion, scores["champion"]) if champion is not None else None,
+        promote.gates,
+        random_init_knn_top1=scores["random_init"]["knn"]["top1"] if champion is None else None,
+    )
+    record_decision(
+        name,
+        challenger.version,
+        champion.version if champion else None,
+        decision,
+        {"promotion.evaluated_on": dataset_index["fingerprint"], "promotion.run_id": mlflow_run.active_run_id()},
+    )
+    log.info("%s v%s %s", name, challenger.version, decision.summary)
+    flat = {f"promotion.{role}.{k}": v for role, s in scores.items() for k, v in _headline(s).items()}
+    mlflow_run.log_metrics(flat)
+    mlflow_run.set_tags({"promotion.decision": "promoted" if decision.promote else "rejected"})
+    return {
+        "model": name,
+        "challenger": challenger.version,
+        "champion_before": champion.version if champion else None,
+        "champion": challenger.version if decision.promote else (champion.version if champion else None),
+        "decision": "promoted" if decision.promote else "rejected",
+        "reasons": list(decision.reasons),
+        "scores": {role: _headline(s) for role, s in scores.items()},
+    }
+
+
+def _headline(scores: dict) -> dict[str, float]:
+    return {"knn_top1": scores["knn"]["top1"], **({"seg_miou": scores["seg"]} if "seg" in scores else {})}

@@ -1,0 +1,75 @@
+"""Promotion gates: whether a challenger backbone may replace the champion, and why.
+
+Pure decision logic (no MLflow): the promote pipeline gathers the evidence, scoring both
+backbones on the same evaluation set, and records the decision and its reasons in the registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dinoflow.config.pipeline_params import Gates
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What is known about one backbone, scored on the evaluation set of this decision."""
+
+    version: str
+    knn_top1: float
+    seg_miou: float | None
+    validation_passed: bool
+    collapsed: bool
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reasons: tuple[str, ...]
+
+    @property
+    def summary(self) -> str:
+        return ("promoted: " if self.promote else "rejected: ") + "; ".join(self.reasons)
+
+
+def decide(
+    challenger: Evidence, champion: Evidence | None, gates: Gates, random_init_knn_top1: float | None = None
+) -> Decision:
+    """Every gate is checked and reported, passed or not, so the record explains the decision.
+
+    Args:
+        random_init_knn_top1: k-NN top-1 of the challenger's architecture at random init; used
+            only for the first promotion (no champion).
+    """
+    checks: list[tuple[bool, str]] = []
+    if gates.require_validation_passed:
+        checks.append(
+            (
+                challenger.validation_passed,
+                "data validation " + ("passed" if challenger.validation_passed else "failed"),
+            )
+        )
+    if gates.forbid_collapse:
+        checks.append(
+            (not challenger.collapsed, "collapse flag raised" if challenger.collapsed else "no collapse flag")
+        )
+    if champion is None:
+        gain = challenger.knn_top1 - (random_init_knn_top1 if random_init_knn_top1 is not None else 0.0)
+        checks.append((
+            gain >= gates.first_min_gain_over_random_init,
+            f"first promotion: k-NN gain over random init {gain:+.4f} (min {gates.first_min_gain_over_random_init:+.4f})",
+        ))  # fmt: skip
+    else:
+        checks.append(_no_worse("k-NN top-1", challenger.knn_top1, champion, champion.knn_top1, gates.max_knn_drop))
+        if challenger.seg_miou is not None and champion.seg_miou is not None:
+            checks.append(_no_worse("seg mIoU", challenger.seg_miou, champion, champion.seg_miou, gates.max_seg_drop))
+    return Decision(all(ok for ok, _ in checks), tuple(reason for _, reason in checks))
+
+
+def _no_worse(name: str, ours: float, champion: Evidence, theirs: float, margin: float) -> tuple[bool, str]:
+    delta = ours - theirs
+    verdict = "within" if delta >= -margin else "beyond"
+    return (
+        delta >= -margin,
+        f"{name} {ours:.4f} vs champion v{champion.version} {theirs:.4f} ({delta:+.4f}, {verdict} -{margin})",
+    )

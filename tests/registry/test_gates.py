@@ -1,0 +1,51 @@
+"""Promotion gates decide from the evidence and say why, every gate reported."""
+
+import pytest
+
+from dinoflow.config.pipeline_params import Gates
+from dinoflow.registry.gates import Evidence, decide
+
+GATES = Gates(max_knn_drop=0.01, max_seg_drop=0.02, require_validation_passed=True, forbid_collapse=True,
+              first_min_gain_over_random_init=0.01)  # fmt: skip
+
+
+def evidence(version="2", knn=0.50, seg=0.40, valid=True, collapsed=False) -> Evidence:
+    return Evidence(version, knn, seg, valid, collapsed)
+
+
+def test_no_worse_within_the_margin_is_promoted():
+    decision = decide(evidence(knn=0.495, seg=0.39), evidence("1", knn=0.50, seg=0.40), GATES)
+    assert decision.promote
+    assert decision.reasons == (
+        "data validation passed",
+        "no collapse flag",
+        "k-NN top-1 0.4950 vs champion v1 0.5000 (-0.0050, within -0.01)",
+        "seg mIoU 0.3900 vs champion v1 0.4000 (-0.0100, within -0.02)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("challenger", "failed"),
+    [
+        (evidence(knn=0.48), "k-NN top-1 0.4800 vs champion v1 0.5000 (-0.0200, beyond -0.01)"),
+        (evidence(seg=0.37), "seg mIoU 0.3700 vs champion v1 0.4000 (-0.0300, beyond -0.02)"),
+        (evidence(valid=False, knn=0.9), "data validation failed"),
+        (evidence(collapsed=True, knn=0.9), "collapse flag raised"),
+    ],
+)
+def test_each_gate_alone_rejects_and_names_itself(challenger, failed):
+    decision = decide(challenger, evidence("1"), GATES)
+    assert not decision.promote and failed in decision.reasons
+    assert decision.summary.startswith("rejected: ")
+
+
+def test_first_promotion_needs_a_gain_over_random_init():
+    assert decide(evidence(knn=0.30), None, GATES, random_init_knn_top1=0.25).promote
+    rejected = decide(evidence(knn=0.255), None, GATES, random_init_knn_top1=0.25)
+    assert not rejected.promote
+    assert rejected.reasons[-1] == "first promotion: k-NN gain over random init +0.0050 (min +0.0100)"
+
+
+def test_segmentation_is_skipped_when_either_side_has_no_masks():
+    decision = decide(evidence(seg=None), evidence("1", seg=0.9), GATES)
+    assert decision.promote and not any("seg" in r for r in decision.reasons)

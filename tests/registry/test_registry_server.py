@@ -1,0 +1,114 @@
+"""The registry flow against a real ``mlflow server`` on loopback, backed by sqlite and by
+PostgreSQL: register, alias, promote, reject (champion unchanged, reason recorded), rollback,
+and a consumer loading ``models:/<name>@champion``."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from safetensors.torch import save_file
+
+from dinoflow.config import save_config
+from dinoflow.config.pipeline_params import EvaluateParams, Gates, PromoteParams, RegisterParams
+from dinoflow.pipelines.promote.nodes import promote_node
+from dinoflow.registry.mlflow_registry import register_backbone
+from dinoflow.tracking import mlflow_run
+from dinoflow.train.builders import build_backbone_from_config
+from tests.servers import mlflow_server, postgres_cluster
+
+pytestmark = pytest.mark.slow
+NAME = "server-backbone"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server(request, tmp_path):
+    backend = contextlib.nullcontext(f"sqlite:///{tmp_path / 'server.db'}")
+    with (
+        backend if request.param == "sqlite" else postgres_cluster() as uri,
+        mlflow_server(uri, tmp_path / "artifacts") as url,
+    ):
+        yield url
+
+
+def register(cfg, tmp_path: Path, validation: str) -> str:
+    """One pipeline-like run that registers the config's backbone as @challenger."""
+    backbone = build_backbone_from_config(cfg, drop_path=False)
+    files = [save_config(cfg, tmp_path / "config.yaml"), tmp_path / "teacher_backbone.safetensors"]
+    save_file(backbone.state_dict(), files[1])
+    mlflow_run.start_run(tmp_path, "registry-test", "register", tags={})
+    example = torch.randn(2, 3, 16, 16).numpy()
+    tags = {"validation_status": validation, "collapsed": "false"}
+    version = register_backbone(backbone, example, NAME, "challenger", tags, files)["version"]
+    mlflow_run.end_run()
+    return version
+
+
+def promote(tiny_shards, tmp_path: Path) -> dict:
+    mlflow_run.start_run(tmp_path, "registry-test", "promote", tags={})
+    try:
+        return promote_node(
+            {},
+            tiny_shards,
+            RegisterParams(model_name=NAME, alias="challenger"),
+            EvaluateParams(
+                knn_k=5,
+                knn_ks=[5],
+                knn_temperature=0.07,
+                linear_epochs=1,
+                segmentation_epochs=2,
+                batch_size=16,
+                pictures=0,
+                pictures_dir=str(tmp_path),
+            ),  # fmt: skip
+            PromoteParams(
+                gates=Gates(
+                    max_knn_drop=0.0,
+                    max_seg_drop=0.0,
+                    require_validation_passed=True,
+                    forbid_collapse=True,
+                    first_min_gain_over_random_init=-1.0,
+                )
+            ),  # fmt: skip
+        )
+    finally:
+        mlflow_run.end_run()
+
+
+def test_register_promote_reject_rollback_and_load(server, tiny_config, tiny_shards, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    mlflow.set_tracking_uri(server)
+    client = MlflowClient()
+
+    v1 = register(tiny_config, tmp_path, "passed")
+    first = promote(tiny_shards, tmp_path)
+    assert first["decision"] == "promoted" and first["champion"] == v1 and first["champion_before"] is None
+    assert client.get_model_version_by_alias(NAME, "champion").version == v1
+    assert client.get_model_version(NAME, v1).tags["promotion.reasons"].startswith("data validation passed")
+
+    v2 = register(tiny_config, tmp_path, "failed")  # bad data: the gate must hold it back
+    rejected = promote(tiny_shards, tmp_path)
+    assert rejected["decision"] == "rejected" and "data validation failed" in rejected["reasons"]
+    assert client.get_model_version_by_alias(NAME, "champion").version == v1
+    assert client.get_model_version(NAME, v2).tags["promotion.decision"] == "rejected"
+
+    v3 = register(tiny_config, tmp_path, "passed")  # same weights: no worse on the same evaluation set
+    second = promote(tiny_shards, tmp_path)
+    assert second["decision"] == "promoted" and second["scores"]["challenger"] == second["scores"]["champion"]
+    assert client.get_model_version(NAME, v3).tags["promotion.previous_champion"] == v1
+
+    rollback = subprocess.run([sys.executable, "-m", "dinoflow.registry", "rollback", NAME],
+                              capture_output=True, text=True, env={**__import__("os").environ})  # fmt: skip
+    assert rollback.returncode == 0, rollback.stderr
+    assert rollback.stdout.strip() == f"{NAME}@champion: v{v3} -> v{v1}"
+    assert client.get_model_version_by_alias(NAME, "champion").version == v1
+
+    model = mlflow.pytorch.load_model(f"models:/{NAME}@champion")  # what a consumer does
+    embeddings = model(torch.randn(3, 3, 16, 16))
+    assert embeddings.shape == (3, tiny_config.model.embed_dim)

@@ -1,0 +1,98 @@
+"""Real servers for the tests: a throw-away PostgreSQL cluster and an ``mlflow server``, both on
+loopback, started for the test and stopped afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def postgres_bin() -> Path:
+    """Where ``initdb`` lives: ``$PG_BIN``, the PATH, or Debian's versioned layout."""
+    candidates = [os.environ.get("PG_BIN", ""), str(Path(shutil.which("initdb") or "").parent)]
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    for folder in candidates:
+        if folder and (Path(folder) / "initdb").exists():
+            return Path(folder)
+    raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found: install PostgreSQL or set PG_BIN")
+
+
+@contextlib.contextmanager
+def postgres_cluster() -> Iterator[str]:
+    """A fresh cluster in a temp dir; yields ``postgresql+psycopg2://postgres@127.0.0.1:<port>/mlflow``.
+
+    PostgreSQL refuses to run as root, so under root the cluster runs as the ``postgres`` user.
+    """
+    bin_dir, port = postgres_bin(), free_port()
+    as_user: list[str] = []
+    root = Path(tempfile.mkdtemp(prefix="dinoflow-pg-"))
+    if os.geteuid() == 0:
+        account = pwd.getpwnam("postgres")
+        os.chown(root, account.pw_uid, account.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = root / "data"
+
+    def run(*args: str) -> None:
+        subprocess.run([*as_user, *args], check=True, capture_output=True, text=True, timeout=120)
+
+    run(str(bin_dir / "initdb"), "-D", str(data), "--auth=trust", "--username=postgres", "--no-sync", "-E", "UTF8")
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
+    try:
+        import psycopg2
+
+        connection = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+        connection.autocommit = True
+        connection.cursor().execute("CREATE DATABASE mlflow")
+        connection.close()
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"  # SQLAlchemy 2.1 defaults to psycopg 3
+    finally:
+        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, artifacts: Path, timeout_s: float = 90) -> Iterator[str]:
+    """``mlflow server`` on 127.0.0.1 serving artifacts from ``artifacts``; yields its URL."""
+    port = free_port()
+    log = open(artifacts.parent / f"mlflow-server-{port}.log", "w")  # noqa: SIM115
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend_uri,
+               "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start: {Path(log.name).read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, 15)
+        process.wait(timeout=30)
+        log.close()
