@@ -47,6 +47,7 @@ format: install
 bench: install  ## run the benchmarks; JSON results under benchmarks/results/
 	python benchmarks/train_step.py
 	python benchmarks/multicrop.py
+	python benchmarks/eval.py
 
 repro: install  ## re-run the DVC stages whose code, data or parameters changed
 	dvc repro

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +32,16 @@ def register_node(
 ) -> dict[str, Any]:
     """Returns ``{"name", "version", "alias", "model_uri", "logged_model_uri"}``."""
     cfg = load_config_file(Path(pretrain_result["config"]))
-    output_dir = Path(pretrain_result["output_dir"])
-    weights = output_dir / BACKBONE_NAME
+    weights = Path(pretrain_result["output_dir"]) / BACKBONE_NAME
     backbone = build_backbone_from_config(cfg, drop_path=False)
     backbone.load_state_dict(load_file(weights), strict=True)  # the export has timm's key names
     size = cfg.crops.global_size
     # Batch 2, not 1: torch.export specialises a size-1 dimension and the model would accept batch 1 only.
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-    onnx_path = export_onnx(backbone, example, output_dir / "backbone.onnx")
+    onnx_dir = Path(tempfile.mkdtemp(prefix="dinoflow-onnx-"))  # not in the pretrain output: DVC owns that
+    onnx_path = export_onnx(backbone, example, onnx_dir / "backbone.onnx")
     onnx_error = onnx_max_abs_diff(onnx_path, backbone, torch.randn(3, 3, size, size))
-    log.info("ONNX export %s: max |onnxruntime - torch| = %.2e", onnx_path, onnx_error)
+    log.info("ONNX export: max |onnxruntime - torch| = %.2e", onnx_error)
     summary = pretrain_result["summary"]
     tags = {
         "git_sha": mlflow_run.current_tag("git_sha"),
@@ -55,4 +57,7 @@ def register_node(
         },
     }
     files = [Path(pretrain_result["config"]), weights, onnx_path]
-    return register_backbone(backbone, example.numpy(), register.model_name, register.alias, tags, files)
+    try:
+        return register_backbone(backbone, example.numpy(), register.model_name, register.alias, tags, files)
+    finally:
+        shutil.rmtree(onnx_dir, ignore_errors=True)
