@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+import dinoflow
 from dinoflow.config import resolve_config, save_config, to_dict
 from dinoflow.config.pipeline_params import LauncherParams
 from dinoflow.launch.local import run_process, training_command
@@ -18,9 +19,28 @@ from dinoflow.tracking import mlflow_run
 log = logging.getLogger(__name__)
 
 
-def run_key(config: dict[str, Any], dataset_fingerprint: str) -> str:
-    """Checkpoint directory name: same config on the same data → same directory → resume."""
-    payload = json.dumps({"config": config, "data": dataset_fingerprint}, sort_keys=True)
+# What training executes: a change here must not reuse a run trained by the old code.
+TRAINING_CODE = ("config", "models", "losses", "train", "data/multicrop.py", "data/masking.py", "data/loader.py",
+                 "data/shards.py")  # fmt: skip
+
+
+def training_code_fingerprint(root: Path | None = None) -> str:
+    """sha256 over the source of the training code (the same files the DVC pretrain stage tracks)
+    under the package ``root`` (default: the installed ``dinoflow``)."""
+    root = root or Path(dinoflow.__file__).parent
+    digest = hashlib.sha256()
+    for part in TRAINING_CODE:
+        files = sorted((root / part).rglob("*.py")) if (root / part).is_dir() else [root / part]
+        files = [f for f in files if f.exists()]
+        for path in files:
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def run_key(config: dict[str, Any], dataset_fingerprint: str, code: str = "") -> str:
+    """Checkpoint directory name: same config, data and training code → same directory → resume
+    an interrupted run or reuse a finished one."""
+    payload = json.dumps({"config": config, "data": dataset_fingerprint, "code": code}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -37,7 +57,7 @@ def pretrain_node(
     """
     cfg = resolve_config(pretrain, presets)
     config = to_dict(cfg)
-    key = run_key(config, dataset_index["fingerprint"])
+    key = run_key(config, dataset_index["fingerprint"], training_code_fingerprint())
     output_dir = Path(launcher.output_root) / key
     config_path = save_config(cfg, output_dir / "config.yaml")
     mlflow_run.log_params(config, prefix="pretrain.")
