@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Every target sees the project's tools first, as in an activated virtualenv (DVC stages call kedro).
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install demo test test-fast lint format repro bench mlflow-ui viz viz-build clean help
+.PHONY: install demo test test-fast test-faults lint format repro bench mlflow-ui viz viz-build clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ test: install  ## run the whole test suite, end-to-end `kedro run` included
 
 test-fast: install  ## unit tests only (skips slow end-to-end and multi-process tests)
 	$(BIN)/pytest -m "not slow"
+
+test-faults: install  ## the fault-injection suite only (kill -9, SIGTERM, torn writes, outages)
+	$(BIN)/pytest -m faults
 
 lint: install  ## ruff lint + format check
 	$(BIN)/ruff check src tests

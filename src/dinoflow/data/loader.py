@@ -14,6 +14,7 @@ the compute device (``multicrop.py``).
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import numpy as np
@@ -76,4 +77,12 @@ def epoch_loader(reader: ShardReader, order: np.ndarray, start: int, workers: in
         num_workers=workers,
         pin_memory=pin_memory,
         prefetch_factor=2 if workers else None,
+        worker_init_fn=_ignore_stop_signals,
     )
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """A SIGTERM/SIGINT sent to the whole process group must reach the trainer, which checkpoints
+    and then shuts its workers down; a worker dying first would crash the trainer instead."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

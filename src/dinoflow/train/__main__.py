@@ -12,7 +12,8 @@ Distributed (same arguments; gloo on CPU, NCCL on GPU)::
 
 ``--config`` takes the project's parameters file (``pretrain`` + ``pretrain_presets``) or a
 resolved config written by a previous run. Trailing ``key=value`` pairs override it. The
-process resumes from ``<output>/checkpoint.pt`` when it exists.
+process resumes from ``<output>/checkpoint.pt`` when it exists. On SIGTERM it finishes the current
+step, writes a checkpoint and exits with code 143.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from dinoflow.config import ConfigError, load_config_file, save_config
 from dinoflow.train.distributed import init_distributed, shutdown_distributed
 from dinoflow.train.loop import train
+from dinoflow.train.preemption import EXIT_CODE, Preempted, PreemptionFlag
 from dinoflow.train.sinks import FanOutSink, JsonlSink, load_plugin_sink
 
 
@@ -55,15 +57,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if cfg.run.num_threads:
         torch.set_num_threads(cfg.run.num_threads)
+    preemption = PreemptionFlag().install()  # before the process group: a SIGTERM during setup counts too
     env, device = init_distributed()
     sink = None
     try:
         if env.is_main:
             save_config(cfg, args.output / "config.yaml")
             sink = FanOutSink([JsonlSink(args.output / "metrics.jsonl")] + [load_plugin_sink(s) for s in args.sink])
-        summary = train(cfg, args.dataset, args.output, sink, env, device)
+        summary = train(cfg, args.dataset, args.output, sink, env, device, preemption)
         if env.is_main:
             (args.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    except Preempted as stopped:
+        logging.getLogger("dinoflow.train").warning("%s", stopped)
+        return EXIT_CODE
     finally:
         if sink is not None:
             sink.close()

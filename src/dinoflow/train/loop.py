@@ -10,10 +10,12 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -34,6 +36,7 @@ from dinoflow.train.checkpoint import (
 from dinoflow.train.distributed import DistEnv, all_reduce_mean
 from dinoflow.train.health import clip_gradients, teacher_health, warn_on_collapse
 from dinoflow.train.optim import apply_schedules, build_optimizer
+from dinoflow.train.preemption import Preempted, PreemptionFlag
 from dinoflow.train.sinks import MetricsSink
 
 log = logging.getLogger(__name__)
@@ -67,10 +70,18 @@ def train(
     sink: MetricsSink,
     env: DistEnv,
     device: torch.device,
+    preemption: PreemptionFlag | None = None,
+    probe: Callable[[int, nn.Module], None] | None = None,
+    probe_every: int = 0,
 ) -> dict:
     """Pretrain on the train split of the dataset in ``dataset_dir``; checkpoints go to ``output_dir``.
 
     Resumes from ``output_dir/checkpoint.pt`` when present. Returns a summary dict.
+
+    Args:
+        preemption: when it reports a SIGTERM, checkpoint and raise ``Preempted``.
+        probe: called on rank 0 with (iteration, teacher backbone) every ``probe_every``
+            iterations and at the end (tuning scores and prunes trials through it).
     """
     # --- build -------------------------------------------------------------------------
     images = ShardReader.from_index(dataset_dir, "train")
@@ -212,9 +223,16 @@ def train(
             tick, images_seen = time.perf_counter(), 0
 
         progress.update(1)
+        if probe is not None and probe_every and ((it + 1) % probe_every == 0 or it + 1 == total) and env.is_main:
+            probe(it + 1, teacher.backbone)  # e.g. online k-NN for tuning; may raise to stop the run
+
         # --- checkpoint ----------------------------------------------------------------------
-        if (it + 1) % cfg.run.checkpoint_every == 0 or it + 1 == total:
+        stop = preemption is not None and preemption.should_stop()
+        if (it + 1) % cfg.run.checkpoint_every == 0 or it + 1 == total or stop:
             checkpoint(it + 1)
+        if stop and it + 1 < total:
+            progress.close()
+            raise Preempted(it + 1)
 
     progress.close()
     if env.is_main:
