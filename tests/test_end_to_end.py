@@ -53,7 +53,7 @@ def test_metrics_file_holds_the_three_knn_figures(project_run):
     metrics = json.loads((project_run[0] / "data" / "08_reporting" / "metrics.json").read_text())
     for key in ("knn_top1", "knn_top1_random_init", "knn_top1_raw_pixels", "knn_top5", "knn_top1_k10",
                 "knn_top1_k20", "knn_top1_k100", "knn_top1_k200", "linear_top1", "linear_top1_random_init", "seg_miou",
-                "seg_miou_random_init"):  # fmt: skip
+                "seg_miou_random_init", "seg_miou_majority"):  # fmt: skip
         assert 0.0 <= metrics[key] <= 1.0, key
 
 

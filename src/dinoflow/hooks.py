@@ -103,7 +103,7 @@ class MlflowRunHook:
             if "seg_miou" in m:
                 lines.append(
                     f"Segmentation mIoU (linear, patch tokens): trained {m['seg_miou']:.3f} "
-                    f"| random init {m['seg_miou_random_init']:.3f}"
+                    f"| random init {m['seg_miou_random_init']:.3f} | background everywhere {m['seg_miou_majority']:.3f}"
                 )
         if "registration" in produced:
             r = catalog.load("registration")

@@ -18,7 +18,7 @@ from dinoflow.data.shards import ShardReader
 from dinoflow.eval.features import evaluation_batches, evaluation_masks, extract_features, raw_pixel_features
 from dinoflow.eval.knn import knn_classify_multi_k, top_k_accuracy
 from dinoflow.eval.linear_probe import train_linear_probes
-from dinoflow.eval.segmentation import segmentation_miou
+from dinoflow.eval.segmentation import mean_iou, segmentation_miou
 
 
 def knn_metrics(train_features, train_labels, val_features, val_labels, num_classes, ks, k, temperature) -> dict:
@@ -96,6 +96,18 @@ def _knn(train_features: torch.Tensor, val_features: torch.Tensor, data: EvalSet
     )  # fmt: skip
 
 
+def _segmentation_metrics(ours: dict, random: dict, data: EvalSet) -> dict[str, float]:
+    """Both probes, and what predicting the train split's most frequent class everywhere scores."""
+    train_masks, val_masks = data.masks
+    classes = int(max(train_masks.max(), val_masks.max())) + 1
+    majority = torch.full_like(val_masks, int(torch.bincount(train_masks.flatten()).argmax()))
+    return {
+        "seg_miou": ours["seg"],
+        "seg_miou_random_init": random["seg"],
+        "seg_miou_majority": mean_iou(majority, val_masks, classes),
+    }
+
+
 def evaluate_backbone(
     trained: nn.Module, random_init: nn.Module, data: EvalSet, settings: EvalSettings
 ) -> tuple[dict[str, float], dict[str, str]]:
@@ -103,7 +115,8 @@ def evaluate_backbone(
 
     Returns (metrics, details): metrics are flat floats in [0, 1] (``knn_top1``, ``knn_top5``,
     ``knn_top1_k<k>``, ``knn_top1_random_init``, ``knn_top1_raw_pixels``, ``linear_top1``,
-    ``linear_top1_random_init``, with masks ``seg_miou``, ``seg_miou_random_init``, counts);
+    ``linear_top1_random_init``, with masks ``seg_miou``, ``seg_miou_random_init``,
+    ``seg_miou_majority``, counts);
     details name the best linear head of each network.
     """
     ours, random = (
@@ -119,7 +132,7 @@ def evaluate_backbone(
         "knn_top1_raw_pixels": raw_knn["top1"],
         "linear_top1": ours["linear"],
         "linear_top1_random_init": random["linear"],
-        **({"seg_miou": ours["seg"], "seg_miou_random_init": random["seg"]} if data.masks is not None else {}),
+        **(_segmentation_metrics(ours, random, data) if data.masks is not None else {}),
         "knn_k": float(settings.k),
         "eval_train_images": float(len(data.labels[0])),
         "eval_val_images": float(len(data.labels[1])),

@@ -57,10 +57,11 @@ def evaluate_node(
     metrics, details = evaluate_backbone(trained, random_init, eval_set(dataset_index, settings), settings)
     log.info(
         "k-NN top-1: trained %.3f, random init %.3f, raw pixels %.3f; linear top-1: trained %.3f, random init %.3f;"
-        " segmentation mIoU: trained %.3f, random init %.3f",
+        " segmentation mIoU: trained %.3f, random init %.3f, majority class %.3f",
         metrics["knn_top1"], metrics["knn_top1_random_init"], metrics["knn_top1_raw_pixels"],
         metrics["linear_top1"], metrics["linear_top1_random_init"],
         metrics.get("seg_miou", float("nan")), metrics.get("seg_miou_random_init", float("nan")),
+        metrics.get("seg_miou_majority", float("nan")),
     )  # fmt: skip
     mlflow_run.set_tags(details)
     mlflow_run.log_metrics(metrics)
