@@ -46,7 +46,9 @@ def start(config: Path, dataset: str, out: Path) -> subprocess.Popen:
         "--output",
         str(out),
     ]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 def logged_steps(out: Path) -> list[int]:
@@ -113,7 +115,7 @@ def test_sigterm_checkpoints_at_the_step_boundary_and_exits_143_quickly(config_p
     process = start(config_path, dataset, out)
     wait_for_new_step(process, out, 0, 12)
     sent = time.monotonic()
-    os.kill(process.pid, signal.SIGTERM)
+    os.killpg(process.pid, signal.SIGTERM)  # the whole group, as a launcher stopping its job does
     output = process.communicate(timeout=60)[0]
     elapsed = time.monotonic() - sent
     assert process.returncode == 143, output[-3000:]

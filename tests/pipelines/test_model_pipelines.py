@@ -10,7 +10,7 @@ from kedro.runner import SequentialRunner
 from mlflow.tracking import MlflowClient
 
 from dinoflow.config import ConfigError, to_dict
-from dinoflow.config.pipeline_params import EvaluateParams, LauncherParams, RegisterParams
+from dinoflow.config.pipeline_params import EvaluateParams, LauncherParams, RegisterParams, TunedParams
 from dinoflow.pipelines.evaluate import create_pipeline as evaluate
 from dinoflow.pipelines.pretrain import create_pipeline as pretrain
 from dinoflow.pipelines.pretrain.nodes import pretrain_node, run_key
@@ -23,6 +23,7 @@ def catalog(tiny_shards, tiny_config, tmp_path):
     catalog["dataset_index"] = tiny_shards
     catalog["params:pretrain"] = to_dict(tiny_config)
     catalog["params:pretrain_presets"] = {}
+    catalog["params:pretrain_tuned"] = TunedParams(use=False, file=str(tmp_path / "none.yml"))
     catalog["params:pretrain_launcher"] = LauncherParams(
         nproc_per_node=1, timeout_s=300, output_root=str(tmp_path / "models")
     )

@@ -7,6 +7,8 @@ with an error naming the key. The pretraining config has its own schema (``schem
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -85,3 +87,33 @@ class Gates(_Params):
 
 class PromoteParams(_Params):
     gates: Gates
+
+
+class SearchDimension(_Params):
+    """One tuned training-config key: a float range (``log`` for scale-free ranges) or an int range."""
+
+    low: float
+    high: float
+    log: bool = False
+    int: bool = False
+
+
+class TuneParams(_Params):
+    study_name: str = Field(min_length=1)
+    storage: str  # SQLAlchemy URL; ${oc.env:...} or credentials for a team database
+    n_trials: int = Field(ge=1)  # in total, over all workers
+    workers: int = Field(ge=1)  # processes sharing the study (pods on a cluster)
+    timeout_s: float = Field(gt=0)
+    seed: int
+    pruner: Literal["median", "hyperband", "none"]
+    probe_images: int = Field(ge=10)  # train and val images of the online k-NN (each)
+    proxy: dict[str, Any]  # training-config overrides of the short proxy run (dotted keys)
+    space: dict[str, SearchDimension] = Field(min_length=1)  # dotted training-config keys
+    plots_dir: str
+
+
+class TunedParams(_Params):
+    """``pretrain_tuned``: the one switch that applies the last study's best values to ``pretrain``."""
+
+    use: bool
+    file: str

@@ -14,7 +14,7 @@ the compute device (``multicrop.py``).
 
 from __future__ import annotations
 
-import signal
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -77,12 +77,12 @@ def epoch_loader(reader: ShardReader, order: np.ndarray, start: int, workers: in
         num_workers=workers,
         pin_memory=pin_memory,
         prefetch_factor=2 if workers else None,
-        worker_init_fn=_ignore_stop_signals,
+        worker_init_fn=_leave_process_group,
     )
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
-    """A SIGTERM/SIGINT sent to the whole process group must reach the trainer, which checkpoints
-    and then shuts its workers down; a worker dying first would crash the trainer instead."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _leave_process_group(worker_id: int) -> None:
+    """A SIGTERM/SIGINT for the trainer's whole process group (a launcher stopping torchrun,
+    Ctrl-C) must reach the trainer, which checkpoints and then shuts its workers down itself; a
+    worker killed first would crash the trainer mid-step. Workers still exit with their parent."""
+    os.setpgid(0, 0)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
@@ -109,3 +110,29 @@ def set_tags(tags: Mapping[str, Any]) -> None:
 
 def current_tag(name: str, default: str = "unknown") -> str:
     return MlflowClient().get_run(active_run_id()).data.tags.get(name, default)
+
+
+def start_child_run(parent_run_id: str, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+    """A run nested under ``parent_run_id``, created explicitly (safe from any thread or process,
+    unlike ``start_run(nested=True)``, whose parent is thread-local)."""
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    run = client.create_run(
+        parent.info.experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_run_id, **tags}
+    )
+    items = list(flatten(params).items())
+    for start in range(0, len(items), 100):
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in items[start : start + 100]])
+    return run.info.run_id
+
+
+def log_metrics_to(run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    now = int(time.time() * 1000)
+    MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def finish_run(run_id: str, status: str, tags: Mapping[str, Any] = {}) -> None:  # noqa: B006 (read-only)
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value))
+    client.set_terminated(run_id, status=status)

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 import dinoflow
 from dinoflow.config import resolve_config, save_config, to_dict
-from dinoflow.config.pipeline_params import LauncherParams
+from dinoflow.config.pipeline_params import LauncherParams, TunedParams
 from dinoflow.launch.local import run_process, training_command
 from dinoflow.tracking import mlflow_run
 
@@ -37,6 +38,19 @@ def training_code_fingerprint(root: Path | None = None) -> str:
     return digest.hexdigest()
 
 
+def tuned_overrides(tuned: TunedParams) -> list[str]:
+    """``key=value`` overrides from the last tuning study when ``pretrain_tuned.use`` is on."""
+    if not tuned.use:
+        return []
+    path = Path(tuned.file)
+    if not path.exists():
+        raise FileNotFoundError(f"pretrain_tuned.use is true but {path} does not exist: run `make tune` first")
+    record = yaml.safe_load(path.read_text())
+    log.info("applying tuned values of study %s trial %s: %s", record["study"], record["trial"], record["overrides"])
+    mlflow_run.set_tags({"tuned.study": record["study"], "tuned.trial": record["trial"]})
+    return [f"{key}={value}" for key, value in record["overrides"].items()]
+
+
 def run_key(config: dict[str, Any], dataset_fingerprint: str, code: str = "") -> str:
     """Checkpoint directory name: same config, data and training code → same directory → resume
     an interrupted run or reuse a finished one."""
@@ -49,13 +63,14 @@ def pretrain_node(
     pretrain: dict[str, Any],
     presets: dict[str, Any],
     launcher: LauncherParams,
+    tuned: TunedParams | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Train (or resume, or reuse a finished run of the same config on the same data).
 
     Returns:
         ``{"output_dir", "checkpoint", "config", "config_hash", "summary"}`` and the training curve.
     """
-    cfg = resolve_config(pretrain, presets)
+    cfg = resolve_config(pretrain, presets, tuned_overrides(tuned) if tuned is not None else ())
     config = to_dict(cfg)
     key = run_key(config, dataset_index["fingerprint"], training_code_fingerprint())
     output_dir = Path(launcher.output_root) / key

@@ -13,6 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:pretrain",
                     "params:pretrain_presets",
                     "params:pretrain_launcher",
+                    "params:pretrain_tuned",
                 ],
                 ["pretrain_result", "training_curve"],
                 name="pretrain_node",

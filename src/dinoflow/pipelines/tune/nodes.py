@@ -1,0 +1,99 @@
+"""Tune: run the Optuna study in worker processes, then write the best values where ``pretrain``
+picks them up (``pretrain_tuned.use=true``) and the study's plots where people look."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dinoflow.config import resolve_config, to_dict
+from dinoflow.config.pipeline_params import TunedParams, TuneParams
+from dinoflow.launch.local import run_process
+from dinoflow.tracking import mlflow_run
+from dinoflow.tuning.study import open_study, save_plots, summarize
+
+log = logging.getLogger(__name__)
+
+
+def worker_commands(base: Path, params: Path, dataset: Path, tune: TuneParams) -> list[list[str]]:
+    """One command per worker, the trials split so that they add up to ``tune.n_trials``."""
+    share, extra = divmod(tune.n_trials, tune.workers)
+    return [
+        [
+            sys.executable,
+            "-m",
+            "dinoflow.tuning",
+            "--base",
+            str(base),
+            "--params",
+            str(params),
+            "--dataset",
+            str(dataset),
+            "--worker",
+            str(w),
+            "--trials",
+            str(share + (w < extra)),
+        ]  # fmt: skip
+        for w in range(tune.workers)
+        if share + (w < extra)
+    ]
+
+
+def tune_node(
+    dataset_index: dict[str, Any],
+    pretrain: dict[str, Any],
+    presets: dict[str, Any],
+    tuned: TunedParams,
+    tune: TuneParams,
+) -> dict[str, Any]:
+    """Returns the study summary (``data/08_reporting/tuning_summary.json``)."""
+    base = to_dict(resolve_config(pretrain, presets))
+    mlflow_run.set_tags({"optuna.study": tune.study_name, "optuna.storage": _redacted(tune.storage)})
+    with tempfile.TemporaryDirectory() as tmp:
+        base_path, params_path = Path(tmp) / "base.yaml", Path(tmp) / "tune.json"
+        base_path.write_text(yaml.safe_dump(base, sort_keys=False))
+        params_path.write_text(tune.model_dump_json())
+        commands = worker_commands(base_path, params_path, Path(dataset_index["dir"]), tune)
+        with ThreadPoolExecutor(len(commands)) as pool:
+            env = mlflow_run.child_process_env()
+            list(pool.map(lambda c: run_process(c, env=env, timeout_s=tune.timeout_s + 600), commands))
+    study = open_study(tune)
+    summary = summarize(study, tune.space)
+    for path in save_plots(study, Path(tune.plots_dir)):
+        mlflow_run.log_artifact(path, "tuning")
+    mlflow_run.log_metrics({k: float(summary[k]) for k in ("trials", "complete", "pruned", "failed")})
+    if summary["best_value"] is not None:
+        mlflow_run.log_metrics({"best_online_knn_top1": summary["best_value"]})
+        mlflow_run.log_params(summary["best_params"], prefix="best.")
+        _write_tuned(Path(tuned.file), summary, base["preset"])
+        log.info("best trial %d: online k-NN %.3f (baseline %s) → %s; train with it: --params pretrain_tuned.use=true",
+                 summary["best_trial"], summary["best_value"], summary["baseline_value"], tuned.file)  # fmt: skip
+    return summary
+
+
+def _write_tuned(path: Path, summary: dict[str, Any], preset: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "study": summary["study"],
+        "trial": summary["best_trial"],
+        "online_knn_top1": summary["best_value"],
+        "baseline_online_knn_top1": summary["baseline_value"],
+        "tuned_on_preset": preset,
+        "overrides": summary["best_params"],
+    }
+    path.write_text(yaml.safe_dump(record, sort_keys=False))
+
+
+def _redacted(url: str) -> str:
+    """A database URL without its password (never logged)."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"

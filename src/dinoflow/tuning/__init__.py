@@ -1,0 +1,1 @@
+"""Optuna tuning of the teacher schedules (the only package that imports optuna)."""
