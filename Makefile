@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Every target sees the project's tools first, as in an activated virtualenv (DVC stages call kedro).
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install demo test test-fast test-faults tune lint format repro bench mlflow-ui viz viz-build clean help
+.PHONY: install demo test test-fast test-faults tune tune-dashboard lint format repro bench mlflow-ui viz viz-build clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ repro: install  ## re-run the DVC stages whose code, data or parameters changed
 
 tune: install  ## Optuna study of the teacher temperature/momentum schedules (conf/base/parameters_tune.yml)
 	$(BIN)/kedro run --pipelines data_ingestion,data_validation,dataset,tune
+
+tune-dashboard: install  ## watch the tuning study live on http://127.0.0.1:8080
+	$(BIN)/optuna-dashboard sqlite:///data/07_model_output/optuna.db --host 127.0.0.1 --port 8080
 
 mlflow-ui: install  ## serve the MLflow UI on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -1,5 +1,7 @@
 """Kedro project settings."""
 
+from omegaconf.resolvers import oc
+
 from dinoflow.hooks import MlflowRunHook
 
 HOOKS = (MlflowRunHook(),)
@@ -7,4 +9,6 @@ HOOKS = (MlflowRunHook(),)
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # `${oc.env:VAR,default}` in parameters: database URLs with passwords stay out of the files.
+    "custom_resolvers": {"oc.env": oc.env},
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -25,8 +26,17 @@ def tracking_uri(project_path: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(project_path).resolve() / 'mlflow.db'}"
 
 
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]+):[^@\s]+@")
+
+
+def redact(text: str) -> str:
+    """``scheme://user:secret@host`` → ``scheme://user:***@host``: credentials never reach a log or a run."""
+    return _URL_PASSWORD.sub(r"\g<head>:***@", text)
+
+
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """``{"a": {"b": 1}}`` → ``{"a.b": "1"}`` so runs compare key by key in the UI."""
+    """``{"a": {"b": 1}}`` → ``{"a.b": "1"}`` so runs compare key by key in the UI (passwords in
+    URLs redacted)."""
     flat: dict[str, str] = {}
     for key, value in params.items():
         name = f"{prefix}{key}"
@@ -36,7 +46,7 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
             flat.update(flatten(value, f"{name}."))
         else:
             flat[name] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
-    return {k: v[:MAX_PARAM_LENGTH] for k, v in flat.items()}
+    return {k: redact(v)[:MAX_PARAM_LENGTH] for k, v in flat.items()}
 
 
 def start_run(project_path: Path, experiment: str, run_name: str, tags: Mapping[str, str]) -> str:
@@ -105,7 +115,7 @@ def log_artifacts(directory: Path, artifact_path: str | None = None) -> None:
 
 
 def set_tags(tags: Mapping[str, Any]) -> None:
-    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+    mlflow.set_tags({k: redact(str(v)) for k, v in tags.items()})
 
 
 def current_tag(name: str, default: str = "unknown") -> str:

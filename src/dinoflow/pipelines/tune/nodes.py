@@ -54,7 +54,7 @@ def tune_node(
 ) -> dict[str, Any]:
     """Returns the study summary (``data/08_reporting/tuning_summary.json``)."""
     base = to_dict(resolve_config(pretrain, presets))
-    mlflow_run.set_tags({"optuna.study": tune.study_name, "optuna.storage": _redacted(tune.storage)})
+    mlflow_run.set_tags({"optuna.study": tune.study_name, "optuna.storage": mlflow_run.redact(tune.storage)})
     with tempfile.TemporaryDirectory() as tmp:
         base_path, params_path = Path(tmp) / "base.yaml", Path(tmp) / "tune.json"
         base_path.write_text(yaml.safe_dump(base, sort_keys=False))
@@ -88,12 +88,3 @@ def _write_tuned(path: Path, summary: dict[str, Any], preset: str) -> None:
         "overrides": summary["best_params"],
     }
     path.write_text(yaml.safe_dump(record, sort_keys=False))
-
-
-def _redacted(url: str) -> str:
-    """A database URL without its password (never logged)."""
-    scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"

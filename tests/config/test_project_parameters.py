@@ -1,0 +1,45 @@
+"""The project's own parameter files load through Kedro's config loader and validate."""
+
+import pytest
+from kedro.config import OmegaConfigLoader
+
+from dinoflow.config import resolve_config
+from dinoflow.config.pipeline_params import (
+    DataParams,
+    DatasetParams,
+    EvaluateParams,
+    LauncherParams,
+    PromoteParams,
+    RegisterParams,
+    TunedParams,
+    TuneParams,
+    ValidationParams,
+)
+from dinoflow.settings import CONFIG_LOADER_ARGS
+from tests.project_copy import PROJECT_ROOT
+
+MODELS = {
+    "data": DataParams, "validation": ValidationParams, "dataset": DatasetParams, "evaluate": EvaluateParams,
+    "register": RegisterParams, "promote": PromoteParams, "tune": TuneParams, "pretrain_launcher": LauncherParams,
+    "pretrain_tuned": TunedParams,
+}  # fmt: skip
+
+
+def parameters() -> dict:
+    return OmegaConfigLoader(conf_source=str(PROJECT_ROOT / "conf"), **CONFIG_LOADER_ARGS)["parameters"]
+
+
+def test_every_section_validates_and_every_preset_resolves(monkeypatch):
+    monkeypatch.delenv("DINOFLOW_TUNE_STORAGE", raising=False)
+    params = parameters()
+    for key, model in MODELS.items():
+        model.model_validate(params[key])
+    for preset in params["pretrain_presets"]:
+        resolve_config({"preset": preset}, params["pretrain_presets"])
+    assert params["tune"]["storage"] == "sqlite:///data/07_model_output/optuna.db"
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg2://optuna:pw@db:5432/optuna"])
+def test_the_tuning_database_comes_from_the_environment(monkeypatch, url):
+    monkeypatch.setenv("DINOFLOW_TUNE_STORAGE", url)
+    assert parameters()["tune"]["storage"] == url
