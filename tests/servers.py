@@ -69,9 +69,9 @@ def postgres_cluster() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_uri: str, artifacts: Path, timeout_s: float = 90) -> Iterator[str]:
+def mlflow_server(backend_uri: str, artifacts: Path, timeout_s: float = 90, port: int | None = None) -> Iterator[str]:
     """``mlflow server`` on 127.0.0.1 serving artifacts from ``artifacts``; yields its URL."""
-    port = free_port()
+    port = port or free_port()
     log = open(artifacts.parent / f"mlflow-server-{port}.log", "w")  # noqa: SIM115
     command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend_uri,
                "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),

@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if env.is_main:
             save_config(cfg, args.output / "config.yaml")
-            sink = FanOutSink([JsonlSink(args.output / "metrics.jsonl")] + [load_plugin_sink(s) for s in args.sink])
+            sink = FanOutSink(
+                [JsonlSink(args.output / "metrics.jsonl")] + [load_plugin_sink(s, args.output) for s in args.sink]
+            )
         summary = train(cfg, args.dataset, args.output, sink, env, device, preemption)
         if env.is_main:
             (args.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -50,10 +50,11 @@ class FanOutSink:
             sink.close()
 
 
-def load_plugin_sink(name: str) -> MetricsSink:
-    """Instantiate a named sink (``mlflow``) or any ``package.module:Class`` path."""
+def load_plugin_sink(name: str, output_dir: Path) -> MetricsSink:
+    """Instantiate a named sink (``mlflow``) or any ``package.module:Class`` path; the class is
+    called with the run's output directory (for anything it needs to keep on disk)."""
     spec = PLUGIN_SINKS.get(name, name)
     module_name, sep, attr = spec.partition(":")
     if not sep:
         raise ValueError(f"unknown metrics sink {name!r}; use one of {sorted(PLUGIN_SINKS)} or module:Class")
-    return getattr(importlib.import_module(module_name), attr)()
+    return getattr(importlib.import_module(module_name), attr)(output_dir)

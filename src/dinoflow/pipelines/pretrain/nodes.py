@@ -16,6 +16,7 @@ from dinoflow.config import resolve_config, save_config, to_dict
 from dinoflow.config.pipeline_params import LauncherParams, TunedParams
 from dinoflow.launch.local import run_process, training_command
 from dinoflow.tracking import mlflow_run
+from dinoflow.tracking.mlflow_sink import PENDING_NAME, read_pending
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,20 @@ def training_code_fingerprint(root: Path | None = None) -> str:
         for path in files:
             digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
+
+
+def replay_buffered_metrics(pending: Path) -> None:
+    """Deliver what the training process kept on disk during a tracking outage."""
+    if not pending.exists():
+        return
+    records = [{k: v for k, v in r.items() if k != "time_ms"} for r in read_pending(pending)]
+    try:
+        mlflow_run.log_metric_history(records)
+    except Exception:  # noqa: BLE001 (still unreachable: keep the file, say where it is)
+        log.error("MLflow still unreachable: %d metric records stay in %s", len(records), pending)
+        return
+    pending.unlink()
+    log.info("delivered %d metric records buffered during a tracking outage", len(records))
 
 
 def tuned_overrides(tuned: TunedParams) -> list[str]:
@@ -93,6 +108,7 @@ def pretrain_node(
             sinks=["mlflow"],
         )
         run_process(command, env=mlflow_run.child_process_env(), timeout_s=launcher.timeout_s)
+        replay_buffered_metrics(output_dir / PENDING_NAME)
     result = {
         "output_dir": str(output_dir),
         "checkpoint": str(output_dir / "checkpoint.pt"),
