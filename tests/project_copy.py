@@ -65,16 +65,16 @@ def git_changes(project: Path) -> set[str]:
     return {line[3:] for line in status.stdout.splitlines()}
 
 
-def run_in(project: Path, *command: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_in(project: Path, *command: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [bin_path(command[0]), *command[1:]],
         cwd=project,
-        env=command_env(),
+        env={**command_env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
     )
 
 
-def kedro_run(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return run_in(project, "kedro", "run", *args)
+def kedro_run(project: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return run_in(project, "kedro", "run", *args, env=env)

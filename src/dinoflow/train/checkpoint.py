@@ -14,6 +14,12 @@ import torch
 from safetensors.torch import save_file
 
 CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, I/O error); the previous one is intact."""
+
+
 BACKBONE_NAME = "teacher_backbone.safetensors"
 
 
@@ -25,10 +31,17 @@ def save_checkpoint(state: dict[str, Any], directory: Path, keep: int = 1) -> Pa
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CHECKPOINT_NAME
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except (OSError, RuntimeError) as error:  # ENOSPC surfaces as either (torch's zip writer wraps it)
+        tmp.unlink(missing_ok=True)
+        raise CheckpointWriteError(
+            f"could not write the checkpoint of iteration {state.get('iteration')} to {directory}: {error}; "
+            f"the previous checkpoint is kept"
+        ) from error
     tmp.replace(path)
     if keep > 1:
         snapshot = directory / f"checkpoint_{state['iteration']:08d}.pt"

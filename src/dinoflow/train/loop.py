@@ -25,7 +25,7 @@ from dinoflow.data.masking import sample_batch_masks
 from dinoflow.data.shards import ShardReader
 from dinoflow.losses.koleo_loss import koleo_loss
 from dinoflow.models.teacher import update_teacher
-from dinoflow.train import builders
+from dinoflow.train import builders, failpoints
 from dinoflow.train.checkpoint import (
     BACKBONE_NAME,
     CHECKPOINT_NAME,
@@ -186,6 +186,8 @@ def train(
                     student_out.patch_logits, teacher_out.patch_logits, masks, teacher_temp
                 )
             loss = sum(losses.values())
+            if failpoints.armed("nan_loss", it):
+                loss = loss * float("nan")
         if not math.isfinite(loss.item()):
             raise NonFiniteLossError(f"loss is {loss.item()} at iteration {it}; last checkpoint kept")
 
