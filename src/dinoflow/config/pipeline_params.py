@@ -106,6 +106,7 @@ class TuneParams(_Params):
     timeout_s: float = Field(gt=0)
     seed: int
     pruner: Literal["median", "hyperband", "none"]
+    prune_after_epochs: int = Field(default=1, ge=0)  # no pruning on earlier probes (they are mostly noise)
     probe_images: int = Field(ge=10)  # train and val images of the online k-NN (each)
     proxy: dict[str, Any]  # training-config overrides of the short proxy run (dotted keys)
     space: dict[str, SearchDimension] = Field(min_length=1)  # dotted training-config keys

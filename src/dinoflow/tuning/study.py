@@ -38,8 +38,8 @@ def open_study(params: TuneParams, worker: int = 0) -> optuna.Study:
     """Create the study or load it (a rerun, or another worker, continues the same one)."""
     engine_kwargs = {"connect_args": {"timeout": 60}} if params.storage.startswith("sqlite") else {}
     pruner = {
-        "median": optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
-        "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3),
+        "median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=params.prune_after_epochs),
+        "hyperband": optuna.pruners.HyperbandPruner(min_resource=max(1, params.prune_after_epochs), reduction_factor=3),
         "none": optuna.pruners.NopPruner(),
     }[params.pruner]
     return optuna.create_study(
