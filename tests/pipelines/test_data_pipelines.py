@@ -71,3 +71,15 @@ def test_too_many_bad_files_stop_the_pipeline_and_name_the_expectation(tmp_path,
     clean, quarantine, report = validate_manifest_node(manifest, params, validation_params(tmp_path, 0.5))
     assert len(quarantine) == 5 and quarantine["status"].str.startswith("not decodable").all()
     assert len(clean) == 36 and isinstance(clean, pd.DataFrame)
+
+
+def test_a_manifest_path_escaping_the_data_root_is_refused(tmp_path):
+    from dinoflow.pipelines.dataset.nodes import build_dataset_node
+
+    (tmp_path / "root").mkdir()
+    (tmp_path / "secret.png").write_bytes(b"not for the dataset")
+    manifest = pd.DataFrame([{"path": "../secret.png", "label": "", "mask_path": "", "width": 8, "height": 8,
+                              "sha256": "x", "split": "train"}])  # fmt: skip
+    params = DatasetParams(max_side=8, workers=1, output_dir=str(tmp_path / "dataset"))
+    with pytest.raises(ValueError, match="resolves outside the data root"):
+        build_dataset_node(manifest, {"root": str(tmp_path / "root")}, params)

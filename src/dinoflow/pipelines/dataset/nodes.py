@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,16 @@ from dinoflow.data.shards import ImageRecord, build_dataset
 from dinoflow.tracking import mlflow_run
 
 
+def inside(root: Path, relative: str) -> Path:
+    """``root / relative``, refused when it leads outside ``root`` (a tampered manifest). Checked on
+    the path itself: symlinks leaving the root were already quarantined at ingestion, and a DVC
+    cache of symlinks stays usable."""
+    path = Path(os.path.normpath(root / relative))
+    if not path.is_relative_to(os.path.normpath(root)):
+        raise ValueError(f"manifest path {relative!r} resolves outside the data root {root}: refused")
+    return path
+
+
 def build_dataset_node(clean_manifest: pd.DataFrame, source: dict[str, Any], dataset: DatasetParams) -> dict[str, Any]:
     """Returns the dataset index: per split its shards and counts, the classes, the settings, the fingerprint."""
     root = Path(source["root"])
@@ -19,9 +30,9 @@ def build_dataset_node(clean_manifest: pd.DataFrame, source: dict[str, Any], dat
     records = {
         split: [
             ImageRecord(
-                path=root / row.path,
+                path=inside(root, row.path),
                 label=classes.index(row.label) if row.label else -1,
-                mask_path=root / row.mask_path if row.mask_path else None,
+                mask_path=inside(root, row.mask_path) if row.mask_path else None,
                 width=int(row.width),
                 height=int(row.height),
                 sha256=row.sha256,
