@@ -136,3 +136,15 @@ def test_bad_parameters_stop_the_run_before_any_node_and_name_the_key(project_co
     assert result.returncode != 0
     assert named in output
     assert "Running node" not in output
+
+
+@pytest.mark.parametrize("name", ["01-data-and-validation", "02-compare-runs", "03-inspect-champion"])
+def test_notebook_executes_headless_on_the_run(project_run, name, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("DINOFLOW_PROJECT", str(project_run[0]))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    notebook = nbformat.read(project_run[0] / "notebooks" / f"{name}.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3").execute()  # raises on any failing cell
+    assert all(cell.outputs is not None for cell in notebook.cells if cell.cell_type == "code")

@@ -44,11 +44,18 @@ class MlflowRunHook:
         self.project_path = Path.cwd()
         self.params: dict[str, Any] = {}
         self.run_id: str | None = None
+        self.paths: dict[str, str] = {}
 
     @hook_impl
     def after_context_created(self, context) -> None:
         self.project_path = Path(context.project_path)
         self.params = dict(context.params)
+        catalog = context.config_loader["catalog"]
+        self.paths = {
+            name: entry["filepath"]
+            for name, entry in catalog.items()
+            if isinstance(entry, dict) and "filepath" in entry
+        }
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
@@ -108,6 +115,9 @@ class MlflowRunHook:
         if "registration" in produced:
             r = catalog.load("registration")
             lines.append(f"Registered model: {r['name']} version {r['version']} alias @{r['alias']} → {r['model_uri']}")
+        written = sorted((name, self.paths[name]) for name in produced if name in self.paths)
+        if written:
+            lines.append("Wrote: " + ", ".join(f"{name} → {path}" for name, path in written))
         if "promotion" in produced:
             p = catalog.load("promotion")
             lines.append(f"Promotion: v{p['challenger']} {p['decision']} -> @champion is v{p.get('champion')}")

@@ -17,62 +17,62 @@ class _Params(BaseModel):
 
 
 class SyntheticParams(_Params):
-    num_classes: int = Field(ge=2)
-    train_per_class: int = Field(ge=1)
-    val_per_class: int = Field(ge=1)
-    image_size: int = Field(ge=16)
-    clutter_strokes: int = Field(ge=0)
-    texture_strength: float = Field(ge=0.0, le=1.0)
-    background_noise: float = Field(ge=0.0)
-    seed: int
+    num_classes: int = Field(ge=2)  # shape classes
+    train_per_class: int = Field(ge=1)  # train images per class
+    val_per_class: int = Field(ge=1)  # val images per class
+    image_size: int = Field(ge=16)  # side in px
+    clutter_strokes: int = Field(ge=0)  # random line segments under the object
+    texture_strength: float = Field(ge=0.0, le=1.0)  # stripes/noise on the object colour
+    background_noise: float = Field(ge=0.0)  # per-pixel noise on the background
+    seed: int  # generator / sampler seed
 
 
 class DataParams(_Params):
-    source: str
-    synthetic_dir: str
+    source: str  # synthetic, or a folder of images
+    synthetic_dir: str  # where the embedded generator writes
     synthetic: SyntheticParams
-    val_ratio: float = Field(gt=0.0, lt=1.0)
-    min_size: int = Field(ge=1)
-    max_pixels: int = Field(ge=1)
-    workers: int = Field(ge=0)
+    val_ratio: float = Field(gt=0.0, lt=1.0)  # val share for folders without train/ and val/
+    min_size: int = Field(ge=1)  # smaller images are quarantined (px)
+    max_pixels: int = Field(ge=1)  # larger images are quarantined unread (decompression bombs)
+    workers: int = Field(ge=0)  # processes; 0 = one per core
     ingest_cache: str  # what the last ingest learnt about each file; unchanged files are not re-read
-    dvc_track: bool
+    dvc_track: bool  # dvc add the source when inside this repository
 
 
 class ValidationParams(_Params):
-    max_quarantine_share: float = Field(ge=0.0, le=1.0)
-    max_class_imbalance: float = Field(ge=1.0)
-    docs_root: str
+    max_quarantine_share: float = Field(ge=0.0, le=1.0)  # the run stops above this share of bad files
+    max_class_imbalance: float = Field(ge=1.0)  # largest / smallest class size allowed
+    docs_root: str  # Great Expectations context and data docs
 
 
 class DatasetParams(_Params):
     max_side: int = Field(ge=8)  # shorter side of a stored image (never enlarged)
     max_aspect: float = Field(default=3.0, ge=1.0)  # longer side is centre-cropped beyond this ratio
-    max_shard_mb: float = Field(default=256.0, gt=0.0)
+    max_shard_mb: float = Field(default=256.0, gt=0.0)  # decoded pixels per shard file
     workers: int = Field(default=0, ge=0)  # shard-writing processes; 0 = one per CPU core
-    output_dir: str
+    output_dir: str  # shards + index.json
 
 
 class LauncherParams(_Params):
-    nproc_per_node: int = Field(ge=1)
-    timeout_s: float = Field(gt=0)
-    output_root: str
+    nproc_per_node: int = Field(ge=1)  # >1 runs torchrun with that many processes
+    timeout_s: float = Field(gt=0)  # wall-clock limit
+    output_root: str  # one folder per (config, data, code)
 
 
 class EvaluateParams(_Params):
-    knn_k: int = Field(ge=1)
-    knn_ks: list[int] = Field(min_length=1)
-    linear_epochs: int = Field(ge=1)
-    segmentation_epochs: int = Field(ge=1)
+    knn_k: int = Field(ge=1)  # k of the headline knn_top1
+    knn_ks: list[int] = Field(min_length=1)  # also reported as knn_top1_k<k>
+    linear_epochs: int = Field(ge=1)  # epochs of the linear-probe grid
+    segmentation_epochs: int = Field(ge=1)  # epochs of the segmentation probe
     pictures: int = Field(ge=0)  # validation images shown in the attention / PCA figures
-    pictures_dir: str
-    knn_temperature: float = Field(gt=0.0)
-    batch_size: int = Field(ge=1)
+    pictures_dir: str  # attention_maps.png, patch_pca.png
+    knn_temperature: float = Field(gt=0.0)  # vote weight exp(sim / T)
+    batch_size: int = Field(ge=1)  # feature-extraction batch
 
 
 class RegisterParams(_Params):
-    model_name: str = Field(min_length=1)
-    alias: str = Field(min_length=1)
+    model_name: str = Field(min_length=1)  # registered model name
+    alias: str = Field(min_length=1)  # alias of a new version
 
 
 class Gates(_Params):
@@ -99,22 +99,22 @@ class SearchDimension(_Params):
 
 
 class TuneParams(_Params):
-    study_name: str = Field(min_length=1)
+    study_name: str = Field(min_length=1)  # Optuna study (a rerun continues it)
     storage: str  # SQLAlchemy URL; ${oc.env:...} or credentials for a team database
     n_trials: int = Field(ge=1)  # in total, over all workers
     workers: int = Field(ge=1)  # processes sharing the study (pods on a cluster)
-    timeout_s: float = Field(gt=0)
-    seed: int
-    pruner: Literal["median", "hyperband", "none"]
+    timeout_s: float = Field(gt=0)  # wall-clock limit
+    seed: int  # generator / sampler seed
+    pruner: Literal["median", "hyperband", "none"]  # median, hyperband or none
     prune_after_epochs: int = Field(default=1, ge=0)  # no pruning on earlier probes (they are mostly noise)
     probe_images: int = Field(ge=10)  # train and val images of the online k-NN (each)
     proxy: dict[str, Any]  # training-config overrides of the short proxy run (dotted keys)
     space: dict[str, SearchDimension] = Field(min_length=1)  # dotted training-config keys
-    plots_dir: str
+    plots_dir: str  # study plots
 
 
 class TunedParams(_Params):
     """``pretrain_tuned``: the one switch that applies the last study's best values to ``pretrain``."""
 
-    use: bool
-    file: str
+    use: bool  # apply the best values of the last study
+    file: str  # where tune writes them

@@ -19,41 +19,41 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     """ViT backbone built by timm (``timm.create_model(arch, **overrides)``)."""
 
-    arch: str = "vit_small_patch16_224"
-    patch_size: int | None = Field(default=None, ge=1)
-    embed_dim: int | None = Field(default=None, ge=8)
-    depth: int | None = Field(default=None, ge=1)
-    num_heads: int | None = Field(default=None, ge=1)
+    arch: str = "vit_small_patch16_224"  # timm ViT name
+    patch_size: int | None = Field(default=None, ge=1)  # overrides the arch's value when set
+    embed_dim: int | None = Field(default=None, ge=8)  # overrides the arch's value when set
+    depth: int | None = Field(default=None, ge=1)  # overrides the arch's value when set
+    num_heads: int | None = Field(default=None, ge=1)  # overrides the arch's value when set
     drop_path_rate: float = Field(default=0.1, ge=0.0, lt=1.0)  # student only
     reg_tokens: int = Field(default=0, ge=0)  # register tokens (Darcet et al. 2023)
     layer_scale_init: float | None = Field(default=None, gt=0.0)  # LayerScale gamma init (DINOv2: 1e-5)
     mlp: Literal["mlp", "swiglu"] = "mlp"  # SwiGLU FFN as in DINOv2 ViT-g
     # timm's fused SDPA backward is ~4x slower than plain attention for tiny CPU sequences.
-    fused_attn: bool = True
+    fused_attn: bool = True  # SDPA attention (off for tiny CPU models)
 
 
 class HeadConfig(_Section):
     """DINO projection head (DINO paper App. C: 3 layers, 2048 hidden, 256 bottleneck)."""
 
-    out_dim: int = Field(default=65536, ge=2)
-    hidden_dim: int = Field(default=2048, ge=1)
-    bottleneck_dim: int = Field(default=256, ge=1)
-    nlayers: int = Field(default=3, ge=1)
-    norm_last_layer: bool = True
+    out_dim: int = Field(default=65536, ge=2)  # prototypes K
+    hidden_dim: int = Field(default=2048, ge=1)  # MLP width
+    bottleneck_dim: int = Field(default=256, ge=1)  # width before the weight-normalised last layer
+    nlayers: int = Field(default=3, ge=1)  # MLP layers
+    norm_last_layer: bool = True  # weight-normalised last layer with fixed norm (DINO: true for ViT-S)
     ibot_separate: bool = False  # iBOT patch head: own prototypes (DINOv2 L/g) or the DINO head
 
 
 class CropsConfig(_Section):
     """Multi-crop views (DINO paper §3.1, App. E)."""
 
-    global_size: int = Field(default=224, ge=8)
-    global_scale: tuple[float, float] = (0.4, 1.0)
-    local_size: int = Field(default=96, ge=8)
-    local_scale: tuple[float, float] = (0.05, 0.4)
-    local_number: int = Field(default=8, ge=0)
+    global_size: int = Field(default=224, ge=8)  # side of the 2 global crops (px)
+    global_scale: tuple[float, float] = (0.4, 1.0)  # area range of the global crops
+    local_size: int = Field(default=96, ge=8)  # side of the local crops (px)
+    local_scale: tuple[float, float] = (0.05, 0.4)  # area range of the local crops
+    local_number: int = Field(default=8, ge=0)  # local crops per image
     # Colour jitter strength as a fraction of DINO's (0.4, 0.4, 0.2, 0.1); strong jitter on tiny
     # images lets the loss collapse before shapes are learnt.
-    jitter_strength: float = Field(default=1.0, ge=0.0, le=1.0)
+    jitter_strength: float = Field(default=1.0, ge=0.0, le=1.0)  # fraction of DINO's colour-jitter magnitudes
 
     @model_validator(mode="after")
     def _scales_ordered(self) -> CropsConfig:
@@ -67,13 +67,13 @@ class CropsConfig(_Section):
 class LossConfig(_Section):
     """DINO loss and regularisers (DINO paper §3.1; DINOv2 §4 for KoLeo)."""
 
-    student_temp: float = Field(default=0.1, gt=0.0)
-    warmup_teacher_temp: float = Field(default=0.04, gt=0.0)
-    teacher_temp: float = Field(default=0.04, gt=0.0)
-    warmup_teacher_temp_epochs: int = Field(default=0, ge=0)
-    center_momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    student_temp: float = Field(default=0.1, gt=0.0)  # student softmax temperature
+    warmup_teacher_temp: float = Field(default=0.04, gt=0.0)  # teacher temperature at the start of its warm-up
+    teacher_temp: float = Field(default=0.04, gt=0.0)  # teacher temperature after the warm-up
+    warmup_teacher_temp_epochs: int = Field(default=0, ge=0)  # linear teacher-temperature warm-up
+    center_momentum: float = Field(default=0.9, ge=0.0, lt=1.0)  # EMA of the teacher centre
     centering: Literal["ema", "sinkhorn_knopp", "none"] = "ema"  # "none" collapses: ablation only
-    koleo_weight: float = Field(default=0.0, ge=0.0)
+    koleo_weight: float = Field(default=0.0, ge=0.0)  # KoLeo regulariser weight (DINOv2: 0.1)
     ibot_weight: float = Field(default=0.0, ge=0.0)  # 0 disables masking and the patch loss
     ibot_mask_ratio: tuple[float, float] = (0.1, 0.5)  # masked share of patches, per image
     ibot_masked_share: float = Field(default=0.5, ge=0.0, le=1.0)  # share of global crops masked
@@ -82,29 +82,29 @@ class LossConfig(_Section):
 class OptimConfig(_Section):
     """AdamW and the per-iteration schedules (DINO ``main_dino.py`` defaults)."""
 
-    epochs: int = Field(default=100, ge=1)
-    batch_size_per_rank: int = Field(default=64, ge=2)
+    epochs: int = Field(default=100, ge=1)  # training epochs
+    batch_size_per_rank: int = Field(default=64, ge=2)  # images per process per step
     base_lr: float = Field(default=5e-4, gt=0.0)  # for a total batch of 256, scaled linearly
-    min_lr: float = Field(default=1e-6, ge=0.0)
-    warmup_epochs: int = Field(default=10, ge=0)
-    weight_decay: float = Field(default=0.04, ge=0.0)
-    weight_decay_end: float = Field(default=0.4, ge=0.0)
+    min_lr: float = Field(default=1e-6, ge=0.0)  # end of the cosine schedule
+    warmup_epochs: int = Field(default=10, ge=0)  # linear lr warm-up
+    weight_decay: float = Field(default=0.04, ge=0.0)  # start of the cosine weight-decay schedule
+    weight_decay_end: float = Field(default=0.4, ge=0.0)  # end of the cosine weight-decay schedule
     clip_grad: float = Field(default=3.0, ge=0.0)  # 0 disables
-    freeze_last_layer_epochs: int = Field(default=1, ge=0)
+    freeze_last_layer_epochs: int = Field(default=1, ge=0)  # last head layer frozen this long (DINO)
     layer_decay: float = Field(default=1.0, gt=0.0, le=1.0)  # lr x decay^(depth - layer) (DINOv2: 0.9)
     patch_embed_lr_mult: float = Field(default=1.0, gt=0.0)  # DINOv2: 0.2
-    momentum_teacher: float = Field(default=0.996, ge=0.0, le=1.0)
-    momentum_teacher_end: float = Field(default=1.0, ge=0.0, le=1.0)
+    momentum_teacher: float = Field(default=0.996, ge=0.0, le=1.0)  # teacher EMA momentum at the start
+    momentum_teacher_end: float = Field(default=1.0, ge=0.0, le=1.0)  # teacher EMA momentum at the end (cosine)
 
 
 class RunConfig(_Section):
     """How the process runs: precision, threads, logging and checkpoint cadence."""
 
-    seed: int = 0
-    precision: Literal["fp32", "bf16"] = "bf16"
+    seed: int = 0  # every random draw derives from it
+    precision: Literal["fp32", "bf16"] = "bf16"  # bf16 autocast or fp32
     num_threads: int = Field(default=0, ge=0)  # 0: leave torch's default
-    log_every: int = Field(default=10, ge=1)
-    checkpoint_every: int = Field(default=100, ge=1)
+    log_every: int = Field(default=10, ge=1)  # iterations between metric records
+    checkpoint_every: int = Field(default=100, ge=1)  # iterations between checkpoints
     keep_checkpoints: int = Field(default=1, ge=1)  # >1 also keeps that many numbered snapshots
     compile: bool = False  # torch.compile each transformer block (worth it on GPUs)
     loader_workers: int = Field(default=1, ge=0)  # DataLoader processes reading shards; 0 = in the training process
@@ -113,8 +113,8 @@ class RunConfig(_Section):
 class PretrainConfig(_Section):
     """The whole pretraining run; ``preset`` names the starting point it was resolved from."""
 
-    preset: str = "custom"
-    recipe: Literal["dino", "dinov2"] = "dino"
+    preset: str = "custom"  # named starting point from pretrain_presets (demo, ci, vit_s16, vit_b16)
+    recipe: Literal["dino", "dinov2"] = "dino"  # dino, or dinov2 (iBOT + KoLeo + Sinkhorn-Knopp + LayerScale defaults)
     model: ModelConfig = ModelConfig()
     head: HeadConfig = HeadConfig()
     crops: CropsConfig = CropsConfig()

@@ -168,13 +168,19 @@ class Objective:
         return scores[-1]
 
 
+def prepare_study(base: dict[str, Any], params: TuneParams) -> optuna.Study:
+    """Create the study (and its database tables) once, before any worker starts, and queue the
+    config's own values as the first trial: the baseline every other trial is compared with."""
+    study = open_study(params)
+    study.enqueue_trial(current_values(base, params.space), skip_if_exists=True)
+    return study
+
+
 def run_worker(base: dict[str, Any], params: TuneParams, dataset_dir: Path, parent_run_id: str, worker: int,
                trials: int) -> None:  # fmt: skip
-    """Run ``trials`` trials of the shared study (worker 0 first queues the config's own values)."""
+    """Run ``trials`` trials of the shared study (``prepare_study`` has created it)."""
     study = open_study(params, worker)
     objective = Objective(base, params, dataset_dir, parent_run_id)
-    if worker == 0:
-        study.enqueue_trial(current_values(base, params.space), skip_if_exists=True)
     study.optimize(objective, n_trials=trials, timeout=params.timeout_s, gc_after_trial=True)
 
 

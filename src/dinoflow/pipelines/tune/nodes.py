@@ -16,7 +16,7 @@ from dinoflow.config import resolve_config, to_dict
 from dinoflow.config.pipeline_params import TunedParams, TuneParams
 from dinoflow.launch.local import run_process
 from dinoflow.tracking import mlflow_run
-from dinoflow.tuning.study import open_study, save_plots, summarize
+from dinoflow.tuning.study import open_study, prepare_study, save_plots, summarize
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ def tune_node(
     """Returns the study summary (``data/08_reporting/tuning_summary.json``)."""
     base = to_dict(resolve_config(pretrain, presets))
     mlflow_run.set_tags({"optuna.study": tune.study_name, "optuna.storage": mlflow_run.redact(tune.storage)})
+    prepare_study(base, tune)  # tables and the baseline trial exist before the workers race for them
     with tempfile.TemporaryDirectory() as tmp:
         base_path, params_path = Path(tmp) / "base.yaml", Path(tmp) / "tune.json"
         base_path.write_text(yaml.safe_dump(base, sort_keys=False))
