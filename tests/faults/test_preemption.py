@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from dinoflow.config import resolve_config, save_config, to_dict
+from dinoflow.launch.local import training_command
 from dinoflow.train.checkpoint import BACKBONE_NAME, load_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
@@ -35,17 +35,8 @@ def config_path(tiny_config, tmp_path) -> Path:
 
 
 def start(config: Path, dataset: str, out: Path) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "dinoflow.train",
-        "--config",
-        str(config),
-        "--dataset",
-        dataset,
-        "--output",
-        str(out),
-    ]
+    """The pretrain node's own command, in its own process group (as a launcher runs it)."""
+    command = training_command(config, dataset, out, nproc_per_node=1)
     return subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
@@ -67,18 +58,7 @@ def wait_for_new_step(process: subprocess.Popen, out: Path, seen: int, step: int
 
 
 def finish(config: Path, dataset: str, out: Path) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "dinoflow.train",
-        "--config",
-        str(config),
-        "--dataset",
-        dataset,
-        "--output",
-        str(out),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(training_command(config, dataset, out, 1), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -93,18 +73,24 @@ def test_kill_9_at_random_steps_then_resume_gives_the_uninterrupted_weights(conf
     finish(config_path, dataset, tmp_path / "reference")
     out = tmp_path / "killed"
     kills = sorted(np.random.default_rng(7).choice(np.arange(3, TOTAL - 2), size=6, replace=False).tolist())
-    resumed_at = []
+    resumed_at, died_after = [], []
     for step in kills:
         seen = len(logged_steps(out))
         process = start(config_path, dataset, out)
         wait_for_new_step(process, out, seen, step)
         process.send_signal(signal.SIGKILL)  # no handler runs: whatever was not checkpointed is lost
         output = process.communicate()[0]
+        died_after.append(logged_steps(out)[-1])
         resumes = [line for line in output.splitlines() if "resumed from" in line]
         resumed_at.append(int(resumes[0].rsplit(" ", 1)[1]) if resumes else 0)
     last = finish(config_path, dataset, out)
-    assert "resumed from" in last.stdout + last.stderr
-    assert resumed_at == [0] + [5 * (k // 5) for k in kills[:-1]]  # each restart began at the last checkpoint
+    resumes = [line for line in (last.stdout + last.stderr).splitlines() if "resumed from" in line]
+    resumed_at.append(int(resumes[0].rsplit(" ", 1)[1]))
+    assert resumed_at[0] == 0
+    for died, resumed in zip(died_after, resumed_at[1:], strict=True):
+        # Each restart began at the last checkpoint written before the kill: the one at or below the
+        # last logged step, or the one before it when the kill fell between a step's log and its save.
+        assert resumed == 5 * (died // 5) or (died % 5 == 0 and resumed == died - 5), (died_after, resumed_at)
     assert load_checkpoint(out / "checkpoint.pt")["iteration"] == TOTAL
     assert_same_weights(out, tmp_path / "reference")
 
