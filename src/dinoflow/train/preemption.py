@@ -38,7 +38,9 @@ class PreemptionFlag:
     def should_stop(self) -> bool:
         """True on every rank as soon as any rank was signalled."""
         if dist.is_available() and dist.is_initialized():
-            flag = torch.tensor([float(self.requested)])
+            # NCCL reduces only CUDA tensors; gloo CPU ones.
+            device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+            flag = torch.tensor([float(self.requested)], device=device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             return bool(flag.item())
         return self.requested
