@@ -4,6 +4,7 @@ and every point reaches the run once the server is back."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -50,13 +51,17 @@ def test_server_outage_mid_run_loses_no_metric(tiny_config, tiny_shards, tmp_pat
         mlflow.set_tracking_uri(url)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         run_id = MlflowClient().create_run(MlflowClient().create_experiment("outage")).info.run_id
-        process, out = start_training(tiny_config, tiny_shards, tmp_path, url, run_id, epochs=40)  # 240 steps
+        process, out = start_training(tiny_config, tiny_shards, tmp_path, url, run_id, epochs=24)  # 144 steps
         wait_until(lambda: len(logged_steps(out)) >= 20, 120, "step 20")
     down_at = len(logged_steps(out))  # the server is gone from here on
     wait_until(lambda: len(logged_steps(out)) >= down_at + 40, 120, "40 steps during the outage")
     assert process.poll() is None  # training did not stop for the outage
     assert (out / PENDING_NAME).exists()  # the undelivered points are on disk
+    # Training is frozen while the server restarts, so that it is still running when the server is
+    # back however slow the restart (otherwise this would test the end-of-run replay instead).
+    process.send_signal(signal.SIGSTOP)
     with mlflow_server(backend, tmp_path / "artifacts", port=port):
+        process.send_signal(signal.SIGCONT)
         output = process.communicate(timeout=300)[0]
         assert process.returncode == 0, output[-3000:]
         assert "buffering metrics" in output
