@@ -53,10 +53,33 @@ class DatasetParams(_Params):
     output_dir: str  # shards + index.json
 
 
+class KubernetesParams(_Params):
+    """Where and how big a training Job is when ``pretrain_launcher.kind`` is ``kubernetes``."""
+
+    namespace: str = "default"  # where the Job, its Service and its ConfigMap are created
+    context: str | None = None  # kubeconfig context; inside a pod its service account is used
+    image: str = "dinoflow:latest"  # training image (see Dockerfile)
+    nodes: int = Field(default=2, ge=1)  # pods, one torchrun agent each
+    gpus_per_node: int = Field(default=0, ge=0)  # nvidia.com/gpu per pod; >0 also sets the processes per pod
+    cpu: str = "4"  # CPU request = limit per pod
+    memory: str = "16Gi"  # memory request = limit per pod
+    data_claim: str = "dinoflow-data"  # PersistentVolumeClaim holding the dataset shards (mounted at /data)
+    dataset_path: str = "/data/dataset"  # the dataset directory as the pods see it
+    checkpoints_claim: str = "dinoflow-checkpoints"  # shared claim for checkpoints (mounted at /checkpoints)
+    tracking_uri: str | None = None  # MLflow as the pods reach it; default: the pipeline's, if a server
+    tracking_secret: str = "dinoflow-tracking"  # Secret with MLflow username/password keys (by reference)
+    max_restarts: int = Field(default=3, ge=0)  # torchrun group restarts before the pod fails
+    dry_run: bool = False  # write the manifests under manifests_dir and submit nothing
+    manifests_dir: str = "data/06_models/k8s"  # where rendered manifests are written
+    poll_s: float = Field(default=5.0, gt=0.0)  # seconds between status polls
+
+
 class LauncherParams(_Params):
+    kind: Literal["local", "kubernetes"] = "local"  # run torchrun here, or submit a Job to a cluster
     nproc_per_node: int = Field(ge=1)  # >1 runs torchrun with that many processes
     timeout_s: float = Field(gt=0)  # wall-clock limit
     output_root: str  # one folder per (config, data, code)
+    kubernetes: KubernetesParams = KubernetesParams()  # used when kind is kubernetes
 
 
 class EvaluateParams(_Params):

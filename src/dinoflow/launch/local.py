@@ -23,11 +23,16 @@ class TrainingFailedError(RuntimeError):
     """The training process exited non-zero; its last output lines are in the message."""
 
 
+def train_args(config: Path | str, dataset: Path | str, output: Path | str, sinks: Sequence[str] = ()) -> list[str]:
+    """The arguments of ``python -m dinoflow.train`` (shared by the local and Kubernetes launchers)."""
+    args = ["--config", str(config), "--dataset", str(dataset), "--output", str(output)]
+    return args + [arg for sink in sinks for arg in ("--sink", sink)]
+
+
 def training_command(
     config: Path, dataset: Path, output: Path, nproc_per_node: int, sinks: Sequence[str] = ()
 ) -> list[str]:
-    args = ["--config", str(config), "--dataset", str(dataset), "--output", str(output)]
-    args += [arg for sink in sinks for arg in ("--sink", sink)]
+    args = train_args(config, dataset, output, sinks)
     if nproc_per_node > 1:
         launcher = [
             sys.executable,

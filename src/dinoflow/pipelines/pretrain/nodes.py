@@ -15,10 +15,12 @@ import dinoflow
 from dinoflow.config import resolve_config, save_config, to_dict
 from dinoflow.config.pipeline_params import LauncherParams, TunedParams
 from dinoflow.launch.local import run_process, training_command
+from dinoflow.launch.manifests import job_name, render_training_job, write_manifests
 from dinoflow.tracking import mlflow_run
 from dinoflow.tracking.mlflow_sink import PENDING_NAME, read_pending
 
 log = logging.getLogger(__name__)
+K8S_BASE = Path("k8s") / "base"  # the kustomize base the Kubernetes launcher renders from
 
 
 # What training executes: a change here must not reuse a run trained by the old code.
@@ -83,7 +85,10 @@ def pretrain_node(
     """Train (or resume, or reuse a finished run of the same config on the same data).
 
     Returns:
-        ``{"output_dir", "checkpoint", "config", "config_hash", "summary"}`` and the training curve.
+        ``{"output_dir", "checkpoint", "config", "config_hash", "summary", "mlflow_run_id"}`` and the
+        training curve. With ``pretrain_launcher.kind: kubernetes`` the pods write to the checkpoints
+        claim; when it is not mounted at ``output_root`` here (or after a dry run), the result names
+        the checkpoint's location on the claim and the Job instead, and the curve is empty.
     """
     cfg = resolve_config(pretrain, presets, tuned_overrides(tuned) if tuned is not None else ())
     config = to_dict(cfg)
@@ -99,6 +104,10 @@ def pretrain_node(
         log.info("reusing the finished run in %s (same config, same data)", output_dir)
         mlflow_run.log_metric_history(training_curve(output_dir / "metrics.jsonl").to_dict("records"))
         mlflow_run.set_tags({"pretrain.reused": "true"})
+    elif launcher.kind == "kubernetes":
+        job = launch_on_kubernetes(launcher, key, config_path)
+        if job is None or not summary_path.exists():
+            return _remote_result(launcher, key, job), pd.DataFrame()
     else:
         command = training_command(
             config_path,
@@ -115,8 +124,51 @@ def pretrain_node(
         "config": str(config_path),
         "config_hash": key,
         "summary": json.loads(summary_path.read_text()),
+        "mlflow_run_id": mlflow_run.child_process_env()["MLFLOW_RUN_ID"],
     }
     return result, training_curve(output_dir / "metrics.jsonl")
+
+
+def launch_on_kubernetes(launcher: LauncherParams, key: str, config_path: Path) -> str | None:
+    """Render the run's Job from ``k8s/base`` and submit it (None after a dry run).
+
+    Rank 0 logs into this pipeline's MLflow run when the pods can reach its server; with a local
+    file store they cannot, and the curve is replayed from ``metrics.jsonl`` afterwards instead.
+    """
+    params = launcher.kubernetes
+    env = mlflow_run.child_process_env()
+    uri = params.tracking_uri or (env["MLFLOW_TRACKING_URI"] if env["MLFLOW_TRACKING_URI"].startswith("http") else None)
+    documents = render_training_job(K8S_BASE, key, config_path.read_text(), params, launcher.nproc_per_node, uri,
+                                    env["MLFLOW_RUN_ID"])  # fmt: skip
+    path = write_manifests(documents, Path(params.manifests_dir) / f"{job_name(key)}.yaml")
+    mlflow_run.set_tags({"pretrain.launcher": "kubernetes", "pretrain.k8s_job": job_name(key)})
+    if params.dry_run:
+        log.info("dry run: manifests written to %s (apply with `kubectl apply -f %s`)", path, path)
+        return None
+    from dinoflow.launch.kubernetes import run_job  # only needed (and imported) with a cluster
+
+    outcome = run_job(documents, params.context, launcher.timeout_s, params.poll_s)
+    log.info("Job %s finished in %.0f s", outcome.name, outcome.seconds)
+    metrics_log = Path(launcher.output_root) / key / "metrics.jsonl"
+    if uri is None and metrics_log.exists():
+        mlflow_run.log_metric_history(training_curve(metrics_log).to_dict("records"))
+    return outcome.name
+
+
+def _remote_result(launcher: LauncherParams, key: str, job: str | None) -> dict[str, Any]:
+    """What a run that lives on the cluster's checkpoints claim (or was only rendered) returns."""
+    params = launcher.kubernetes
+    location = f"pvc://{params.checkpoints_claim}/{key}/checkpoint.pt"
+    if job is not None:
+        log.warning(
+            "the checkpoint is at %s; mount that claim at %s where the pipeline runs (the scheduled "
+            "overlay does) for evaluation to read it",
+            location,
+            launcher.output_root,
+        )
+    return {"dry_run": job is None, "job": job, "checkpoint": location, "config_hash": key,
+            "mlflow_run_id": mlflow_run.child_process_env()["MLFLOW_RUN_ID"],
+            "manifests": str(Path(params.manifests_dir) / f"{job_name(key)}.yaml")}  # fmt: skip
 
 
 def training_curve(metrics_log: Path) -> pd.DataFrame:
