@@ -108,6 +108,7 @@ class RunConfig(_Section):
     keep_checkpoints: int = Field(default=1, ge=1)  # >1 also keeps that many numbered snapshots
     compile: bool = False  # torch.compile each transformer block (worth it on GPUs)
     loader_workers: int = Field(default=1, ge=0)  # DataLoader processes reading shards; 0 = in the training process
+    parallelism: Literal["ddp", "fsdp"] = "ddp"  # fsdp: FSDP2 shards weights, grads and optimizer state (torchrun)
 
 
 class PretrainConfig(_Section):

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from dinoflow.models.backbone import backbone_tokens
 
@@ -85,7 +86,12 @@ def make_teacher(student: nn.Module) -> nn.Module:
 @torch.no_grad()
 def update_teacher(student: nn.Module, teacher: nn.Module, momentum: float) -> None:
     """θ_t ← m θ_t + (1 − m) θ_s over all parameters, in fused foreach kernels."""
-    student_params = [p.detach() for p in student.parameters()]
-    teacher_params = list(teacher.parameters())
+    # Under FSDP both networks are sharded alike: each rank updates its own shards.
+    student_params = [_local(p.detach()) for p in student.parameters()]
+    teacher_params = [_local(p) for p in teacher.parameters()]
     torch._foreach_mul_(teacher_params, momentum)
     torch._foreach_add_(teacher_params, student_params, alpha=1.0 - momentum)
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor

@@ -63,10 +63,10 @@ def teacher_backbone_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor
     return {k[len(prefix) :]: v for k, v in checkpoint["teacher"].items() if k.startswith(prefix)}
 
 
-def export_teacher_backbone(teacher: torch.nn.Module, path: Path) -> Path:
-    """Write the teacher backbone as safetensors with timm's own key names, so it loads with
-    ``timm.create_model(arch, ...).load_state_dict(load_file(path), strict=True)``."""
-    state = {k: v.detach().contiguous().cpu() for k, v in teacher.backbone.state_dict().items()}
+def export_teacher_backbone(backbone_state: dict[str, torch.Tensor], path: Path) -> Path:
+    """Write the teacher backbone's weights as safetensors with timm's own key names, so they load
+    with ``timm.create_model(arch, ...).load_state_dict(load_file(path), strict=True)``."""
+    state = {k: v.detach().contiguous().cpu() for k, v in backbone_state.items()}
     tmp = Path(path).with_suffix(".tmp")
     save_file(state, tmp)
     tmp.replace(path)

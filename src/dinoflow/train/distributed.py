@@ -43,6 +43,14 @@ def init_distributed() -> tuple[DistEnv, torch.device]:
     return env, device
 
 
+def ensure_process_group(device: torch.device) -> None:
+    """FSDP needs a process group even in one process: make a one-member group when not
+    launched by torchrun (an in-memory store, nothing listens on the network)."""
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+
+
 def shutdown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -11,7 +11,11 @@ import logging
 import math
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.distributed.tensor import DTensor
+
+from dinoflow.train.sharding import local
 
 # Thresholds of the collapse flags, on entropies normalised by ln K.
 UNIFORM_ENTROPY = 0.98
@@ -66,10 +70,15 @@ def warn_on_collapse(metrics: dict[str, float], step: int) -> None:
 @torch.no_grad()
 def clip_gradients(parameters, max_norm: float) -> float:
     """DINO's per-parameter clipping (``utils.clip_gradients``); returns the global grad norm."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
+    sharded_grads = [p.grad for p in parameters if p.grad is not None]
+    if not sharded_grads:
         return 0.0
+    grads = [local(g) for g in sharded_grads]  # FSDP: this rank's shards, scaled in place below
     norms = torch._foreach_norm(grads)
+    if any(isinstance(g, DTensor) for g in sharded_grads):
+        squares = torch.stack(norms) ** 2  # each parameter's norm over all of its shards
+        dist.all_reduce(squares)
+        norms = list(squares.sqrt())
     if max_norm > 0:
         for grad, norm in zip(grads, norms, strict=True):
             grad.mul_((max_norm / (norm + 1e-6)).clamp(max=1.0))

@@ -25,15 +25,16 @@ from dinoflow.data.masking import sample_batch_masks
 from dinoflow.data.shards import ShardReader
 from dinoflow.losses.koleo_loss import koleo_loss
 from dinoflow.models.teacher import update_teacher
-from dinoflow.train import builders, failpoints
+from dinoflow.train import builders, failpoints, sharding
 from dinoflow.train.checkpoint import (
     BACKBONE_NAME,
     CHECKPOINT_NAME,
     export_teacher_backbone,
     load_checkpoint,
     save_checkpoint,
+    teacher_backbone_state,
 )
-from dinoflow.train.distributed import DistEnv, all_reduce_mean
+from dinoflow.train.distributed import DistEnv, all_reduce_mean, ensure_process_group
 from dinoflow.train.health import clip_gradients, teacher_health, warn_on_collapse
 from dinoflow.train.optim import apply_schedules, build_optimizer
 from dinoflow.train.preemption import Preempted, PreemptionFlag
@@ -100,17 +101,32 @@ def train(
     patch_size = student.backbone.patch_embed.patch_size[0]
     mask_generator = builders.build_mask_generator(cfg, patch_size) if ibot_loss is not None else None
     num_layers = len(student.backbone.blocks)
-    optimizer = build_optimizer(student, num_layers, cfg.optim.layer_decay, cfg.optim.patch_embed_lr_mult)
-    peak_lr = scaled_lr(cfg.optim.base_lr, batch, env.world_size)
-    schedules = builders.build_run_schedules(cfg, iters_per_epoch, peak_lr)
     if cfg.run.compile:  # in place, per block: parameter names (and checkpoints) stay unchanged
         for block in [*student.backbone.blocks, *teacher.backbone.blocks]:
             block.compile()
-    model = DistributedDataParallel(student) if env.enabled else student
+    fsdp = cfg.run.parallelism == "fsdp"
+    if fsdp:  # before the optimizer: sharding replaces the parameters by DTensors
+        if probe is not None:
+            raise ValueError("probes evaluate on rank 0 alone; use run.parallelism=ddp with them")
+        ensure_process_group(device)
+        sharding.shard(student), sharding.shard(teacher, forward_only=True)
+        model = student  # FSDP reduce-scatters the gradients itself
+    else:
+        model = DistributedDataParallel(student) if env.enabled else student
+    optimizer = build_optimizer(student, num_layers, cfg.optim.layer_decay, cfg.optim.patch_embed_lr_mult)
+    peak_lr = scaled_lr(cfg.optim.base_lr, batch, env.world_size)
+    schedules = builders.build_run_schedules(cfg, iters_per_epoch, peak_lr)
+    networks = {"student": student, "teacher": teacher}
+    loss_state = {f"dino_loss.{k}": v for k, v in dino_loss.state_dict().items()}
+    if ibot_loss is not None:
+        loss_state.update({f"ibot_loss.{k}": v for k, v in ibot_loss.state_dict().items()})
 
     # --- resume ------------------------------------------------------------------------
     start_iter = 0
-    if (output_dir / CHECKPOINT_NAME).exists():
+    if fsdp and (output_dir / sharding.SHARDED_CHECKPOINT_NAME).exists():
+        start_iter = sharding.load_sharded(networks, optimizer, loss_state, output_dir)["iteration"]
+        log.info("resumed from %s at iteration %d", output_dir / sharding.SHARDED_CHECKPOINT_NAME, start_iter)
+    elif not fsdp and (output_dir / CHECKPOINT_NAME).exists():
         state = load_checkpoint(output_dir / CHECKPOINT_NAME)
         student.load_state_dict(state["student"])
         teacher.load_state_dict(state["teacher"])
@@ -122,7 +138,10 @@ def train(
         log.info("resumed from %s at iteration %d", output_dir / CHECKPOINT_NAME, start_iter)
 
     def checkpoint(next_iter: int) -> None:
-        if env.is_main:
+        if fsdp:  # every rank writes its shards
+            meta = {"iteration": next_iter, "config": to_dict(cfg)}
+            sharding.save_sharded(networks, optimizer, loss_state, meta, output_dir)
+        elif env.is_main:
             save_checkpoint(
                 {
                     "student": student.state_dict(),
@@ -237,8 +256,13 @@ def train(
             raise Preempted(it + 1)
 
     progress.close()
-    if env.is_main:
-        export_teacher_backbone(teacher, output_dir / BACKBONE_NAME)
+    if fsdp:  # gathered once at the end, for evaluation and export (collective)
+        full = {name: sharding.full_state(network) for name, network in networks.items()}
+        if env.is_main:
+            save_checkpoint({**full, "iteration": total, "config": to_dict(cfg)}, output_dir)
+            export_teacher_backbone(teacher_backbone_state(full), output_dir / BACKBONE_NAME)
+    elif env.is_main:
+        export_teacher_backbone(teacher.backbone.state_dict(), output_dir / BACKBONE_NAME)
     return {
         "iterations": total,
         "iters_per_epoch": iters_per_epoch,
