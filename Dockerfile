@@ -12,8 +12,10 @@ WORKDIR /app
 COPY pyproject.toml requirements.lock README.md ./
 COPY src ./src
 COPY conf ./conf
+COPY k8s ./k8s
 RUN if [ -n "$TORCH_INDEX" ]; then pip install --index-url "$TORCH_INDEX" torch==2.14.1 torchvision==0.29.1; fi \
  && pip install --constraint requirements.lock .
-# The manifests run as UID 10001 with a read-only root filesystem; /tmp, /data and /checkpoints are volumes.
+# The manifests run as UID 10001 with a read-only root filesystem; /tmp, /data and /checkpoints
+# (training) or /app/data (the scheduled pipeline, which renders training Jobs from k8s/base) are volumes.
 USER 10001:10001
 CMD ["python", "-m", "dinoflow.train", "--help"]
