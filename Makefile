@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Every target sees the project's tools first, as in an activated virtualenv (DVC stages call kedro).
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install demo test test-fast test-faults tune tune-dashboard lint format repro bench mlflow-ui viz viz-build clean help
+.PHONY: install demo test test-fast test-faults tune tune-dashboard lint format repro bench mlflow-ui viz viz-build clean help gpu-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ bench: install  ## run the benchmarks; JSON results under benchmarks/results/
 	python benchmarks/train_step.py
 	python benchmarks/multicrop.py
 	python benchmarks/eval.py
+
+gpu-check: install  ## on a machine with an NVIDIA GPU: CUDA tests + GPU train-step benchmark (~5 min)
+	bash benchmarks/gpu_check.sh
 
 repro: install  ## re-run the DVC stages whose code, data or parameters changed
 	dvc repro

@@ -54,7 +54,7 @@ def write_random_dataset(directory: Path, count: int, image_size: int) -> Path:
     return directory
 
 
-def measure(section: dict, image_size: int, steps: int) -> dict:
+def measure(section: dict, image_size: int, steps: int, device: torch.device) -> dict:
     """Run ``steps`` iterations; report the rate of the second half (the first half warms up)."""
     presets = yaml.safe_load(PARAMS.read_text())["pretrain_presets"]
     cfg = resolve_config(section, presets)
@@ -66,9 +66,12 @@ def measure(section: dict, image_size: int, steps: int) -> dict:
         dataset = write_random_dataset(Path(tmp) / "dataset", batch * steps, image_size)
         sink = WindowSink()
         start = time.perf_counter()
-        train(cfg, dataset, Path(tmp) / "out", sink, DistEnv(), torch.device("cpu"))
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        train(cfg, dataset, Path(tmp) / "out", sink, DistEnv(), device)
         wall = time.perf_counter() - start
-    return {"images_per_s": sink.windows[-1], "batch": batch, "steps": steps, "wall_s": wall,
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {"images_per_s": sink.windows[-1], "batch": batch, "steps": steps, "wall_s": wall, "peak_gib": peak,
             "crops": to_dict(cfg)["crops"], "model": to_dict(cfg)["model"]}  # fmt: skip
 
 
@@ -76,12 +79,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train_step.json")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (adds the full ViT-S/16 224+96 px recipe)")
     args = parser.parse_args()
+    device = torch.device(args.device)
     cases = {"demo": ({"preset": "demo"}, 64), "vit_s16_96_48": (VIT_S16_SMALL_CROPS, 128)}
+    if device.type == "cuda":
+        cases["vit_s16_224_96"] = ({"preset": "vit_s16", "optim": {"warmup_epochs": 0}}, 256)
     results = []
     for name, (section, image_size) in cases.items():
         for precision in ("bf16", "fp32"):
-            figures = measure({**section, "run": {"precision": precision}}, image_size, args.steps)
+            figures = measure({**section, "run": {"precision": precision}}, image_size, args.steps, device)
             results.append({"case": name, "precision": precision, **figures})
             print(f"{name:16s} {precision}: {figures['images_per_s']:8.1f} images/s (batch {figures['batch']})")
     report = {
@@ -90,6 +97,7 @@ def main() -> None:
             "platform": platform.platform(),
             "processor": platform.processor(),
             "threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         },
         "torch": torch.__version__,
         "results": results,

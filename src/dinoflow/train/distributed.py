@@ -37,7 +37,8 @@ def init_distributed() -> tuple[DistEnv, torch.device]:
         device = torch.device("cuda", env.local_rank)
     else:
         device = torch.device("cpu")
-    if env.enabled and not dist.is_initialized():
+    # Under torchrun even one process joins a group (so `torchrun --nproc-per-node 1` is real DDP).
+    if (env.enabled or "TORCHELASTIC_RUN_ID" in os.environ) and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=10))
     return env, device

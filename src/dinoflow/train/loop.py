@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -112,7 +113,7 @@ def train(
         sharding.shard(student), sharding.shard(teacher, forward_only=True)
         model = student  # FSDP reduce-scatters the gradients itself
     else:
-        model = DistributedDataParallel(student) if env.enabled else student
+        model = DistributedDataParallel(student) if dist.is_initialized() else student
     optimizer = build_optimizer(student, num_layers, cfg.optim.layer_decay, cfg.optim.patch_embed_lr_mult)
     peak_lr = scaled_lr(cfg.optim.base_lr, batch, env.world_size)
     schedules = builders.build_run_schedules(cfg, iters_per_epoch, peak_lr)
