@@ -51,7 +51,7 @@ def test_server_outage_mid_run_loses_no_metric(tiny_config, tiny_shards, tmp_pat
         mlflow.set_tracking_uri(url)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         run_id = MlflowClient().create_run(MlflowClient().create_experiment("outage")).info.run_id
-        process, out = start_training(tiny_config, tiny_shards, tmp_path, url, run_id, epochs=24)  # 144 steps
+        process, out = start_training(tiny_config, tiny_shards, tmp_path, url, run_id, epochs=16)  # 96 steps
         wait_until(lambda: len(logged_steps(out)) >= 20, 120, "step 20")
     down_at = len(logged_steps(out))  # the server is gone from here on
     wait_until(lambda: len(logged_steps(out)) >= down_at + 40, 120, "40 steps during the outage")

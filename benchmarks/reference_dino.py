@@ -1,0 +1,81 @@
+"""The reference a user would otherwise pick: a DINO step written with lightly's building blocks
+(``DINOProjectionHead``, ``DINOLoss``, ``update_momentum``, ``cosine_schedule``) on the same timm
+ViT, following lightly's own DINO example: one forward per view, AdamW, gradient clipping (as
+DINO does), last-layer freezing, EMA teacher. Benchmark-only: ``pip install -e '.[bench]'``.
+
+Crops are made once, up front (random tensors): the reference pays nothing for augmentation or
+data loading, while dinoflow's step is measured through its real loop, data and all.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import timm
+import torch
+from lightly.loss import DINOLoss
+from lightly.models.modules import DINOProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.utils.scheduler import cosine_schedule
+from torch import nn
+
+from dinoflow.config import PretrainConfig
+
+
+class ReferenceDINO(nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def build_reference(cfg: PretrainConfig) -> tuple[ReferenceDINO, ReferenceDINO, DINOLoss]:
+    m = cfg.model
+    backbone = timm.create_model(m.arch, pretrained=False, num_classes=0, img_size=cfg.crops.global_size,
+                                 patch_size=m.patch_size, embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads,
+                                 drop_path_rate=m.drop_path_rate, dynamic_img_size=True)  # fmt: skip
+    if not m.fused_attn:
+        for block in backbone.blocks:
+            block.attn.fused_attn = False
+    dim = backbone.embed_dim
+    h = cfg.head
+    head = DINOProjectionHead(dim, h.hidden_dim, h.bottleneck_dim, h.out_dim, freeze_last_layer=cfg.optim.freeze_last_layer_epochs)
+    student = ReferenceDINO(backbone, head)
+    teacher = copy.deepcopy(student)
+    deactivate_requires_grad(teacher)
+    loss = DINOLoss(output_dim=h.out_dim, warmup_teacher_temp=cfg.loss.warmup_teacher_temp,
+                    teacher_temp=cfg.loss.teacher_temp, warmup_teacher_temp_epochs=0,
+                    student_temp=cfg.loss.student_temp, center_momentum=cfg.loss.center_momentum)  # fmt: skip
+    return student, teacher, loss
+
+
+def measure_reference(cfg: PretrainConfig, steps: int) -> dict:
+    """images/s of the second half of ``steps`` reference steps (the first half warms up)."""
+    student, teacher, criterion = build_reference(cfg)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4, weight_decay=0.04)
+    batch, crops = cfg.optim.batch_size_per_rank, cfg.crops
+    views = [torch.randn(batch, 3, crops.global_size, crops.global_size) for _ in range(2)]
+    views += [torch.randn(batch, 3, crops.local_size, crops.local_size) for _ in range(crops.local_number)]
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.run.precision == "bf16")
+    start = None
+    for step in range(steps):
+        if step == steps // 2:
+            start = time.perf_counter()
+        momentum = cosine_schedule(step, steps, cfg.optim.momentum_teacher, 1.0)
+        update_momentum(student, teacher, m=momentum)
+        with autocast:
+            with torch.no_grad():
+                teacher_out = [teacher(v) for v in views[:2]]
+            student_out = [student(v) for v in views]
+            loss = criterion(teacher_out, student_out, epoch=0)
+        loss.backward()
+        student.head.cancel_last_layer_gradients(current_epoch=0)
+        torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.clip_grad or float("inf"))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        float(loss)  # as a training loop logging the loss would
+    elapsed = time.perf_counter() - start
+    return {"images_per_s": batch * (steps - steps // 2) / elapsed}
