@@ -47,10 +47,12 @@ format: install
 	$(BIN)/ruff check --fix src tests
 	$(BIN)/ruff format src tests
 
-bench: install  ## run the benchmarks; JSON results under benchmarks/results/
+bench: install  ## run the benchmarks (+ the lightly reference); JSON results under benchmarks/results/
+	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable '.[dev,bench]'
 	python benchmarks/train_step.py
 	python benchmarks/multicrop.py
 	python benchmarks/eval.py
+	python benchmarks/e2e.py
 
 gpu-check: install  ## on a machine with an NVIDIA GPU: CUDA tests + GPU train-step benchmark (~5 min)
 	bash benchmarks/gpu_check.sh

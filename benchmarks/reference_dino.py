@@ -42,9 +42,15 @@ def build_reference(cfg: PretrainConfig) -> tuple[ReferenceDINO, ReferenceDINO, 
             block.attn.fused_attn = False
     dim = backbone.embed_dim
     h = cfg.head
-    head = DINOProjectionHead(dim, h.hidden_dim, h.bottleneck_dim, h.out_dim, freeze_last_layer=cfg.optim.freeze_last_layer_epochs)
-    student = ReferenceDINO(backbone, head)
-    teacher = copy.deepcopy(student)
+
+    def head() -> DINOProjectionHead:
+        return DINOProjectionHead(dim, h.hidden_dim, h.bottleneck_dim, h.out_dim,
+                                  freeze_last_layer=cfg.optim.freeze_last_layer_epochs)  # fmt: skip
+
+    # As lightly's example: the head's weight norm cannot be deep-copied, so build it twice.
+    student = ReferenceDINO(backbone, head())
+    teacher = ReferenceDINO(copy.deepcopy(backbone), head())
+    teacher.head.load_state_dict(student.head.state_dict())
     deactivate_requires_grad(teacher)
     loss = DINOLoss(output_dim=h.out_dim, warmup_teacher_temp=cfg.loss.warmup_teacher_temp,
                     teacher_temp=cfg.loss.teacher_temp, warmup_teacher_temp_epochs=0,
@@ -76,6 +82,6 @@ def measure_reference(cfg: PretrainConfig, steps: int) -> dict:
         torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.clip_grad or float("inf"))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        float(loss)  # as a training loop logging the loss would
+        float(loss.detach())  # as a training loop logging the loss would
     elapsed = time.perf_counter() - start
     return {"images_per_s": batch * (steps - steps // 2) / elapsed}

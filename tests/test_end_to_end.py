@@ -112,6 +112,15 @@ def test_first_promotion_is_decided_and_recorded(project_run, mlflow_client):
         assert mlflow_client.get_model_version_by_alias("dinoflow-backbone", "champion").version == version.version
 
 
+def test_time_per_node_is_recorded_on_disk_and_in_mlflow(project_run, mlflow_client):
+    times = json.loads((project_run[0] / "data" / "08_reporting" / "stage_times.json").read_text())
+    assert {"build_manifest_node", "pretrain_node", "evaluate_node"} <= set(times["nodes"])
+    assert 0 < sum(times["nodes"].values()) <= times["pipeline_seconds"]  # nodes run one after the other
+    metrics = the_run(mlflow_client).data.metrics
+    assert metrics["stage_seconds.pretrain_node"] == pytest.approx(times["nodes"]["pretrain_node"])
+    assert "Time per node:" in project_run[1]
+
+
 def test_raw_data_is_dvc_tracked_and_summary_printed(project_run):
     project, output = project_run
     # A run leaves nothing for git but the DVC pointer of the raw data (data lives in DVC).

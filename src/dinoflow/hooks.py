@@ -1,10 +1,13 @@
-"""Kedro hooks: one MLflow run per pipeline run, and a summary of what was produced."""
+"""Kedro hooks: one MLflow run per pipeline run, the time each node took, and a summary of what
+was produced."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ log = logging.getLogger(__name__)
 
 # Sections logged by the pretrain node in resolved form instead of raw.
 _RESOLVED_ELSEWHERE = ("pretrain", "pretrain_presets")
+STAGE_TIMES = Path("data/08_reporting/stage_times.json")  # seconds per node of the last run
 
 
 def _git(project_path: Path, *args: str) -> str:
@@ -45,6 +49,9 @@ class MlflowRunHook:
         self.params: dict[str, Any] = {}
         self.run_id: str | None = None
         self.paths: dict[str, str] = {}
+        self.started: dict[str, float] = {}
+        self.stage_seconds: dict[str, float] = {}
+        self.pipeline_started = time.perf_counter()
 
     @hook_impl
     def after_context_created(self, context) -> None:
@@ -59,6 +66,7 @@ class MlflowRunHook:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        self.pipeline_started = time.perf_counter()
         if any(node.name == "pretrain_node" for node in pipeline.nodes):
             # Fail before hours of data work, not at the pretrain node: errors name the key.
             resolve_config(self.params["pretrain"], self.params.get("pretrain_presets", {}))
@@ -83,12 +91,28 @@ class MlflowRunHook:
             mlflow_run.set_tags({"data.fingerprint": catalog.load("dataset_index")["fingerprint"]})
 
     @hook_impl
+    def before_node_run(self, node) -> None:
+        self.started[node.name] = time.perf_counter()
+
+    @hook_impl
+    def after_node_run(self, node) -> None:
+        seconds = time.perf_counter() - self.started.pop(node.name)
+        self.stage_seconds[node.name] = seconds
+        mlflow_run.log_metrics({f"stage_seconds.{node.name}": seconds})
+
+    @hook_impl
     def on_pipeline_error(self, error: Exception, run_params, pipeline, catalog) -> None:
         mlflow_run.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
         mlflow_run.end_run("FAILED")
 
     @hook_impl
     def after_pipeline_run(self, run_params, run_result, pipeline, catalog) -> None:
+        pipeline_seconds = time.perf_counter() - self.pipeline_started
+        times = {"pipeline_seconds": pipeline_seconds, "nodes": self.stage_seconds}
+        path = self.project_path / STAGE_TIMES
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(times, indent=2) + "\n")
+        mlflow_run.log_metrics({"stage_seconds.pipeline": pipeline_seconds})
         mlflow_run.end_run("FINISHED")
         self._print_summary(pipeline.all_outputs(), catalog)
 
@@ -122,5 +146,8 @@ class MlflowRunHook:
             p = catalog.load("promotion")
             lines.append(f"Promotion: v{p['challenger']} {p['decision']} -> @champion is v{p.get('champion')}")
             lines += [f"  - {reason}" for reason in p.get("reasons", [])]
+        slowest = sorted(self.stage_seconds.items(), key=lambda item: -item[1])[:4]
+        lines.append("Time per node: " + ", ".join(f"{name.removesuffix('_node')} {s:.0f} s" for name, s in slowest)
+                     + f" (all: {STAGE_TIMES})")  # fmt: skip
         lines.append("Open the MLflow UI: make mlflow-ui   (then http://127.0.0.1:5000)")
         Console().print(Panel("\n".join(lines), title="dinoflow run summary", expand=False))

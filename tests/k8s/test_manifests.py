@@ -96,7 +96,9 @@ def test_scheduled_overlay_runs_the_whole_pipeline_without_overlaps():
     assert cron["spec"]["successfulJobsHistoryLimit"] >= 1 and cron["spec"]["failedJobsHistoryLimit"] >= 1
     container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["kedro", "run"]  # every pipeline, not only pretraining
-    overrides = dict(item.split("=", 1) for item in container["args"][container["args"].index("--params") + 1].split(","))
+    overrides = dict(
+        item.split("=", 1) for item in container["args"][container["args"].index("--params") + 1].split(",")
+    )
     assert overrides["pretrain_launcher.kind"] == "kubernetes"
     parameters = {}
     for path in (PROJECT_ROOT / "conf" / "base").glob("parameters*.yml"):

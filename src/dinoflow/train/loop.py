@@ -158,6 +158,7 @@ def train(
             )
 
     total = schedules.total_iters
+    loop_started = time.perf_counter()
     last_metrics: dict[str, float] = {}
     tick, images_seen = time.perf_counter(), 0
     # A bar on an interactive terminal only (rank 0); launched jobs log a line every log_every steps.
@@ -266,6 +267,7 @@ def train(
         export_teacher_backbone(teacher.backbone.state_dict(), output_dir / BACKBONE_NAME)
     return {
         "iterations": total,
+        "loop_seconds": time.perf_counter() - loop_started,  # this process's iterations (not setup)
         "iters_per_epoch": iters_per_epoch,
         "peak_lr": peak_lr,
         **last_metrics,
