@@ -185,28 +185,30 @@ class MultiCropAugmentation:
         ]
 
     def _view(self, x, sizes, size, scale, blur_p, solarize_p, u: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
         boxes = random_resized_crop_boxes(u, sizes[:, 0], sizes[:, 1], scale)
         view = crop_and_resize(x, boxes, size)
 
-        def chance(column: int, p: float) -> torch.Tensor:
-            return (u[:, column] < p).to(x.device).view(b, 1, 1, 1)
-
-        flip = chance(_FLIP, 0.5)
-        view = torch.where(flip, view.flip(-1), view)
+        view = _on_drawn(view, u[:, _FLIP] < 0.5, lambda v, _: v.flip(-1))
         if self.jitter_strength > 0:
             view = _colour_jitter(view, self.jitter_strength, u)
-        gray = chance(_GRAY, 0.2)
-        luma = (view * torch.tensor(_LUMA, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        view = torch.where(gray, luma.expand_as(view), view)
+        luma = torch.tensor(_LUMA, device=x.device).view(1, 3, 1, 1)
+        view = _on_drawn(view, u[:, _GRAY] < 0.2, lambda v, _: (v * luma).sum(1, keepdim=True).repeat(1, 3, 1, 1))
         sigma = _between(u[:, _SIGMA], 0.1, 2.0) * size / 224
-        blurred = (u[:, _BLUR] < blur_p).nonzero().flatten()
-        if len(blurred):  # only the samples that draw a blur pay for it
-            index = blurred.to(x.device)
-            view = view.index_copy(0, index, _gaussian_blur(view.index_select(0, index), sigma[blurred]))
-        solarize = chance(_SOLAR, solarize_p)
-        view = torch.where(solarize & (view >= 0.5), 1.0 - view, view)
+        view = _on_drawn(view, u[:, _BLUR] < blur_p, lambda v, drawn: _gaussian_blur(v, sigma[drawn]))
+        view = _on_drawn(view, u[:, _SOLAR] < solarize_p, lambda v, _: torch.where(v >= 0.5, 1.0 - v, v))
         return normalize(view)
+
+
+def _on_drawn(view: torch.Tensor, drawn: torch.Tensor, op) -> torch.Tensor:
+    """Apply ``op(samples, indices)`` to the samples whose draw is True (B,) bool; the others
+    pay nothing (most views draw few or none of flip, grayscale, blur, solarize)."""
+    index = drawn.nonzero().flatten()
+    if len(index) == 0:
+        return view
+    if len(index) == len(view):
+        return op(view, index)
+    on_device = index.to(view.device)
+    return view.index_copy(0, on_device, op(view.index_select(0, on_device), index))
 
 
 def crop_and_resize(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
