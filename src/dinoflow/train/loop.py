@@ -179,7 +179,16 @@ def train(
         if batches is None or step_in_epoch == 0:  # a resumed run starts mid-epoch
             order = epoch_order(len(images), cfg.run.seed, epoch, env.rank, env.world_size, batch)
             batches = iter(epoch_loader(images, order, step_in_epoch, cfg.run.loader_workers, device.type == "cuda"))
-        data = next(batches)
+        try:
+            data = next(batches)
+        except RuntimeError as error:
+            if preemption is None or not preemption.requested or (fsdp and env.enabled):
+                raise
+            # A loader worker got the same SIGTERM while still in our process group (between its
+            # fork and its init function): a preemption all the same, from the last full step.
+            checkpoint(it)
+            progress.close()
+            raise Preempted(it) from error
         torch.manual_seed(step_seed(cfg.run.seed, it, env.rank))  # drop path and other torch RNG users
         seeds = [sample_seed(cfg.run.seed, epoch, int(i)) for i in data["indices"]]
         crops = augment(data["images"].to(device, non_blocking=True), seeds, data["sizes"])
