@@ -57,8 +57,9 @@ class TrainingJob:
         """Create the Job first, then its ConfigMap and Service owned by it, so that deleting the
         Job (cancel, or the TTL after it finishes) removes all three."""
         created = self.batch.create_namespaced_job(self.namespace, self.documents["Job"])
-        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": self.name, "uid": created.metadata.uid,
-                 "blockOwnerDeletion": True}  # fmt: skip
+        # No blockOwnerDeletion: setting it needs update rights on jobs/finalizers, which the
+        # launcher's Role does not grant (and garbage collection does not need).
+        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": self.name, "uid": created.metadata.uid}
         for kind, create in (("ConfigMap", self.core.create_namespaced_config_map),
                              ("Service", self.core.create_namespaced_service)):  # fmt: skip
             body = {**self.documents[kind]}
