@@ -4,10 +4,10 @@ from PIL import Image
 from dinoflow.data.synthetic import SHAPES, SyntheticSpec, class_names, generate, render_sample
 
 
-def test_generation_is_deterministic_and_idempotent(tmp_path):
+def test_generation_is_deterministic_parallel_or_not_and_idempotent(tmp_path):
     spec = SyntheticSpec(num_classes=3, train_per_class=2, val_per_class=1, image_size=24)
-    generate(spec, tmp_path / "a")
-    generate(spec, tmp_path / "b")
+    generate(spec, tmp_path / "a", workers=1)
+    generate(spec, tmp_path / "b", workers=2)  # one (split, class) per task: same bytes
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.png"))
     assert len(files) == 2 * 3 * 3  # images + masks
     for rel in files:

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from dinoflow.config import ConfigError, to_dict
 from dinoflow.config.pipeline_params import EvaluateParams, LauncherParams, RegisterParams, TunedParams
 from dinoflow.pipelines.evaluate import create_pipeline as evaluate
+from dinoflow.pipelines.evaluate.nodes import evaluation_protocol
 from dinoflow.pipelines.pretrain import create_pipeline as pretrain
 from dinoflow.pipelines.pretrain.nodes import pretrain_node, run_key
 from dinoflow.pipelines.register import create_pipeline as register
@@ -64,7 +65,10 @@ def test_pretrain_evaluate_register(catalog, mlflow_tmp):
     history = client.get_metric_history(mlflow_tmp, "loss")
     assert [m.step for m in history] == list(range(1, 13))
     version = client.get_model_version_by_alias("tiny-backbone", "challenger")
-    assert version.run_id == mlflow_tmp and version.tags["metric.knn_top1"] == f"{metrics['knn_top1']:.4f}"
+    assert version.run_id == mlflow_tmp and version.tags["metric.knn_top1"] == f"{metrics['knn_top1']:.6f}"
+    # What promote needs to reuse these scores instead of re-scoring the version.
+    assert version.tags["data_fingerprint"] == catalog.load("dataset_index")["fingerprint"]
+    assert version.tags["evaluation_protocol"] == evaluation_protocol(catalog.load("params:evaluate"))
     artifacts = {a.path for a in client.list_artifacts(mlflow_tmp, "pictures")}
     assert artifacts == {"pictures/attention_maps.png", "pictures/patch_pca.png"}
 

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from dinoflow.config import save_config
 from dinoflow.config.pipeline_params import EvaluateParams, Gates, PromoteParams, RegisterParams
+from dinoflow.pipelines.evaluate.nodes import evaluation_protocol
 from dinoflow.pipelines.promote.nodes import promote_node
 from dinoflow.registry.mlflow_registry import register_backbone
 from dinoflow.tracking import mlflow_run
@@ -37,17 +38,25 @@ def server(request, tmp_path):
         yield url
 
 
-def register(cfg, tmp_path: Path, validation: str) -> str:
-    """One pipeline-like run that registers the config's backbone as @challenger."""
+def register(cfg, tmp_path: Path, validation: str, evidence: dict | None = None) -> str:
+    """One pipeline-like run that registers the config's backbone as @challenger (``evidence``:
+    extra version tags, as the register node writes them)."""
     backbone = build_backbone_from_config(cfg, drop_path=False)
     files = [save_config(cfg, tmp_path / "config.yaml"), tmp_path / "teacher_backbone.safetensors"]
     save_file(backbone.state_dict(), files[1])
     mlflow_run.start_run(tmp_path, "registry-test", "register", tags={})
     example = torch.randn(2, 3, 16, 16).numpy()
-    tags = {"validation_status": validation, "collapsed": "false"}
+    tags = {"validation_status": validation, "collapsed": "false", **(evidence or {})}
     version = register_backbone(backbone, example, NAME, "challenger", tags, files)["version"]
     mlflow_run.end_run()
     return version
+
+
+def evaluate_params(tmp_path: Path) -> EvaluateParams:
+    return EvaluateParams(
+        knn_k=5, knn_ks=[5], knn_temperature=0.07, linear_epochs=1, segmentation_epochs=2, batch_size=16, pictures=0,
+        pictures_dir=str(tmp_path),
+    )  # fmt: skip
 
 
 def promote(tiny_shards, tmp_path: Path) -> dict:
@@ -57,16 +66,7 @@ def promote(tiny_shards, tmp_path: Path) -> dict:
             {},
             tiny_shards,
             RegisterParams(model_name=NAME, alias="challenger"),
-            EvaluateParams(
-                knn_k=5,
-                knn_ks=[5],
-                knn_temperature=0.07,
-                linear_epochs=1,
-                segmentation_epochs=2,
-                batch_size=16,
-                pictures=0,
-                pictures_dir=str(tmp_path),
-            ),  # fmt: skip
+            evaluate_params(tmp_path),
             PromoteParams(
                 gates=Gates(
                     max_knn_drop=0.0,
@@ -112,3 +112,27 @@ def test_register_promote_reject_rollback_and_load(server, tiny_config, tiny_sha
     model = mlflow.pytorch.load_model(f"models:/{NAME}@champion")  # what a consumer does
     embeddings = model(torch.randn(3, 3, 16, 16))
     assert embeddings.shape == (3, tiny_config.model.embed_dim)
+
+
+def test_promote_reuses_scores_recorded_on_the_same_data_and_protocol(tiny_config, tiny_shards, tmp_path, monkeypatch):
+    """The register node's ``metric.*`` tags stand in for re-scoring only when the dataset
+    fingerprint and the evaluation protocol match; otherwise the version is rebuilt and re-scored."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    protocol = evaluation_protocol(evaluate_params(tmp_path))
+    recorded = {"evaluation_protocol": protocol, "metric.knn_top1": "0.777", "metric.knn_top1_random_init": "0.111"}
+
+    register(tiny_config, tmp_path, "passed", {"data_fingerprint": tiny_shards["fingerprint"], **recorded})
+    first = promote(tiny_shards, tmp_path)
+    assert first["scored"] == {"challenger": "recorded", "random_init": "recorded"}
+    assert first["scores"] == {"challenger": {"knn_top1": 0.777}, "random_init": {"knn_top1": 0.111}}
+    assert first["decision"] == "promoted"
+
+    register(tiny_config, tmp_path, "passed", {"data_fingerprint": "another-dataset", **recorded})
+    second = promote(tiny_shards, tmp_path)
+    assert second["scored"] == {"challenger": "re-scored", "champion": "recorded"}
+    assert second["scores"]["challenger"]["knn_top1"] != 0.777  # measured, not read back
+    assert second["scores"]["champion"]["knn_top1"] == 0.777
+
+    stale = {**recorded, "evaluation_protocol": "older-protocol"}
+    register(tiny_config, tmp_path, "passed", {"data_fingerprint": tiny_shards["fingerprint"], **stale})
+    assert promote(tiny_shards, tmp_path)["scored"]["challenger"] == "re-scored"

@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -144,8 +146,23 @@ def class_names(spec: SyntheticSpec) -> list[str]:
     return [f"{i:02d}_{name}" for i, name in enumerate(list(SHAPES)[: spec.num_classes])]
 
 
-def generate(spec: SyntheticSpec, root: Path) -> dict:
-    """Write the dataset under ``root`` (idempotent: skipped if the stamp matches).
+def _write_class(spec: SyntheticSpec, root: Path, split_id: int, label: int) -> None:
+    """All samples of one (split, class): images/<split>/<class>/<index>.png and the masks."""
+    split, per_class = [("train", spec.train_per_class), ("val", spec.val_per_class)][split_id]
+    name = class_names(spec)[label]
+    img_dir, mask_dir = root / "images" / split / name, root / "masks" / split / name
+    img_dir.mkdir(parents=True, exist_ok=True)
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    for index in range(per_class):
+        rng = np.random.default_rng([spec.seed, split_id, label, index])
+        image, mask = render_sample(spec, label, rng)
+        Image.fromarray(image, "RGB").save(img_dir / f"{index:05d}.png", optimize=False)
+        Image.fromarray(mask, "L").save(mask_dir / f"{index:05d}.png", optimize=False)
+
+
+def generate(spec: SyntheticSpec, root: Path, workers: int = 0) -> dict:
+    """Write the dataset under ``root`` (idempotent: skipped if the stamp matches), one
+    (split, class) per task on ``workers`` processes (0: one per core, 1: in this process).
 
     Every sample is rendered from its own generator seeded by (seed, split, class, index), so
     any one file can be regenerated alone and the result never depends on iteration order.
@@ -155,17 +172,14 @@ def generate(spec: SyntheticSpec, root: Path) -> dict:
     stamp = {"generator": "dinoflow.synthetic/1", "fingerprint": spec.fingerprint(), **asdict(spec)}
     if stamp_path.exists() and json.loads(stamp_path.read_text()) == stamp:
         return stamp
-    names = class_names(spec)
-    for split_id, (split, per_class) in enumerate([("train", spec.train_per_class), ("val", spec.val_per_class)]):
-        for label, name in enumerate(names):
-            img_dir, mask_dir = root / "images" / split / name, root / "masks" / split / name
-            img_dir.mkdir(parents=True, exist_ok=True)
-            mask_dir.mkdir(parents=True, exist_ok=True)
-            for index in range(per_class):
-                rng = np.random.default_rng([spec.seed, split_id, label, index])
-                image, mask = render_sample(spec, label, rng)
-                Image.fromarray(image, "RGB").save(img_dir / f"{index:05d}.png", optimize=False)
-                Image.fromarray(mask, "L").save(mask_dir / f"{index:05d}.png", optimize=False)
+    tasks = [(split_id, label) for split_id in (0, 1) for label in range(spec.num_classes)]
+    workers = workers or os.cpu_count() or 1
+    if workers == 1:
+        for split_id, label in tasks:
+            _write_class(spec, root, split_id, label)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(_write_class, *zip(*[(spec, root, s, c) for s, c in tasks], strict=True)))
     stamp_path.write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
     return stamp
 

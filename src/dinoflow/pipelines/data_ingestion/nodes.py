@@ -25,7 +25,7 @@ def materialize_source(data: DataParams) -> dict[str, Any]:
     """
     if data.source == "synthetic":
         root = Path(data.synthetic_dir)
-        stamp = generate(SyntheticSpec(**data.synthetic.model_dump()), root)
+        stamp = generate(SyntheticSpec(**data.synthetic.model_dump()), root, data.workers)
         source = {"kind": "synthetic", "root": str(root), "generator": stamp["fingerprint"]}
     else:
         root = Path(data.source).expanduser()

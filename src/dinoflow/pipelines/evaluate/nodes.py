@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,14 @@ from dinoflow.train.builders import build_backbone_from_config
 from dinoflow.train.checkpoint import load_checkpoint, teacher_backbone_state
 
 log = logging.getLogger(__name__)
+
+
+def evaluation_protocol(evaluate: EvaluateParams) -> str:
+    """Names the scoring protocol (k, temperature, probe epochs, batch): scores recorded under the
+    same protocol on the same dataset fingerprint are comparable without re-scoring. The image
+    size is the backbone's own (its config), so it is not part of this name."""
+    fields = evaluate.model_dump(exclude={"pictures", "pictures_dir"})
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def eval_settings(evaluate: EvaluateParams, image_size: int) -> EvalSettings:

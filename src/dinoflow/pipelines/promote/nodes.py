@@ -1,4 +1,7 @@
-"""Promote: score @challenger and @champion on the same evaluation set, apply the gates, record why."""
+"""Promote: score @challenger and @champion on the same evaluation set, apply the gates, record why.
+
+A version's own evaluation (its ``metric.*`` tags) is reused when it was made on the same dataset
+fingerprint under the same protocol; anything else is rebuilt from its registered files and re-scored."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from safetensors.torch import load_file
 from dinoflow.config import load_config_file
 from dinoflow.config.pipeline_params import EvaluateParams, PromoteParams, RegisterParams
 from dinoflow.eval.suite import score_backbone
-from dinoflow.pipelines.evaluate.nodes import eval_set, eval_settings
+from dinoflow.pipelines.evaluate.nodes import eval_set, eval_settings, evaluation_protocol
 from dinoflow.registry.gates import Evidence, decide
 from dinoflow.registry.mlflow_registry import (
     CHALLENGER,
@@ -38,6 +41,35 @@ def _score(version, dataset_index, evaluate: EvaluateParams, workdir: Path, rand
     settings = eval_settings(evaluate, cfg.crops.global_size)
     name = f"v{version.version}" + (" random init" if random_init else "")
     return score_backbone(backbone, eval_set(dataset_index, settings), settings, name, linear=False)
+
+
+def _recorded(version, fingerprint: str, protocol: str, random_init: bool = False) -> dict | None:
+    """The scores the version's own run recorded (its ``metric.*`` tags), when they were measured
+    on this dataset fingerprint under this evaluation protocol; otherwise None (re-score)."""
+    tags = version.tags
+    if tags.get("data_fingerprint") != fingerprint or tags.get("evaluation_protocol") != protocol:
+        return None
+    suffix = "_random_init" if random_init else ""
+    knn, seg = tags.get(f"metric.knn_top1{suffix}"), tags.get(f"metric.seg_miou{suffix}")
+    if knn is None:
+        return None
+    return {"knn": {"top1": float(knn)}, **({"seg": float(seg)} if seg is not None else {})}
+
+
+def _scores(challenger, champion, dataset_index, evaluate: EvaluateParams) -> tuple[dict, dict]:
+    """Scores of the challenger and of the champion (or, for a first promotion, of the
+    challenger's random-init twin), each recorded or re-scored; and which it was."""
+    roles = {"challenger": (challenger, False)}
+    roles.update({"champion": (champion, False)} if champion is not None else {"random_init": (challenger, True)})
+    fingerprint, protocol = dataset_index["fingerprint"], evaluation_protocol(evaluate)
+    scores, origin = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for role, (version, random_init) in roles.items():
+            scores[role] = _recorded(version, fingerprint, protocol, random_init)
+            origin[role] = "recorded" if scores[role] is not None else "re-scored"
+            if scores[role] is None:
+                scores[role] = _score(version, dataset_index, evaluate, Path(tmp), random_init)
+    return scores, origin
 
 
 def _evidence(version, scores: dict) -> Evidence:
@@ -66,12 +98,8 @@ def promote_node(
     if champion is not None and champion.version == challenger.version:
         log.info("%s v%s is already @%s; nothing to decide", name, challenger.version, CHAMPION)
         return {"model": name, "challenger": challenger.version, "champion": champion.version, "decision": "unchanged"}
-    with tempfile.TemporaryDirectory() as tmp:
-        scores = {"challenger": _score(challenger, dataset_index, evaluate, Path(tmp))}
-        if champion is not None:
-            scores["champion"] = _score(champion, dataset_index, evaluate, Path(tmp))
-        else:
-            scores["random_init"] = _score(challenger, dataset_index, evaluate, Path(tmp), random_init=True)
+    scores, origin = _scores(challenger, champion, dataset_index, evaluate)
+    log.info("scores: %s", ", ".join(f"{role} {how}" for role, how in origin.items()))
     decision = decide(
         _evidence(challenger, scores["challenger"]),
         _evidence(champion, scores["champion"]) if champion is not None else None,
@@ -97,6 +125,7 @@ def promote_node(
         "decision": "promoted" if decision.promote else "rejected",
         "reasons": list(decision.reasons),
         "scores": {role: _headline(s) for role, s in scores.items()},
+        "scored": origin,
     }
 
 

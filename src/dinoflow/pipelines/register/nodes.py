@@ -12,8 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from dinoflow.config import load_config_file
-from dinoflow.config.pipeline_params import RegisterParams
+from dinoflow.config.pipeline_params import EvaluateParams, RegisterParams
 from dinoflow.models.export import export_onnx, onnx_max_abs_diff
+from dinoflow.pipelines.evaluate.nodes import evaluation_protocol
 from dinoflow.registry.mlflow_registry import register_backbone
 from dinoflow.tracking import mlflow_run
 from dinoflow.train.builders import build_backbone_from_config
@@ -29,6 +30,7 @@ def register_node(
     data_source: dict[str, Any],
     dataset_index: dict[str, Any],
     register: RegisterParams,
+    evaluate: EvaluateParams,
 ) -> dict[str, Any]:
     """Returns ``{"name", "version", "alias", "model_uri", "logged_model_uri"}``."""
     cfg = load_config_file(Path(pretrain_result["config"]))
@@ -47,13 +49,14 @@ def register_node(
         "git_sha": mlflow_run.current_tag("git_sha"),
         "config_hash": pretrain_result["config_hash"],
         "data_fingerprint": dataset_index["fingerprint"],
+        "evaluation_protocol": evaluation_protocol(evaluate),  # with data_fingerprint: promote may reuse metric.*
         "data_dvc_md5": data_source.get("dvc_md5", "untracked"),
         "validation_status": "passed" if validation_report["success"] else "failed",
         "collapsed": str(bool(summary.get("collapse_uniform") or summary.get("collapse_one_prototype"))).lower(),
         "onnx_max_abs_diff": f"{onnx_error:.2e}",
         "run_id": mlflow_run.active_run_id(),
         **{
-            f"metric.{k}": f"{v:.4f}" for k, v in metrics.items() if k.startswith(("knn_top", "linear_top", "seg_miou"))
+            f"metric.{k}": f"{v:.6f}" for k, v in metrics.items() if k.startswith(("knn_top", "linear_top", "seg_miou"))
         },
     }
     files = [Path(pretrain_result["config"]), weights, onnx_path]

@@ -11,5 +11,6 @@ def create_pipeline(**kwargs) -> Pipeline:
         "data_source",
         "dataset_index",
         "params:register",
+        "params:evaluate",
     ]
     return Pipeline([Node(register_node, inputs, "registration", name="register_node")])
