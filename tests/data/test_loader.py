@@ -1,11 +1,16 @@
 """The loader splits an epoch over ranks and workers without overlap, in a fixed order."""
 
+from functools import partial
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from dinoflow.data.loader import epoch_loader, epoch_order
+from dinoflow.data.multicrop import MultiCropAugmentation
 from dinoflow.data.shards import ImageRecord, ShardReader, build_dataset
+from dinoflow.train.loop import sample_seed
 
 NUM_IMAGES, BATCH = 43, 4
 
@@ -54,3 +59,20 @@ def test_order_does_not_depend_on_the_number_of_workers(reader):
 def test_resume_from_a_sample_position_continues_the_same_order(reader):
     full = read_epoch(reader, 3, 1, 2, workers=2)
     assert read_epoch(reader, 3, 1, 2, workers=2, start=3) == full[3:]
+
+
+def test_crops_made_in_the_workers_equal_crops_made_in_the_training_process(reader):
+    """On CPU the workers run the multi-crop transform; the views must be the ones the
+    training process would make from the raw batch (each sample's own seed, whatever worker)."""
+    augment = MultiCropAugmentation(8, (0.3, 1.0), 4, (0.1, 0.4), local_number=2)
+    order = epoch_order(len(reader), seed=5, epoch=1, rank=0, world_size=1, batch=BATCH)
+    seed_of = partial(sample_seed, 5, 1)
+    raw = list(epoch_loader(reader, order, 0, 0, pin_memory=False))
+    in_workers = list(epoch_loader(reader, order, 0, 2, pin_memory=False, augment=augment, seed_of=seed_of))
+    assert len(raw) == len(in_workers) == NUM_IMAGES // BATCH
+    for plain, made in zip(raw, in_workers, strict=True):
+        assert made["indices"].tolist() == plain["indices"].tolist() and set(made) == {"crops", "indices"}
+        expected = augment(plain["images"], [seed_of(int(i)) for i in plain["indices"]], plain["sizes"])
+        assert len(made["crops"]) == 4
+        for view, reference in zip(made["crops"], expected, strict=True):
+            assert torch.equal(view, reference)

@@ -107,7 +107,7 @@ class RunConfig(_Section):
     checkpoint_every: int = Field(default=100, ge=1)  # iterations between checkpoints
     keep_checkpoints: int = Field(default=1, ge=1)  # >1 also keeps that many numbered snapshots
     compile: bool = False  # torch.compile each transformer block (worth it on GPUs)
-    loader_workers: int = Field(default=1, ge=0)  # DataLoader processes reading shards; 0 = in the training process
+    loader_workers: int = Field(default=1, ge=0)  # loader processes: read shards (on CPU: make crops); 0 = none
     parallelism: Literal["ddp", "fsdp"] = "ddp"  # fsdp: FSDP2 shards weights, grads and optimizer state (torchrun)
 
 

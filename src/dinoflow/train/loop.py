@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,8 @@ def train(
     dino_loss = dino_loss.to(device)
     ibot_loss = ibot_loss.to(device) if ibot_loss is not None else None
     augment = builders.build_augmentation(cfg)
+    # On CPU the loader workers make the crops while this process trains (same crops, see loader.py).
+    augment_in_loader = device.type == "cpu" and cfg.run.loader_workers > 0
     patch_size = student.backbone.patch_embed.patch_size[0]
     mask_generator = builders.build_mask_generator(cfg, patch_size) if ibot_loss is not None else None
     num_layers = len(student.backbone.blocks)
@@ -178,7 +181,10 @@ def train(
         # --- data: this rank's batch, read by loader workers, augmented on the device -----
         if batches is None or step_in_epoch == 0:  # a resumed run starts mid-epoch
             order = epoch_order(len(images), cfg.run.seed, epoch, env.rank, env.world_size, batch)
-            batches = iter(epoch_loader(images, order, step_in_epoch, cfg.run.loader_workers, device.type == "cuda"))
+            in_loader = (augment, partial(sample_seed, cfg.run.seed, epoch)) if augment_in_loader else ()
+            batches = iter(
+                epoch_loader(images, order, step_in_epoch, cfg.run.loader_workers, device.type == "cuda", *in_loader)
+            )
         try:
             data = next(batches)
         except RuntimeError as error:
@@ -190,8 +196,11 @@ def train(
             progress.close()
             raise Preempted(it) from error
         torch.manual_seed(step_seed(cfg.run.seed, it, env.rank))  # drop path and other torch RNG users
-        seeds = [sample_seed(cfg.run.seed, epoch, int(i)) for i in data["indices"]]
-        crops = augment(data["images"].to(device, non_blocking=True), seeds, data["sizes"])
+        if augment_in_loader:
+            crops = data["crops"]
+        else:
+            seeds = [sample_seed(cfg.run.seed, epoch, int(i)) for i in data["indices"]]
+            crops = augment(data["images"].to(device, non_blocking=True), seeds, data["sizes"])
         masks = None
         if mask_generator is not None:  # iBOT: block masks for the student's global crops
             rng = np.random.default_rng([cfg.run.seed, it, env.rank])
