@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dinoflow.models.backbone import build_backbone, patch_tokens
+from dinoflow.models.backbone import build_backbone, patch_tokens, use_fused_attention
 from dinoflow.models.heads import DINOHead
 from dinoflow.models.teacher import DINOModel, make_teacher, update_teacher
 
@@ -108,3 +108,16 @@ def test_every_backbone_family_builds_by_name_at_any_input_size(arch):
         assert out.shape == (2, dim) and torch.isfinite(out).all()
     out.sum().backward()
     assert all(p.grad is not None for p in backbone.parameters() if p.requires_grad and p.ndim > 1)
+
+
+def test_fused_and_plain_attention_are_the_same_function():
+    """The training loop picks the kernel per device (``model.fused_attn: null``): SDPA on GPUs,
+    matmul + softmax on CPUs; switching must not change what the network computes."""
+    torch.manual_seed(0)
+    backbone, _ = build_backbone("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=32, depth=2,
+                                 num_heads=2, fused_attn=True)  # fmt: skip
+    images = torch.randn(3, 3, 16, 16)
+    fused = backbone.eval()(images)
+    use_fused_attention(backbone, False)
+    assert not any(getattr(m, "fused_attn", False) for m in backbone.modules())
+    torch.testing.assert_close(backbone(images), fused, rtol=1e-5, atol=1e-5)

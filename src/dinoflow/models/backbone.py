@@ -58,10 +58,16 @@ def build_backbone(
         drop_path_rate=drop_path_rate,
         **{k: v for k, v in overrides.items() if v is not None},
     )
+    use_fused_attention(model, fused_attn)
+    return model, model.num_features
+
+
+def use_fused_attention(model: nn.Module, enabled: bool) -> None:
+    """Switch every timm attention layer of ``model`` between SDPA and plain matmul + softmax
+    (same function, different kernels)."""
     for module in model.modules():
         if hasattr(module, "fused_attn"):
-            module.fused_attn = fused_attn
-    return model, model.num_features
+            module.fused_attn = enabled
 
 
 def backbone_tokens(

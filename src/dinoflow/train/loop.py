@@ -26,6 +26,7 @@ from dinoflow.data.loader import epoch_loader, epoch_order
 from dinoflow.data.masking import sample_batch_masks
 from dinoflow.data.shards import ShardReader
 from dinoflow.losses.koleo_loss import koleo_loss
+from dinoflow.models.backbone import use_fused_attention
 from dinoflow.models.teacher import update_teacher
 from dinoflow.train import builders, failpoints, sharding
 from dinoflow.train.checkpoint import (
@@ -96,6 +97,9 @@ def train(
         )
     student, teacher = builders.build_student_teacher(cfg)
     student, teacher = student.to(device), teacher.to(device)
+    if cfg.model.fused_attn is None:
+        for network in (student, teacher):
+            use_fused_attention(network, device.type == "cuda")
     dino_loss, ibot_loss = builders.build_losses(cfg)
     dino_loss = dino_loss.to(device)
     ibot_loss = ibot_loss.to(device) if ibot_loss is not None else None
