@@ -37,7 +37,7 @@ def build_reference(cfg: PretrainConfig) -> tuple[ReferenceDINO, ReferenceDINO, 
     backbone = timm.create_model(m.arch, pretrained=False, num_classes=0, img_size=cfg.crops.global_size,
                                  patch_size=m.patch_size, embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads,
                                  drop_path_rate=m.drop_path_rate, dynamic_img_size=True)  # fmt: skip
-    if not m.fused_attn:
+    if m.fused_attn is False:  # null: timm's default (SDPA), what a user of the library runs
         for block in backbone.blocks:
             block.attn.fused_attn = False
     dim = backbone.embed_dim

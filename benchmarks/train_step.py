@@ -144,22 +144,32 @@ def main() -> None:
         flops = step_flops_per_image(section)
         for precision in ("bf16", "fp32"):
             run = {**section, "run": {"precision": precision}}
-            ours, theirs = [], []
+            ours, theirs, same_kernels = [], [], []
+            cfg = resolve_config(run, yaml.safe_load(PARAMS.read_text())["pretrain_presets"])
+            # With model.fused_attn null our loop runs plain attention on CPU and the reference
+            # timm's default (SDPA); the reference with our kernels is measured as well.
+            matched = cfg.model_copy(update={"model": cfg.model.model_copy(update={"fused_attn": False})})
             for _ in range(args.rounds):  # alternate, so drifts in machine speed hit both alike
                 ours.append(measure(run, image_size, args.steps, device))
                 if reference and device.type == "cpu":
-                    cfg = resolve_config(run, yaml.safe_load(PARAMS.read_text())["pretrain_presets"])
                     theirs.append(reference(cfg, args.steps)["images_per_s"])
+                    if cfg.model.fused_attn is None:
+                        same_kernels.append(reference(matched, args.steps)["images_per_s"])
             best = max(ours, key=lambda f: f["images_per_s"])
             row = {"case": name, "precision": precision, **best, "rounds": [f["images_per_s"] for f in ours]}
             if theirs:
                 row.update(reference_images_per_s=max(theirs), reference_rounds=theirs,
                            ratio=best["images_per_s"] / max(theirs))  # fmt: skip
+            if same_kernels:
+                row.update(reference_same_kernels_images_per_s=max(same_kernels),
+                           ratio_same_kernels=best["images_per_s"] / max(same_kernels))  # fmt: skip
             if flops:
                 achieved = flops * best["images_per_s"]
                 row.update(flops_per_image=flops, achieved_gflops=achieved / 1e9, mfu=achieved / peaks[precision])
             results.append(row)
             extra = f" vs reference {row['reference_images_per_s']:.1f} (x{row['ratio']:.2f})" if theirs else ""
+            if same_kernels:
+                extra += f", same kernels {max(same_kernels):.1f} (x{row['ratio_same_kernels']:.2f})"
             mfu = f", MFU {row['mfu']:.0%}" if flops else ""
             print(f"{name:16s} {precision}: {best['images_per_s']:8.1f} images/s{extra}{mfu}")
     report = {
