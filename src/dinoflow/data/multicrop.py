@@ -92,7 +92,7 @@ def random_resized_crop_boxes(
 
 
 def _colour_jitter(x: torch.Tensor, strength: float, u: torch.Tensor) -> torch.Tensor:
-    """(B, 3, S, S) in [0, 1] → jittered, with probability 0.8 per sample."""
+    """(B, 3, S, S) in [0, 1] → jittered, with probability 0.8 per sample (``x`` is overwritten)."""
     b = x.shape[0]
     apply = (u[:, _JITTER] < 0.8).float()
 
@@ -107,11 +107,12 @@ def _colour_jitter(x: torch.Tensor, strength: float, u: torch.Tensor) -> torch.T
     )
     hue = (apply * _between(u[:, _HUE], -0.1 * strength, 0.1 * strength)).to(x.device)
     luma = torch.tensor(_LUMA, device=x.device).view(1, 3, 1, 1)
-    x = (x * brightness).clamp(0, 1)
+    # In place on the fresh view (the same operations in the same order: the same values).
+    x = x.mul_(brightness).clamp_(0, 1)
     mean = (x * luma).sum(1, keepdim=True).mean((2, 3), keepdim=True)
-    x = ((x - mean) * contrast + mean).clamp(0, 1)
+    x = x.sub_(mean).mul_(contrast).add_(mean).clamp_(0, 1)
     gray = (x * luma).sum(1, keepdim=True)
-    x = ((x - gray) * saturation + gray).clamp(0, 1)
+    x = x.sub_(gray).mul_(saturation).add_(gray).clamp_(0, 1)
     theta = hue * 2 * math.pi
     cos, sin = torch.cos(theta), torch.sin(theta)
     rot = torch.zeros(b, 3, 3, device=x.device)
@@ -119,7 +120,7 @@ def _colour_jitter(x: torch.Tensor, strength: float, u: torch.Tensor) -> torch.T
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
     yiq = _RGB2YIQ.to(x.device)
     transform = torch.linalg.inv(yiq) @ rot @ yiq  # (B, 3, 3)
-    return torch.einsum("bij,bjhw->bihw", transform, x).clamp(0, 1)
+    return torch.einsum("bij,bjhw->bihw", transform, x).clamp_(0, 1)
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -196,19 +197,20 @@ class MultiCropAugmentation:
         sigma = _between(u[:, _SIGMA], 0.1, 2.0) * size / 224
         view = _on_drawn(view, u[:, _BLUR] < blur_p, lambda v, drawn: _gaussian_blur(v, sigma[drawn]))
         view = _on_drawn(view, u[:, _SOLAR] < solarize_p, lambda v, _: torch.where(v >= 0.5, 1.0 - v, v))
-        return normalize(view)
+        return normalize(view, inplace=True)
 
 
 def _on_drawn(view: torch.Tensor, drawn: torch.Tensor, op) -> torch.Tensor:
     """Apply ``op(samples, indices)`` to the samples whose draw is True (B,) bool; the others
-    pay nothing (most views draw few or none of flip, grayscale, blur, solarize)."""
+    pay nothing (most views draw few or none of flip, grayscale, blur, solarize). ``view`` is
+    updated in place."""
     index = drawn.nonzero().flatten()
     if len(index) == 0:
         return view
     if len(index) == len(view):
         return op(view, index)
     on_device = index.to(view.device)
-    return view.index_copy(0, on_device, op(view.index_select(0, on_device), index))
+    return view.index_copy_(0, on_device, op(view.index_select(0, on_device), index))
 
 
 def crop_and_resize(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
@@ -232,8 +234,8 @@ def crop_and_resize(images: torch.Tensor, boxes: torch.Tensor, size: int) -> tor
     return torch.cat(views).float().div_(255).clamp_(0, 1)
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) in [0, 1] → ImageNet-standardised."""
+def normalize(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] → ImageNet-standardised (``inplace``: overwrite ``x``)."""
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return x.sub_(mean).div_(std) if inplace else (x - mean) / std
