@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import kubernetes_validate
 import pytest
@@ -88,9 +89,17 @@ def test_a_failed_pod_is_reported_with_its_events_and_log(documents, tmp_path, m
 
 def test_ctrl_c_deletes_the_job_and_what_it_owns(documents, tmp_path, monkeypatch):
     with start("hang", tmp_path, monkeypatch) as api:
-        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+        def press_ctrl_c_once_waiting() -> None:  # as a user would, once the Job is being followed
+            while not any(path.endswith("/status") for _, path in list(api.requests)):
+                time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=press_ctrl_c_once_waiting, daemon=True).start()
+        handler = signal.getsignal(signal.SIGINT)
         with pytest.raises(KeyboardInterrupt):
             run_job(documents, "fake", timeout_s=60, poll_s=0.05)
+        assert signal.getsignal(signal.SIGINT) is handler  # the launcher's own handler is gone again
     assert api.objects == {}
     deleted = {path.rsplit("/", 2)[-2] for method, path in api.requests if method == "DELETE"}
     assert deleted == {"jobs", "services", "configmaps"}

@@ -7,8 +7,10 @@ Role allows exactly what is used here: Jobs, Services, ConfigMaps, pods, pod log
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -67,9 +69,11 @@ class TrainingJob:
             create(self.namespace, body)
         log.info("submitted Job %s/%s (%d pods)", self.namespace, self.name, self.nodes)
 
-    def wait(self, timeout_s: float, poll_s: float) -> JobOutcome:
+    def wait(self, timeout_s: float, poll_s: float, interrupted: threading.Event | None = None) -> JobOutcome:
         """Poll until the Job completes (returns) or fails (raises ``TrainingFailedError`` with
-        each failed pod's state, events and last log lines); past ``timeout_s`` the Job is deleted."""
+        each failed pod's state, events and last log lines); past ``timeout_s`` the Job is deleted.
+        ``interrupted`` set (Ctrl-C) raises KeyboardInterrupt at the next poll."""
+        interrupted = interrupted or threading.Event()
         start = time.monotonic()
         with tqdm(total=self.nodes, desc=f"job {self.name}", unit="pod", disable=None) as progress:
             while True:
@@ -89,7 +93,8 @@ class TrainingJob:
                 if time.monotonic() - start > timeout_s:
                     self.cancel()
                     raise TrainingFailedError(f"Job {self.name} exceeded its {timeout_s} s limit and was deleted")
-                time.sleep(poll_s)
+                if interrupted.wait(poll_s):
+                    raise KeyboardInterrupt
 
     def cancel(self) -> None:
         """Delete the Job and everything it owns (pods included); a missing object is fine."""
@@ -153,12 +158,29 @@ def _phases(pods: list[client.V1Pod]) -> str:
     return " ".join(f"{phase.lower()}={n}" for phase, n in sorted(counts.items()))
 
 
+@contextlib.contextmanager
+def _ctrl_c_checked_between_polls():
+    """While waiting, Ctrl-C only sets a flag that the poll loop turns into KeyboardInterrupt:
+    raised at an arbitrary point, it can land in a client library's ``__del__`` or cleanup code,
+    where Python swallows it (one Ctrl-C went unanswered in a test run, most likely so)."""
+    pressed = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield pressed
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: pressed.set())
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_job(documents: list[dict[str, Any]], context: str | None, timeout_s: float, poll_s: float) -> JobOutcome:
     """Submit, follow to the end; Ctrl-C (or any error while waiting) deletes the Job."""
     job = TrainingJob(api_client(context), documents)
     job.submit()
     try:
-        return job.wait(timeout_s, poll_s)
+        with _ctrl_c_checked_between_polls() as ctrl_c:
+            return job.wait(timeout_s, poll_s, ctrl_c)
     except BaseException as error:
         if not isinstance(error, TrainingFailedError):  # a failed Job stays for `kubectl describe`
             job.cancel()
