@@ -182,7 +182,7 @@ def train(
         )
         teacher_temp = float(schedules.teacher_temp[it])
 
-        # --- data: this rank's batch, read by loader workers, augmented on the device -----
+        # --- data: this rank's batch, read (and on CPU augmented) by the loader workers ------
         if batches is None or step_in_epoch == 0:  # a resumed run starts mid-epoch
             order = epoch_order(len(images), cfg.run.seed, epoch, env.rank, env.world_size, batch)
             in_loader = (augment, partial(sample_seed, cfg.run.seed, epoch)) if augment_in_loader else ()
