@@ -137,16 +137,17 @@ def test_compiled_blocks_train_and_keep_parameter_names(tiny_config, tiny_shards
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tiny_config, tiny_shards, tmp_path, monkeypatch):
     import dinoflow.train.loop as loop
+    import dinoflow.train.step as step
 
     calls = {"n": 0}
-    real_koleo = loop.koleo_loss
+    real_koleo = step.koleo_loss
 
     def poisoned(features):
         calls["n"] += 1
         value = real_koleo(features)
         return value * float("nan") if calls["n"] > 2 * 5 else value  # two calls per step: NaN at step 6
 
-    monkeypatch.setattr(loop, "koleo_loss", poisoned)
+    monkeypatch.setattr(step, "koleo_loss", poisoned)
     with pytest.raises(loop.NonFiniteLossError, match="at iteration 5"):
         run(tiny_config, tiny_shards, tmp_path, ListSink())
     assert load_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 4

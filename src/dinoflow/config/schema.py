@@ -28,6 +28,7 @@ class ModelConfig(_Section):
     reg_tokens: int = Field(default=0, ge=0)  # register tokens (Darcet et al. 2023)
     layer_scale_init: float | None = Field(default=None, gt=0.0)  # LayerScale gamma init (DINOv2: 1e-5)
     mlp: Literal["mlp", "swiglu"] = "mlp"  # SwiGLU FFN as in DINOv2 ViT-g
+    stem: Literal["patch", "conv"] = "patch"  # conv: 3x3 stride-2 convolutions instead of patchify (Xiao et al. 2021)
     # On CPU, SDPA's backward is several times slower than plain matmul + softmax for ViT-length
     # sequences (a fifth of a ViT-S/16 step at 96 px): the default uses it for training on GPUs only.
     fused_attn: bool | None = None  # SDPA attention; null: on GPUs, not on CPUs
@@ -55,6 +56,7 @@ class CropsConfig(_Section):
     # Colour jitter strength as a fraction of DINO's (0.4, 0.4, 0.2, 0.1); strong jitter on tiny
     # images lets the loss collapse before shapes are learnt.
     jitter_strength: float = Field(default=1.0, ge=0.0, le=1.0)  # fraction of DINO's colour-jitter magnitudes
+    grayscale_prob: float = Field(default=0.2, ge=0.0, le=1.0)  # share of grayscale views (DINO: 0.2)
 
     @model_validator(mode="after")
     def _scales_ordered(self) -> CropsConfig:
@@ -83,7 +85,10 @@ class LossConfig(_Section):
 class OptimConfig(_Section):
     """AdamW and the per-iteration schedules (DINO ``main_dino.py`` defaults)."""
 
-    epochs: int = Field(default=100, ge=1)  # training epochs
+    epochs: int = Field(default=100, ge=1)  # training epochs (with a time budget: the schedules' shape)
+    # Train for this many minutes instead: the run times its first steps, fixes the iteration count
+    # that fits, and stretches every schedule (warm-ups keep their share of `epochs`) to end there.
+    time_budget_minutes: float | None = Field(default=None, gt=0.0)  # null: train for `epochs`
     batch_size_per_rank: int = Field(default=64, ge=2)  # images per process per step
     base_lr: float = Field(default=5e-4, gt=0.0)  # for a total batch of 256, scaled linearly
     min_lr: float = Field(default=1e-6, ge=0.0)  # end of the cosine schedule

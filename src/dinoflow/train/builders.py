@@ -32,6 +32,7 @@ def build_backbone_from_config(cfg: PretrainConfig, drop_path: bool = True) -> n
         reg_tokens=m.reg_tokens,
         layer_scale_init=m.layer_scale_init,
         mlp=m.mlp,
+        stem=m.stem,
     )
     return backbone
 
@@ -69,6 +70,7 @@ def build_augmentation(cfg: PretrainConfig) -> MultiCropAugmentation:
         c.local_scale,
         c.local_number,
         c.jitter_strength,
+        c.grayscale_prob,
     )
 
 
@@ -85,7 +87,10 @@ def build_mask_generator(cfg: PretrainConfig, patch_size: int) -> BlockMaskGener
     return BlockMaskGenerator((grid, grid), min_patches=min(4, grid * grid // 4 or 1))
 
 
-def build_run_schedules(cfg: PretrainConfig, iters_per_epoch: int, peak_lr: float) -> Schedules:
+def build_run_schedules(
+    cfg: PretrainConfig, iters_per_epoch: int, peak_lr: float, total_iters: int | None = None
+) -> Schedules:
+    """The configured schedules; ``total_iters`` (fixed by a time budget) stretches them to that count."""
     o, loss = cfg.optim, cfg.loss
     return build_schedules(
         peak_lr=peak_lr,
@@ -101,4 +106,5 @@ def build_run_schedules(cfg: PretrainConfig, iters_per_epoch: int, peak_lr: floa
         warmup_epochs=o.warmup_epochs,
         warmup_teacher_temp_epochs=loss.warmup_teacher_temp_epochs,
         freeze_last_layer_epochs=o.freeze_last_layer_epochs,
+        total_iters=total_iters,
     )

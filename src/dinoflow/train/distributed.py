@@ -64,3 +64,14 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(value)
         value /= dist.get_world_size()
     return value
+
+
+def all_reduce_max(value: float) -> float:
+    """Largest value over ranks (identity in a single process): ranks agree on the slowest."""
+    if dist.is_available() and dist.is_initialized():
+        tensor = torch.tensor([value], dtype=torch.float64)
+        if dist.get_backend() == "nccl":  # NCCL reduces CUDA tensors only
+            tensor = tensor.cuda()
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return float(tensor.item())
+    return value

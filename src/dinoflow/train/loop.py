@@ -6,9 +6,8 @@
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import logging
-import math
 import time
 from collections.abc import Callable
 from functools import partial
@@ -25,10 +24,9 @@ from dinoflow.config import PretrainConfig, scaled_lr, to_dict
 from dinoflow.data.loader import epoch_loader, epoch_order
 from dinoflow.data.masking import sample_batch_masks
 from dinoflow.data.shards import ShardReader
-from dinoflow.losses.koleo_loss import koleo_loss
 from dinoflow.models.backbone import use_fused_attention
-from dinoflow.models.teacher import update_teacher
-from dinoflow.train import builders, failpoints, sharding
+from dinoflow.train import builders, sharding
+from dinoflow.train.budget import Calibration, iterations_for_budget, keep_calibrating, step_seconds
 from dinoflow.train.checkpoint import (
     BACKBONE_NAME,
     CHECKPOINT_NAME,
@@ -37,17 +35,17 @@ from dinoflow.train.checkpoint import (
     save_checkpoint,
     teacher_backbone_state,
 )
-from dinoflow.train.distributed import DistEnv, all_reduce_mean, ensure_process_group
-from dinoflow.train.health import clip_gradients, teacher_health, warn_on_collapse
-from dinoflow.train.optim import apply_schedules, build_optimizer
+from dinoflow.train.distributed import DistEnv, all_reduce_max, all_reduce_mean, ensure_process_group
+from dinoflow.train.health import teacher_health, warn_on_collapse
+from dinoflow.train.optim import build_optimizer
 from dinoflow.train.preemption import Preempted, PreemptionFlag
+from dinoflow.train.schedules import Schedules
 from dinoflow.train.sinks import MetricsSink
+from dinoflow.train.step import NonFiniteLossError, StepResult, TrainParts, train_step
+
+__all__ = ["BatchStream", "NonFiniteLossError", "sample_seed", "step_seed", "train"]
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/inf; the last good checkpoint is kept."""
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -61,10 +59,112 @@ def step_seed(seed: int, iteration: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, iteration, rank]).generate_state(1)[0])
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+class BatchStream:
+    """This rank's views for iteration ``it``: the epoch's batch (read, and on CPU augmented, by the
+    loader workers), the iBOT masks, and the step's torch seed. Asking for an iteration out of order
+    (resume, or the first real step after calibration) restarts the loader at that point."""
+
+    def __init__(self, images: ShardReader, cfg: PretrainConfig, env: DistEnv, device: torch.device, patch_size: int):
+        self.images, self.cfg, self.env, self.device = images, cfg, env, device
+        self.batch = cfg.optim.batch_size_per_rank
+        self.iters_per_epoch = len(images) // (self.batch * env.world_size)
+        self.augment = builders.build_augmentation(cfg)
+        # On CPU the loader workers make the crops while this process trains (same crops, see loader.py).
+        self.augment_in_loader = device.type == "cpu" and cfg.run.loader_workers > 0
+        self.mask_generator = builders.build_mask_generator(cfg, patch_size) if cfg.loss.ibot_weight > 0 else None
+        self._batches, self._next_it, self.indices = None, -1, None
+
+    def get(self, it: int) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """(crops, masks) of iteration ``it``; also seeds torch for the step (drop path)."""
+        cfg, env = self.cfg, self.env
+        epoch, step_in_epoch = divmod(it, self.iters_per_epoch)
+        if self._batches is None or step_in_epoch == 0 or it != self._next_it:
+            order = epoch_order(len(self.images), cfg.run.seed, epoch, env.rank, env.world_size, self.batch)
+            in_loader = (self.augment, partial(sample_seed, cfg.run.seed, epoch)) if self.augment_in_loader else ()
+            self._batches = iter(
+                epoch_loader(
+                    self.images, order, step_in_epoch, cfg.run.loader_workers, self.device.type == "cuda", *in_loader
+                )
+            )
+        data = next(self._batches)
+        self._next_it, self.indices = it + 1, data["indices"]  # (B,) sample indices of this batch
+        torch.manual_seed(step_seed(cfg.run.seed, it, env.rank))  # drop path and other torch RNG users
+        if self.augment_in_loader:
+            crops = data["crops"]
+        else:
+            seeds = [sample_seed(cfg.run.seed, epoch, int(i)) for i in data["indices"]]
+            crops = self.augment(data["images"].to(self.device, non_blocking=True), seeds, data["sizes"])
+        masks = None
+        if self.mask_generator is not None:  # iBOT: block masks for the student's global crops
+            rng = np.random.default_rng([cfg.run.seed, it, env.rank])
+            masks = sample_batch_masks(
+                self.mask_generator, 2 * self.batch, cfg.loss.ibot_mask_ratio, cfg.loss.ibot_masked_share, rng
+            ).to(self.device)
+        return crops, masks
+
+    def close(self) -> None:
+        self._batches = None  # shuts the loader workers down
+
+
+def _build(cfg: PretrainConfig, env: DistEnv, device: torch.device, probe) -> TrainParts:
+    student, teacher = builders.build_student_teacher(cfg)
+    student, teacher = student.to(device), teacher.to(device)
+    if cfg.model.fused_attn is None:
+        for network in (student, teacher):
+            use_fused_attention(network, device.type == "cuda")
+    dino_loss, ibot_loss = builders.build_losses(cfg)
+    if cfg.run.compile:  # in place, per block: parameter names (and checkpoints) stay unchanged
+        for block in [*student.backbone.blocks, *teacher.backbone.blocks]:
+            block.compile()
+    if cfg.run.parallelism == "fsdp":  # before the optimizer: sharding replaces the parameters by DTensors
+        if probe is not None:
+            raise ValueError("probes evaluate on rank 0 alone; use run.parallelism=ddp with them")
+        if cfg.optim.time_budget_minutes is not None:
+            raise ValueError(
+                "optim.time_budget_minutes is not supported with run.parallelism=fsdp (calibration would have to"
+                " undo sharded steps); set optim.epochs instead"
+            )
+        ensure_process_group(device)
+        sharding.shard(student), sharding.shard(teacher, forward_only=True)
+        model = student  # FSDP reduce-scatters the gradients itself
+    else:
+        model = DistributedDataParallel(student) if dist.is_initialized() else student
+    m = cfg.optim
+    optimizer = build_optimizer(student, len(student.backbone.blocks), m.layer_decay, m.patch_embed_lr_mult)
+    return TrainParts(
+        cfg, device, student, teacher, model, optimizer, dino_loss.to(device),
+        ibot_loss.to(device) if ibot_loss is not None else None,
+    )  # fmt: skip
+
+
+def _calibrate(
+    parts: TrainParts, stream: BatchStream, schedules: Schedules, env: DistEnv, loop_started: float
+) -> Calibration:
+    """Time real steps (``keep_calibrating``), undo them, and fix the budgeted iteration count.
+
+    The steps run on the run's first batches with the epoch schedules, then every network,
+    optimizer and loss state is put back, so the real run starts from the same state as an
+    unbudgeted one would (the RNG is re-seeded per step anyway).
+    """
+    budget = parts.cfg.optim.time_budget_minutes * 60
+    before = copy.deepcopy(parts.state())
+    times: list[float] = []
+    for it in range(schedules.total_iters):
+        if not all_reduce_max(float(keep_calibrating(times, budget))):  # ranks must step together (DDP)
+            break
+        tick = time.perf_counter()
+        crops, masks = stream.get(it)
+        train_step(parts, it, crops, masks, schedules)
+        times.append(time.perf_counter() - tick)
+    parts.load_state(before)
+    seconds = all_reduce_max(step_seconds(times))
+    spent = time.perf_counter() - loop_started
+    calibration = Calibration(budget, seconds, spent, iterations_for_budget(budget, spent, seconds))
+    log.info(
+        "time budget %.1f min: %.3f s per iteration measured over %d steps -> %d iterations",
+        budget / 60, seconds, len(times), calibration.total_iters,
+    )  # fmt: skip
+    return calibration
 
 
 def train(
@@ -80,7 +180,8 @@ def train(
 ) -> dict:
     """Pretrain on the train split of the dataset in ``dataset_dir``; checkpoints go to ``output_dir``.
 
-    Resumes from ``output_dir/checkpoint.pt`` when present. Returns a summary dict.
+    Resumes from ``output_dir/checkpoint.pt`` when present. With ``optim.time_budget_minutes`` a
+    fresh run first calibrates its iteration count (``_calibrate``). Returns a summary dict.
 
     Args:
         preemption: when it reports a SIGTERM, checkpoint and raise ``Preempted``.
@@ -88,6 +189,7 @@ def train(
             iterations and at the end (tuning scores and prunes trials through it).
     """
     # --- build -------------------------------------------------------------------------
+    loop_started = time.perf_counter()
     images = ShardReader.from_index(dataset_dir, "train")
     batch = cfg.optim.batch_size_per_rank
     iters_per_epoch = len(images) // (batch * env.world_size)
@@ -95,102 +197,57 @@ def train(
         raise ValueError(
             f"optim.batch_size_per_rank={batch} x {env.world_size} ranks exceeds the {len(images)} training images"
         )
-    student, teacher = builders.build_student_teacher(cfg)
-    student, teacher = student.to(device), teacher.to(device)
-    if cfg.model.fused_attn is None:
-        for network in (student, teacher):
-            use_fused_attention(network, device.type == "cuda")
-    dino_loss, ibot_loss = builders.build_losses(cfg)
-    dino_loss = dino_loss.to(device)
-    ibot_loss = ibot_loss.to(device) if ibot_loss is not None else None
-    augment = builders.build_augmentation(cfg)
-    # On CPU the loader workers make the crops while this process trains (same crops, see loader.py).
-    augment_in_loader = device.type == "cpu" and cfg.run.loader_workers > 0
-    patch_size = student.backbone.patch_embed.patch_size[0]
-    mask_generator = builders.build_mask_generator(cfg, patch_size) if ibot_loss is not None else None
-    num_layers = len(student.backbone.blocks)
-    if cfg.run.compile:  # in place, per block: parameter names (and checkpoints) stay unchanged
-        for block in [*student.backbone.blocks, *teacher.backbone.blocks]:
-            block.compile()
+    parts = _build(cfg, env, device, probe)
+    student, teacher, optimizer = parts.student, parts.teacher, parts.optimizer
     fsdp = cfg.run.parallelism == "fsdp"
-    if fsdp:  # before the optimizer: sharding replaces the parameters by DTensors
-        if probe is not None:
-            raise ValueError("probes evaluate on rank 0 alone; use run.parallelism=ddp with them")
-        ensure_process_group(device)
-        sharding.shard(student), sharding.shard(teacher, forward_only=True)
-        model = student  # FSDP reduce-scatters the gradients itself
-    else:
-        model = DistributedDataParallel(student) if dist.is_initialized() else student
-    optimizer = build_optimizer(student, num_layers, cfg.optim.layer_decay, cfg.optim.patch_embed_lr_mult)
+    stream = BatchStream(images, cfg, env, device, student.backbone.patch_embed.patch_size[0])
     peak_lr = scaled_lr(cfg.optim.base_lr, batch, env.world_size)
-    schedules = builders.build_run_schedules(cfg, iters_per_epoch, peak_lr)
     networks = {"student": student, "teacher": teacher}
-    loss_state = {f"dino_loss.{k}": v for k, v in dino_loss.state_dict().items()}
-    if ibot_loss is not None:
-        loss_state.update({f"ibot_loss.{k}": v for k, v in ibot_loss.state_dict().items()})
+    loss_state = {f"dino_loss.{k}": v for k, v in parts.dino_loss.state_dict().items()}
+    if parts.ibot_loss is not None:
+        loss_state.update({f"ibot_loss.{k}": v for k, v in parts.ibot_loss.state_dict().items()})
 
-    # --- resume ------------------------------------------------------------------------
-    start_iter = 0
+    # --- resume (a budgeted run keeps the iteration count it calibrated) -----------------
+    start_iter, calibration = 0, None
     if fsdp and (output_dir / sharding.SHARDED_CHECKPOINT_NAME).exists():
         start_iter = sharding.load_sharded(networks, optimizer, loss_state, output_dir)["iteration"]
         log.info("resumed from %s at iteration %d", output_dir / sharding.SHARDED_CHECKPOINT_NAME, start_iter)
     elif not fsdp and (output_dir / CHECKPOINT_NAME).exists():
         state = load_checkpoint(output_dir / CHECKPOINT_NAME)
-        student.load_state_dict(state["student"])
-        teacher.load_state_dict(state["teacher"])
-        optimizer.load_state_dict(state["optimizer"])
-        dino_loss.load_state_dict(state["dino_loss"])
-        if ibot_loss is not None:
-            ibot_loss.load_state_dict(state["ibot_loss"])
+        parts.load_state(state)
         start_iter = state["iteration"]
+        if "calibration" in state:
+            calibration = Calibration(**{k: type(f)(state["calibration"][k]) for k, f in _CALIBRATION_TYPES.items()})
         log.info("resumed from %s at iteration %d", output_dir / CHECKPOINT_NAME, start_iter)
+    schedules = builders.build_run_schedules(cfg, iters_per_epoch, peak_lr)
+    if cfg.optim.time_budget_minutes is not None:
+        if calibration is None:
+            if start_iter:
+                raise ValueError(
+                    f"{output_dir / CHECKPOINT_NAME} has no calibrated iteration count: it was written by a run"
+                    " without optim.time_budget_minutes; resume it with the same config or use a new output folder"
+                )
+            calibration = _calibrate(parts, stream, schedules, env, loop_started)
+        schedules = builders.build_run_schedules(cfg, iters_per_epoch, peak_lr, calibration.total_iters)
+    run_state = {"config": to_dict(cfg), **({"calibration": calibration.as_dict()} if calibration else {})}
 
     def checkpoint(next_iter: int) -> None:
         if fsdp:  # every rank writes its shards
-            meta = {"iteration": next_iter, "config": to_dict(cfg)}
-            sharding.save_sharded(networks, optimizer, loss_state, meta, output_dir)
+            sharding.save_sharded(networks, optimizer, loss_state, {"iteration": next_iter, **run_state}, output_dir)
         elif env.is_main:
             save_checkpoint(
-                {
-                    "student": student.state_dict(),
-                    "teacher": teacher.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "dino_loss": dino_loss.state_dict(),
-                    **({"ibot_loss": ibot_loss.state_dict()} if ibot_loss is not None else {}),
-                    "iteration": next_iter,
-                    "config": to_dict(cfg),
-                },
-                output_dir,
-                keep=cfg.run.keep_checkpoints,
+                {**parts.state(), "iteration": next_iter, **run_state}, output_dir, keep=cfg.run.keep_checkpoints
             )
 
     total = schedules.total_iters
-    loop_started = time.perf_counter()
+    train_started = time.perf_counter()
     last_metrics: dict[str, float] = {}
     tick, images_seen = time.perf_counter(), 0
     # A bar on an interactive terminal only (rank 0); launched jobs log a line every log_every steps.
     progress = tqdm(total=total, initial=start_iter, desc="pretrain", unit="it", disable=None if env.is_main else True)
-    batches = None
     for it in range(start_iter, total):
-        epoch, step_in_epoch = divmod(it, iters_per_epoch)
-        # --- apply schedules -----------------------------------------------------------
-        apply_schedules(
-            optimizer,
-            schedules.lr[it],
-            schedules.weight_decay[it],
-            schedules.last_layer_lr_scale[it],
-        )
-        teacher_temp = float(schedules.teacher_temp[it])
-
-        # --- data: this rank's batch, read (and on CPU augmented) by the loader workers ------
-        if batches is None or step_in_epoch == 0:  # a resumed run starts mid-epoch
-            order = epoch_order(len(images), cfg.run.seed, epoch, env.rank, env.world_size, batch)
-            in_loader = (augment, partial(sample_seed, cfg.run.seed, epoch)) if augment_in_loader else ()
-            batches = iter(
-                epoch_loader(images, order, step_in_epoch, cfg.run.loader_workers, device.type == "cuda", *in_loader)
-            )
         try:
-            data = next(batches)
+            crops, masks = stream.get(it)
         except RuntimeError as error:
             if preemption is None or not preemption.requested or (fsdp and env.enabled):
                 raise
@@ -199,68 +256,13 @@ def train(
             checkpoint(it)
             progress.close()
             raise Preempted(it) from error
-        torch.manual_seed(step_seed(cfg.run.seed, it, env.rank))  # drop path and other torch RNG users
-        if augment_in_loader:
-            crops = data["crops"]
-        else:
-            seeds = [sample_seed(cfg.run.seed, epoch, int(i)) for i in data["indices"]]
-            crops = augment(data["images"].to(device, non_blocking=True), seeds, data["sizes"])
-        masks = None
-        if mask_generator is not None:  # iBOT: block masks for the student's global crops
-            rng = np.random.default_rng([cfg.run.seed, it, env.rank])
-            masks = sample_batch_masks(
-                mask_generator, 2 * batch, cfg.loss.ibot_mask_ratio, cfg.loss.ibot_masked_share, rng
-            )
-            masks = masks.to(device)
-
-        # --- forward: teacher on global crops, student on all crops ---------------------
-        with _autocast(device, cfg.run.precision):
-            with torch.no_grad():
-                teacher_out = teacher(crops[:2], masks, apply_masks=False)
-            student_out = model(crops, masks)
-            losses = {"loss_dino": dino_loss(student_out.cls_logits, teacher_out.cls_logits, teacher_temp, len(crops))}
-            if cfg.loss.koleo_weight > 0:
-                # KoLeo per global crop on the student backbone CLS, as in DINOv2.
-                losses["loss_koleo"] = cfg.loss.koleo_weight * sum(
-                    koleo_loss(f) for f in student_out.cls_features[: 2 * batch].chunk(2)
-                )
-            if ibot_loss is not None:
-                losses["loss_ibot"] = cfg.loss.ibot_weight * ibot_loss(
-                    student_out.patch_logits, teacher_out.patch_logits, masks, teacher_temp
-                )
-            loss = sum(losses.values())
-            if failpoints.armed("nan_loss", it):
-                loss = loss * float("nan")
-        if not math.isfinite(loss.item()):
-            raise NonFiniteLossError(f"loss is {loss.item()} at iteration {it}; last checkpoint kept")
-
-        # --- backward, clip, optimizer step ---------------------------------------------
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = clip_gradients(student.parameters(), cfg.optim.clip_grad)
-        optimizer.step()
-
-        # --- teacher EMA ------------------------------------------------------------------
-        momentum = float(schedules.momentum[it])
-        update_teacher(student, teacher, momentum)
+        step = train_step(parts, it, crops, masks, schedules)
         images_seen += batch * env.world_size
 
-        # --- log ---------------------------------------------------------------------------
         if (it + 1) % cfg.run.log_every == 0 or it + 1 == total:
-            elapsed = time.perf_counter() - tick
-            probs = dino_loss.teacher_probs(teacher_out.cls_logits, teacher_temp)
-            last_metrics = {
-                "loss": float(all_reduce_mean(loss.detach().float())),
-                **{name: float(value.detach()) for name, value in losses.items()},
-                "lr": float(schedules.lr[it]),
-                "weight_decay": float(schedules.weight_decay[it]),
-                "teacher_momentum": momentum,
-                "teacher_temp": teacher_temp,
-                "grad_norm": grad_norm,
-                "epoch": float(epoch),
-                "images_per_s": images_seen / max(elapsed, 1e-9),
-                **teacher_health(probs, teacher_out.cls_features, float(losses["loss_dino"].detach())),
-            }
+            last_metrics = _step_metrics(
+                parts, step, schedules, it, iters_per_epoch, images_seen / (time.perf_counter() - tick)
+            )
             if env.is_main:
                 warn_on_collapse(last_metrics, it + 1)
                 sink.log_metrics(last_metrics, step=it + 1)
@@ -271,7 +273,6 @@ def train(
         if probe is not None and probe_every and ((it + 1) % probe_every == 0 or it + 1 == total) and env.is_main:
             probe(it + 1, teacher.backbone)  # e.g. online k-NN for tuning; may raise to stop the run
 
-        # --- checkpoint ----------------------------------------------------------------------
         stop = preemption is not None and preemption.should_stop()
         if (it + 1) % cfg.run.checkpoint_every == 0 or it + 1 == total or stop:
             checkpoint(it + 1)
@@ -280,19 +281,43 @@ def train(
             raise Preempted(it + 1)
 
     progress.close()
+    stream.close()
     if fsdp:  # gathered once at the end, for evaluation and export (collective)
         full = {name: sharding.full_state(network) for name, network in networks.items()}
         if env.is_main:
-            save_checkpoint({**full, "iteration": total, "config": to_dict(cfg)}, output_dir)
+            save_checkpoint({**full, "iteration": total, **run_state}, output_dir)
             export_teacher_backbone(teacher_backbone_state(full), output_dir / BACKBONE_NAME)
     elif env.is_main:
         export_teacher_backbone(teacher.backbone.state_dict(), output_dir / BACKBONE_NAME)
     return {
         "iterations": total,
-        "loop_seconds": time.perf_counter() - loop_started,  # this process's iterations (not setup)
+        "loop_seconds": time.perf_counter() - train_started,  # this process's iterations (not setup)
         "iters_per_epoch": iters_per_epoch,
         "peak_lr": peak_lr,
+        **({f"budget_{k}": v for k, v in calibration.as_dict().items()} if calibration else {}),
         **last_metrics,
+    }
+
+
+_CALIBRATION_TYPES = {"budget_seconds": 0.0, "seconds_per_iteration": 0.0, "calibration_seconds": 0.0, "total_iters": 0}
+
+
+def _step_metrics(
+    parts: TrainParts, step: StepResult, schedules: Schedules, it: int, iters_per_epoch: int, images_per_s: float
+) -> dict[str, float]:
+    """The record logged every ``run.log_every`` iterations (losses, schedules, teacher health)."""
+    probs = parts.dino_loss.teacher_probs(step.teacher_out.cls_logits, step.teacher_temp)
+    return {
+        "loss": float(all_reduce_mean(step.loss.detach().float())),
+        **{name: float(value.detach()) for name, value in step.losses.items()},
+        "lr": float(schedules.lr[it]),
+        "weight_decay": float(schedules.weight_decay[it]),
+        "teacher_momentum": step.momentum,
+        "teacher_temp": step.teacher_temp,
+        "grad_norm": step.grad_norm,
+        "epoch": float(it // iters_per_epoch),
+        "images_per_s": images_per_s,
+        **teacher_health(probs, step.teacher_out.cls_features, float(step.losses["loss_dino"].detach())),
     }
 
 

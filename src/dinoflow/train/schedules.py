@@ -63,15 +63,22 @@ def build_schedules(
     warmup_epochs: int,
     warmup_teacher_temp_epochs: int,
     freeze_last_layer_epochs: int,
+    total_iters: int | None = None,
 ) -> Schedules:
-    total = epochs * iters_per_epoch
-    frozen = np.arange(total) < freeze_last_layer_epochs * iters_per_epoch
+    """The run's schedules over ``epochs * iters_per_epoch`` iterations, or over ``total_iters``
+    when a time budget fixed that count: then every phase keeps its share of the run (a warm-up of
+    1 of 12 epochs stays 1/12 of the iterations), so all schedules still end at the last step."""
+    nominal = epochs * iters_per_epoch
+    total = nominal if total_iters is None else total_iters
+
+    def iters(phase_epochs: int) -> int:
+        return round(phase_epochs * iters_per_epoch * total / nominal)
+
+    frozen = np.arange(total) < iters(freeze_last_layer_epochs)
     return Schedules(
-        lr=cosine_schedule(peak_lr, min_lr, total, warmup_epochs * iters_per_epoch),
+        lr=cosine_schedule(peak_lr, min_lr, total, iters(warmup_epochs)),
         weight_decay=cosine_schedule(weight_decay, weight_decay_end, total),
         momentum=cosine_schedule(momentum_teacher, momentum_teacher_end, total),
-        teacher_temp=warmup_then_constant(
-            warmup_teacher_temp, teacher_temp, total, warmup_teacher_temp_epochs * iters_per_epoch
-        ),
+        teacher_temp=warmup_then_constant(warmup_teacher_temp, teacher_temp, total, iters(warmup_teacher_temp_epochs)),
         last_layer_lr_scale=np.where(frozen, 0.0, 1.0),
     )
