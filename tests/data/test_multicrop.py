@@ -65,3 +65,19 @@ def test_a_padded_image_gets_the_views_it_gets_alone():
     alone = make_aug()(small[None], [5])
     for view, single in zip(padded, alone, strict=True):
         torch.testing.assert_close(view[:1], single, atol=1e-5, rtol=0)
+
+
+def test_grayscale_prob_sets_the_share_of_grey_views():
+    from dinoflow.data.multicrop import IMAGENET_MEAN, IMAGENET_STD
+
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    def grey_share(prob: float) -> float:
+        aug = MultiCropAugmentation(16, (0.5, 1.0), 8, (0.2, 0.5), 2, jitter_strength=0.0, grayscale_prob=prob)
+        views = [v * std + mean for v in aug(images, list(range(64)))]
+        grey = [((v - v.mean(1, keepdim=True)).abs().amax(dim=(1, 2, 3)) < 1e-5) for v in views]
+        return torch.cat(grey).float().mean().item()
+
+    assert grey_share(1.0) == 1.0 and grey_share(0.0) == 0.0
+    assert 0.35 < grey_share(0.5) < 0.65  # 256 draws

@@ -121,3 +121,18 @@ def test_fused_and_plain_attention_are_the_same_function():
     use_fused_attention(backbone, False)
     assert not any(getattr(m, "fused_attn", False) for m in backbone.modules())
     torch.testing.assert_close(backbone(images), fused, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_stem_keeps_the_token_grid_and_trains():
+    """Xiao et al. 2021: log2(p) stride-2 3x3 convolutions + 1x1, same (B, H/p, W/p, D) tokens."""
+    patchify, _ = build_backbone("vit_tiny_patch16_224", 32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
+    conv, _ = build_backbone("vit_tiny_patch16_224", 32, patch_size=8, embed_dim=32, depth=1, num_heads=2, stem="conv")
+    x = torch.randn(2, 3, 32, 32)
+    assert conv.patch_embed(x).shape == patchify.patch_embed(x).shape == (2, 4, 4, 32)
+    strides = [m.stride[0] for m in conv.patch_embed.proj if isinstance(m, torch.nn.Conv2d)]
+    assert strides == [2, 2, 2, 1]
+    assert conv(torch.randn(2, 3, 16, 16)).shape == (2, 32)  # local crops: 2 x 2 tokens
+    (conv(x) * torch.randn(2, 32)).sum().backward()  # (a plain sum of LayerNorm outputs has no gradient)
+    assert conv.patch_embed.proj[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="power-of-two patch_size"):
+        build_backbone("vit_tiny_patch16_224", 36, patch_size=6, embed_dim=32, depth=1, num_heads=2, stem="conv")

@@ -47,7 +47,9 @@ def test_budgeted_run_records_its_count_and_ends_its_schedules_there(tiny_config
     summary = run(budgeted(tiny_config), tiny_shards, tmp_path, sink)
     total = summary["iterations"]
     assert summary["budget_total_iters"] == total
-    expected = iterations_for_budget(3.0, summary["budget_calibration_seconds"], summary["budget_seconds_per_iteration"])
+    expected = iterations_for_budget(
+        3.0, summary["budget_calibration_seconds"], summary["budget_seconds_per_iteration"]
+    )
     assert total == expected
     assert [step for step, _ in sink.records] == list(range(1, total + 1))
     assert sink.records[-1][1]["teacher_momentum"] == pytest.approx(1.0, abs=1e-2)  # cosine 0.996 → 1 ended

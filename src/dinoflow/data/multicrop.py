@@ -146,6 +146,8 @@ class MultiCropAugmentation:
         global_scale / local_scale: area fraction range of RandomResizedCrop.
         local_number: N local views.
         jitter_strength: scales DINO's colour-jitter magnitudes (1.0 = DINO).
+        grayscale_prob: probability of a grayscale view (DINO: 0.2). When colour is a per-image
+            identity (random colours), more grayscale views push the network to shapes.
     """
 
     def __init__(
@@ -156,10 +158,11 @@ class MultiCropAugmentation:
         local_scale: tuple[float, float],
         local_number: int,
         jitter_strength: float = 1.0,
+        grayscale_prob: float = 0.2,
     ) -> None:
         self.views = [(global_size, global_scale, 1.0, 0.0), (global_size, global_scale, 0.1, 0.2)]
         self.views += [(local_size, local_scale, 0.5, 0.0)] * local_number
-        self.jitter_strength = jitter_strength
+        self.jitter_strength, self.grayscale_prob = jitter_strength, grayscale_prob
 
     @property
     def num_views(self) -> int:
@@ -193,7 +196,9 @@ class MultiCropAugmentation:
         if self.jitter_strength > 0:
             view = _colour_jitter(view, self.jitter_strength, u)
         luma = torch.tensor(_LUMA, device=x.device).view(1, 3, 1, 1)
-        view = _on_drawn(view, u[:, _GRAY] < 0.2, lambda v, _: (v * luma).sum(1, keepdim=True).repeat(1, 3, 1, 1))
+        view = _on_drawn(
+            view, u[:, _GRAY] < self.grayscale_prob, lambda v, _: (v * luma).sum(1, keepdim=True).repeat(1, 3, 1, 1)
+        )
         sigma = _between(u[:, _SIGMA], 0.1, 2.0) * size / 224
         view = _on_drawn(view, u[:, _BLUR] < blur_p, lambda v, drawn: _gaussian_blur(v, sigma[drawn]))
         view = _on_drawn(view, u[:, _SOLAR] < solarize_p, lambda v, _: torch.where(v >= 0.5, 1.0 - v, v))
