@@ -49,3 +49,20 @@ def test_first_promotion_needs_a_gain_over_random_init():
 def test_segmentation_is_skipped_when_either_side_has_no_masks():
     decision = decide(evidence(seg=None), evidence("1", seg=0.9), GATES)
     assert decision.promote and not any("seg" in r for r in decision.reasons)
+
+
+def test_raw_pixel_gate_checks_every_promotion_and_names_the_figures():
+    gates = GATES.model_copy(update={"min_gain_over_raw_pixels": 0.10})
+    passed = decide(evidence(knn=0.60), None, gates, random_init_knn_top1=0.30, raw_pixels_knn_top1=0.45)
+    assert passed.promote
+    assert "k-NN gain over raw pixels +0.1500 (0.6000 vs 0.4500, min +0.1000)" in passed.reasons
+    failed = decide(evidence(knn=0.60), evidence("1", knn=0.55), gates, raw_pixels_knn_top1=0.55)
+    assert not failed.promote
+    assert "k-NN gain over raw pixels +0.0500 (0.6000 vs 0.5500, min +0.1000)" in failed.reasons
+    unknown = decide(evidence(knn=0.90), None, gates, random_init_knn_top1=0.30)
+    assert not unknown.promote and any("unknown" in r for r in unknown.reasons)
+
+
+def test_raw_pixel_gate_is_off_by_default():
+    decision = decide(evidence(knn=0.20), None, GATES, random_init_knn_top1=0.10, raw_pixels_knn_top1=0.90)
+    assert decision.promote and not any("raw pixels" in r for r in decision.reasons)

@@ -106,6 +106,7 @@ class Gates(_Params):
     require_validation_passed: bool  # the challenger's training data passed the GX suites
     forbid_collapse: bool  # no collapse flag at the end of the challenger's training
     first_min_gain_over_random_init: float  # no champion yet: k-NN gain over the same net at init
+    min_gain_over_raw_pixels: float | None = None  # k-NN gain over standardised raw pixels (null: no such gate)
 
 
 class PromoteParams(_Params):

@@ -33,13 +33,19 @@ class Decision:
 
 
 def decide(
-    challenger: Evidence, champion: Evidence | None, gates: Gates, random_init_knn_top1: float | None = None
+    challenger: Evidence,
+    champion: Evidence | None,
+    gates: Gates,
+    random_init_knn_top1: float | None = None,
+    raw_pixels_knn_top1: float | None = None,
 ) -> Decision:
     """Every gate is checked and reported, passed or not, so the record explains the decision.
 
     Args:
         random_init_knn_top1: k-NN top-1 of the challenger's architecture at random init; used
             only for the first promotion (no champion).
+        raw_pixels_knn_top1: k-NN top-1 of standardised raw pixels on the same evaluation set;
+            used by ``gates.min_gain_over_raw_pixels``.
     """
     checks: list[tuple[bool, str]] = []
     if gates.require_validation_passed:
@@ -53,6 +59,8 @@ def decide(
         checks.append(
             (not challenger.collapsed, "collapse flag raised" if challenger.collapsed else "no collapse flag")
         )
+    if gates.min_gain_over_raw_pixels is not None:
+        checks.append(_beats_raw_pixels(challenger.knn_top1, raw_pixels_knn_top1, gates.min_gain_over_raw_pixels))
     if champion is None:
         gain = challenger.knn_top1 - (random_init_knn_top1 if random_init_knn_top1 is not None else 0.0)
         checks.append((
@@ -73,3 +81,10 @@ def _no_worse(name: str, ours: float, champion: Evidence, theirs: float, margin:
         delta >= -margin,
         f"{name} {ours:.4f} vs champion v{champion.version} {theirs:.4f} ({delta:+.4f}, {verdict} -{margin})",
     )
+
+
+def _beats_raw_pixels(ours: float, raw: float | None, min_gain: float) -> tuple[bool, str]:
+    if raw is None:
+        return False, "k-NN gain over raw pixels unknown (no raw-pixel score on this evaluation set)"
+    gain = ours - raw
+    return gain >= min_gain, f"k-NN gain over raw pixels {gain:+.4f} ({ours:.4f} vs {raw:.4f}, min {min_gain:+.4f})"

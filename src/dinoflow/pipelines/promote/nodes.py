@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 
 from dinoflow.config import load_config_file
 from dinoflow.config.pipeline_params import EvaluateParams, PromoteParams, RegisterParams
-from dinoflow.eval.suite import score_backbone
+from dinoflow.eval.features import raw_pixel_features
+from dinoflow.eval.suite import knn_metrics, score_backbone
 from dinoflow.pipelines.evaluate.nodes import eval_set, eval_settings, evaluation_protocol
 from dinoflow.registry.gates import Evidence, decide
 from dinoflow.registry.mlflow_registry import (
@@ -72,6 +73,21 @@ def _scores(challenger, champion, dataset_index, evaluate: EvaluateParams) -> tu
     return scores, origin
 
 
+def _raw_pixels_knn(challenger, dataset_index, evaluate: EvaluateParams) -> float:
+    """k-NN top-1 of standardised raw pixels at the challenger's evaluation size: the value its
+    run recorded on this dataset and protocol, else computed (no network involved, seconds)."""
+    recorded = challenger.tags.get("metric.knn_top1_raw_pixels")
+    if recorded is not None and _recorded(challenger, dataset_index["fingerprint"], evaluation_protocol(evaluate)):
+        return float(recorded)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config_file(download_backbone_files(challenger, Path(tmp)) / "config.yaml")
+    settings = eval_settings(evaluate, cfg.crops.global_size)
+    data = eval_set(dataset_index, settings)
+    train, val = (raw_pixel_features(data.batches(i, settings)) for i in (0, 1))
+    k, ks, temperature = settings.k, settings.ks, settings.temperature
+    return knn_metrics(train, data.labels[0], val, data.labels[1], data.num_classes, ks, k, temperature)["top1"]
+
+
 def _evidence(version, scores: dict) -> Evidence:
     return Evidence(
         version=version.version,
@@ -105,6 +121,11 @@ def promote_node(
         _evidence(champion, scores["champion"]) if champion is not None else None,
         promote.gates,
         random_init_knn_top1=scores["random_init"]["knn"]["top1"] if champion is None else None,
+        raw_pixels_knn_top1=(
+            _raw_pixels_knn(challenger, dataset_index, evaluate)
+            if promote.gates.min_gain_over_raw_pixels is not None
+            else None
+        ),
     )
     record_decision(
         name,
