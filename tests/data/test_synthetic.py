@@ -32,3 +32,20 @@ def test_every_shape_is_visible_and_distinct():
     spec = SyntheticSpec(num_classes=len(SHAPES), image_size=64)
     areas = [(render_sample(spec, label, rng)[1] > 0).mean() for label in range(len(SHAPES))]
     assert min(areas) > 0.03  # the object is never lost outside the frame or too thin
+
+
+def test_min_contrast_separates_object_from_background_whatever_the_class():
+    luma = np.array([0.299, 0.587, 0.114])
+    for contrast in (0.0, 0.3):
+        spec = SyntheticSpec(num_classes=4, image_size=32, texture_strength=0.0, background_noise=0.0,
+                             clutter_strokes=0, min_contrast=contrast)  # fmt: skip
+        gaps = []
+        for label in range(4):
+            for index in range(25):
+                image, mask = render_sample(spec, label, np.random.default_rng([label, index]))
+                lum = image.astype(float) @ luma / 255
+                gaps.append(abs(lum[mask > 0].mean() - lum[mask == 0].mean()))
+        if contrast:  # both gradient ends at least 0.3 lighter (or darker) than the object
+            assert min(gaps) > 0.25
+        else:  # uniform colours: some objects nearly vanish into their background
+            assert min(gaps) < 0.05

@@ -24,6 +24,7 @@ class SyntheticParams(_Params):
     clutter_strokes: int = Field(ge=0)  # random line segments under the object
     texture_strength: float = Field(ge=0.0, le=1.0)  # stripes/noise on the object colour
     background_noise: float = Field(ge=0.0)  # per-pixel noise on the background
+    min_contrast: float = Field(default=0.0, ge=0.0, le=0.5)  # least luminance gap object vs background colours
     seed: int  # generator / sampler seed
 
 

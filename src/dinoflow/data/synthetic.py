@@ -70,6 +70,7 @@ class SyntheticSpec:
     clutter_strokes: int = 1
     texture_strength: float = 0.2  # amplitude of the stripes/noise modulating the object colour
     background_noise: float = 0.03  # std of per-pixel background noise (images in [0, 1])
+    min_contrast: float = 0.0  # least luminance gap between the object and its background, all along
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -77,6 +78,10 @@ class SyntheticSpec:
             raise ValueError(f"num_classes must be in [2, {len(SHAPES)}], got {self.num_classes}")
         if self.image_size < 16:
             raise ValueError(f"image_size must be >= 16, got {self.image_size}")
+        if not 0.0 <= self.min_contrast <= 0.5:
+            raise ValueError(
+                f"min_contrast must be in [0, 0.5] (a larger gap cannot always be met), got {self.min_contrast}"
+            )
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -94,12 +99,35 @@ def _texture(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray
     return 1.0 + strength * noise
 
 
-def _background(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray, noise: float) -> np.ndarray:
-    """(size, size, 3) float image: random two-colour gradient plus pixel noise."""
-    c0, c1 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def _colours(rng: np.random.Generator, min_contrast: float) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform random RGB colours for the object (3,) and the two background gradient ends (2, 3).
+
+    With ``min_contrast`` > 0 both background ends are redrawn until their luminance is at least
+    that far from the object's, on the same side (both lighter or both darker), so the object
+    stands out along the whole gradient. Nothing depends on the class.
+    """
+    colour = rng.uniform(0, 1, 3)
+    target = colour @ _LUMA
+    ends: list[np.ndarray] = []
+    while len(ends) < 2:
+        candidate = rng.uniform(0, 1, 3)
+        gap = candidate @ _LUMA - target
+        same_side = not ends or np.sign(gap) == np.sign(ends[0] @ _LUMA - target)
+        if abs(gap) >= min_contrast and same_side:
+            ends.append(candidate)
+    return colour, np.stack(ends)
+
+
+def _background(
+    rng: np.random.Generator, ends: np.ndarray, size: int, yy: np.ndarray, xx: np.ndarray, noise: float
+) -> np.ndarray:
+    """(size, size, 3) float image: a gradient between the two ``ends`` colours plus pixel noise."""
     theta = rng.uniform(0, 2 * np.pi)
     t = ((xx * np.cos(theta) + yy * np.sin(theta)) / size + 1) / 2
-    img = c0 + (c1 - c0) * np.clip(t, 0, 1)[..., None]
+    img = ends[0] + (ends[1] - ends[0]) * np.clip(t, 0, 1)[..., None]
     return img + rng.normal(0, noise, (size, size, 3))
 
 
@@ -122,7 +150,8 @@ def render_sample(spec: SyntheticSpec, label: int, rng: np.random.Generator):
     """
     size = spec.image_size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    img = _background(rng, size, yy, xx, spec.background_noise)
+    colour, ends = _colours(rng, spec.min_contrast)
+    img = _background(rng, ends, size, yy, xx, spec.background_noise)
     _draw_clutter(rng, img, spec.clutter_strokes)
 
     # Object pose: scale, centre (kept mostly inside the frame) and rotation.
@@ -134,7 +163,6 @@ def render_sample(spec: SyntheticSpec, label: int, rng: np.random.Generator):
     v = -du * np.sin(angle) + dv * np.cos(angle)
     inside = SHAPES[list(SHAPES)[label]](u, v)
 
-    colour = rng.uniform(0, 1, 3)
     fill = colour[None, None] * _texture(rng, size, yy, xx, spec.texture_strength)[..., None]
     img = np.where(inside[..., None], fill, img)
     image = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
@@ -169,7 +197,7 @@ def generate(spec: SyntheticSpec, root: Path, workers: int = 0) -> dict:
     """
     root = Path(root)
     stamp_path = root / "synthetic.json"
-    stamp = {"generator": "dinoflow.synthetic/1", "fingerprint": spec.fingerprint(), **asdict(spec)}
+    stamp = {"generator": "dinoflow.synthetic/2", "fingerprint": spec.fingerprint(), **asdict(spec)}
     if stamp_path.exists() and json.loads(stamp_path.read_text()) == stamp:
         return stamp
     tasks = [(split_id, label) for split_id in (0, 1) for label in range(spec.num_classes)]
