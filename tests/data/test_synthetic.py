@@ -49,3 +49,16 @@ def test_min_contrast_separates_object_from_background_whatever_the_class():
             assert min(gaps) > 0.25
         else:  # uniform colours: some objects nearly vanish into their background
             assert min(gaps) < 0.05
+
+
+def test_light_objects_and_centring_options():
+    luma = np.array([0.299, 0.587, 0.114])
+    spec = SyntheticSpec(num_classes=4, image_size=32, texture_strength=0.0, background_noise=0.0, clutter_strokes=0,
+                         min_contrast=0.3, light_objects=True, position_jitter=0.0, min_scale=0.4, max_scale=0.4)  # fmt: skip
+    for label in range(4):
+        for index in range(10):
+            image, mask = render_sample(spec, label, np.random.default_rng([label, index]))
+            lum = image.astype(float) @ luma / 255
+            assert lum[mask > 0].min() > lum[mask == 0].max()  # lighter than every background pixel
+            rows, cols = np.nonzero(mask)
+            assert abs(rows.mean() - 15.5) < 3 and abs(cols.mean() - 15.5) < 3  # centred (shapes are not all symmetric)

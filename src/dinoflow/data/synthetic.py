@@ -71,6 +71,10 @@ class SyntheticSpec:
     texture_strength: float = 0.2  # amplitude of the stripes/noise modulating the object colour
     background_noise: float = 0.03  # std of per-pixel background noise (images in [0, 1])
     min_contrast: float = 0.0  # least luminance gap between the object and its background, all along
+    min_scale: float = 0.28  # object half-size as a share of the image side, drawn in [min_scale, max_scale]
+    max_scale: float = 0.45
+    position_jitter: float = 1.0  # share of the free room the object centre may move into (0: centred)
+    light_objects: bool = False  # the object is lighter than its background (hues stay random)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -78,6 +82,10 @@ class SyntheticSpec:
             raise ValueError(f"num_classes must be in [2, {len(SHAPES)}], got {self.num_classes}")
         if self.image_size < 16:
             raise ValueError(f"image_size must be >= 16, got {self.image_size}")
+        if not 0.05 <= self.min_scale <= self.max_scale <= 0.5:
+            raise ValueError(f"need 0.05 <= min_scale <= max_scale <= 0.5, got {self.min_scale}, {self.max_scale}")
+        if not 0.0 <= self.position_jitter <= 1.0:
+            raise ValueError(f"position_jitter must be in [0, 1], got {self.position_jitter}")
         if not 0.0 <= self.min_contrast <= 0.5:
             raise ValueError(
                 f"min_contrast must be in [0, 0.5] (a larger gap cannot always be met), got {self.min_contrast}"
@@ -102,21 +110,25 @@ def _texture(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
-def _colours(rng: np.random.Generator, min_contrast: float) -> tuple[np.ndarray, np.ndarray]:
+def _colours(rng: np.random.Generator, min_contrast: float, light_objects: bool) -> tuple[np.ndarray, np.ndarray]:
     """Uniform random RGB colours for the object (3,) and the two background gradient ends (2, 3).
 
     With ``min_contrast`` > 0 both background ends are redrawn until their luminance is at least
     that far from the object's, on the same side (both lighter or both darker), so the object
-    stands out along the whole gradient. Nothing depends on the class.
+    stands out along the whole gradient. ``light_objects`` puts the object on the lighter side
+    (figure on ground, as in most photos); hues stay uniform. Nothing depends on the class.
     """
-    colour = rng.uniform(0, 1, 3)
-    target = colour @ _LUMA
+    while True:
+        colour = rng.uniform(0, 1, 3)
+        target = colour @ _LUMA
+        if not light_objects or target >= min_contrast + 0.05:
+            break
     ends: list[np.ndarray] = []
     while len(ends) < 2:
         candidate = rng.uniform(0, 1, 3)
         gap = candidate @ _LUMA - target
-        same_side = not ends or np.sign(gap) == np.sign(ends[0] @ _LUMA - target)
-        if abs(gap) >= min_contrast and same_side:
+        side = -1.0 if light_objects else (np.sign(ends[0] @ _LUMA - target) if ends else np.sign(gap))
+        if abs(gap) >= min_contrast and np.sign(gap) == side:
             ends.append(candidate)
     return colour, np.stack(ends)
 
@@ -150,13 +162,14 @@ def render_sample(spec: SyntheticSpec, label: int, rng: np.random.Generator):
     """
     size = spec.image_size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    colour, ends = _colours(rng, spec.min_contrast)
+    colour, ends = _colours(rng, spec.min_contrast, spec.light_objects)
     img = _background(rng, ends, size, yy, xx, spec.background_noise)
     _draw_clutter(rng, img, spec.clutter_strokes)
 
     # Object pose: scale, centre (kept mostly inside the frame) and rotation.
-    half = rng.uniform(0.28, 0.45) * size
-    cx, cy = rng.uniform(half * 0.8, size - half * 0.8, 2)
+    half = rng.uniform(spec.min_scale, spec.max_scale) * size
+    room = (size / 2 - half * 0.8) * spec.position_jitter  # how far the centre may leave the middle
+    cx, cy = size / 2 + rng.uniform(-room, room, 2)
     angle = rng.uniform(0, 2 * np.pi)
     du, dv = (xx - cx) / half, (yy - cy) / half
     u = du * np.cos(angle) + dv * np.sin(angle)
