@@ -120,7 +120,7 @@ class RunConfig(_Section):
 class PretrainConfig(_Section):
     """The whole pretraining run; ``preset`` names the starting point it was resolved from."""
 
-    preset: str = "custom"  # named starting point from pretrain_presets (demo, ci, vit_s16, vit_b16)
+    preset: str = "custom"  # named starting point from pretrain_presets (demo, small, ci, vit_s16, vit_b16)
     recipe: Literal["dino", "dinov2"] = "dino"  # dino, or dinov2 (iBOT + KoLeo + Sinkhorn-Knopp + LayerScale defaults)
     model: ModelConfig = ModelConfig()
     head: HeadConfig = HeadConfig()
