@@ -85,3 +85,61 @@ def measure_reference(cfg: PretrainConfig, steps: int) -> dict:
         float(loss.detach())  # as a training loop logging the loss would
     elapsed = time.perf_counter() - start
     return {"images_per_s": batch * (steps - steps // 2) / elapsed}
+
+
+# The "standard recipe" a user would start from for 32 px images (DINO defaults, small ViT).
+STANDARD_SMALL = {
+    "model": {"arch": "vit_tiny_patch16_224", "patch_size": 4, "embed_dim": 192, "depth": 6, "num_heads": 3,
+              "drop_path_rate": 0.1},
+    "head": {"out_dim": 4096},
+    "crops": {"global_size": 32, "local_size": 16, "local_number": 6},
+    "optim": {"batch_size_per_rank": 128, "base_lr": 0.0005, "momentum_teacher": 0.996, "freeze_last_layer_epochs": 0},
+    "run": {"precision": "bf16"},
+}  # fmt: skip
+
+
+def train_reference(cfg: PretrainConfig, train_folder, seconds: float, workers: int = 1) -> tuple[nn.Module, dict]:
+    """lightly's DINO example on an image folder (``DINOTransform`` crops from PIL images, one
+    loader worker) for ``seconds`` of wall time; momentum and lr follow cosines over that time.
+
+    Returns the teacher backbone (a timm ViT) and what it saw.
+    """
+    import math
+
+    from lightly.transforms.dino_transform import DINOTransform
+    from torchvision.datasets import ImageFolder
+
+    crops = cfg.crops
+    transform = DINOTransform(global_crop_size=crops.global_size, local_crop_size=crops.local_size,
+                              n_local_views=crops.local_number)  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        ImageFolder(str(train_folder), transform=transform), batch_size=cfg.optim.batch_size_per_rank,
+        shuffle=True, drop_last=True, num_workers=workers, persistent_workers=workers > 0,
+    )  # fmt: skip
+    torch.manual_seed(cfg.run.seed)
+    student, teacher, criterion = build_reference(cfg)
+    peak = cfg.optim.base_lr * cfg.optim.batch_size_per_rank / 256
+    optimizer = torch.optim.AdamW(student.parameters(), lr=peak, weight_decay=cfg.optim.weight_decay)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.run.precision == "bf16")
+    started, steps, seen = time.perf_counter(), 0, 0
+    while time.perf_counter() - started < seconds:
+        for views, _ in loader:
+            progress = min((time.perf_counter() - started) / seconds, 1.0)
+            if progress >= 1.0:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = peak * 0.5 * (1 + math.cos(math.pi * progress))
+            update_momentum(
+                student, teacher, m=cosine_schedule(int(progress * 1000), 1000, cfg.optim.momentum_teacher, 1.0)
+            )
+            with autocast:
+                with torch.no_grad():
+                    teacher_out = [teacher(v) for v in views[:2]]
+                student_out = [student(v) for v in views]
+                loss = criterion(teacher_out, student_out, epoch=0)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.clip_grad or float("inf"))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            steps, seen = steps + 1, seen + len(views[0])
+    return teacher.backbone, {"iterations": steps, "images_seen": seen, "train_seconds": time.perf_counter() - started}

@@ -1,0 +1,69 @@
+"""What the quality benchmarks share: the machine description (with the GEMM peak measured now)
+and scoring a frozen backbone with the evaluate node's protocol."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dinoflow.data.shards import ShardReader
+from dinoflow.eval.suite import EvalSet, EvalSettings, score_backbone
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / "conf" / "base" / "parameters_pretrain.yml"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def gemm_peak(dtype: torch.dtype, size: int = 2048, reps: int = 6, trials: int = 3) -> float:
+    """FLOP/s of a large square matmul on the CPU, best of ``trials``."""
+    import time
+
+    a, b = (torch.randn(size, size).to(dtype) for _ in range(2))
+    a @ b
+    best = 0.0
+    for _ in range(trials):
+        start = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = max(best, 2 * size**3 * reps / (time.perf_counter() - start))
+    return best
+
+
+def machine() -> dict:
+    """CPU model, threads and the bf16/fp32 GEMM peaks measured in this run (TFLOP/s)."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+        flags = Path("/proc/cpuinfo").read_text()
+        kind = "AMX" if "amx_bf16" in flags else ("AVX-512" if "avx512f" in flags else "other")
+    except OSError:
+        kind = "unknown"
+    return {
+        "cpu": name,
+        "kind": kind,
+        "threads": torch.get_num_threads(),
+        "gemm_peak_tflops_bf16": round(gemm_peak(torch.bfloat16) / 1e12, 3),
+        "gemm_peak_tflops_fp32": round(gemm_peak(torch.float32) / 1e12, 3),
+        "torch": torch.__version__,
+    }
+
+
+def score_on(backbone: nn.Module, dataset: Path, settings: EvalSettings, linear: bool = False) -> dict:
+    """k-NN top-1 (and the best linear probe) of ``backbone`` on the dataset's train/val splits."""
+    index = json.loads((Path(dataset) / "index.json").read_text())
+    data = EvalSet(
+        ShardReader.from_index(dataset, "train"),
+        ShardReader.from_index(dataset, "val"),
+        num_classes=len(index["classes"]),
+        image_size=settings.image_size,
+        with_masks=False,
+    )
+    scores = score_backbone(backbone, data, settings, "supervised", linear=linear)
+    return {"knn_top1": scores["knn"]["top1"], **({"linear_top1": scores["linear"]} if linear else {})}

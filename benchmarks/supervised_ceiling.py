@@ -1,0 +1,95 @@
+"""Supervised ceiling: what the *same* backbone reaches with labels in the same wall time.
+
+Trains the configured backbone plus a linear classifier with cross-entropy on the same multi-crop
+views the DINO run sees (every crop labelled with its image's class), for a fixed number of
+seconds, then scores its CLS features with the evaluate node's protocol (weighted k-NN, k=20,
+T=0.07, and optionally the linear-probe grid). If self-supervision is close to this figure, the
+budget, not the recipe, is what limits quality; if this figure is low, the data or the budget
+cannot show learning at all.
+
+    python benchmarks/supervised_ceiling.py --dataset data/05_model_input/dataset --seconds 120 \
+        [pretrain.preset=demo key=value ...]      # writes benchmarks/results/supervised_ceiling.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dinoflow.config import load_config_file, scaled_lr
+from dinoflow.eval.suite import EvalSettings
+from dinoflow.train.builders import build_backbone_from_config
+from dinoflow.train.distributed import DistEnv
+from dinoflow.train.loop import BatchStream
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality_common import PARAMS, RESULTS, machine, score_on  # noqa: E402
+
+
+def train_supervised(cfg, dataset: Path, seconds: float) -> tuple[nn.Module, dict]:
+    """AdamW (the config's scaled peak lr, weight decay) on cross-entropy over all crops, with a
+    cosine lr decay over the wall-clock budget; returns the backbone and what it saw."""
+    from dinoflow.data.shards import ShardReader
+
+    images = ShardReader.from_index(dataset, "train")
+    labels = images.labels()
+    num_classes = int(labels.max()) + 1
+    torch.manual_seed(cfg.run.seed)
+    backbone = build_backbone_from_config(cfg)
+    classifier = nn.Linear(backbone.num_features, num_classes)
+    params = [*backbone.parameters(), *classifier.parameters()]
+    peak = scaled_lr(cfg.optim.base_lr, cfg.optim.batch_size_per_rank, 1)
+    optimizer = torch.optim.AdamW(params, lr=peak, weight_decay=cfg.optim.weight_decay)
+    stream = BatchStream(images, cfg, DistEnv(), torch.device("cpu"), backbone.patch_embed.patch_size[0])
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.run.precision == "bf16")
+    backbone.train()
+    started, it, seen = time.perf_counter(), 0, 0
+    while (elapsed := time.perf_counter() - started) < seconds:
+        for group in optimizer.param_groups:  # cosine over the wall-clock budget
+            group["lr"] = peak * 0.5 * (1 + math.cos(math.pi * elapsed / seconds))
+        crops, _ = stream.get(it)
+        target = labels[stream.indices]
+        with autocast:  # one forward per resolution, as the DINO student runs its crops
+            logits = [classifier(backbone(torch.cat(group))) for group in (crops[:2], crops[2:]) if group]
+            loss = nn.functional.cross_entropy(torch.cat(logits), target.repeat(len(crops)))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        it, seen = it + 1, seen + len(target)
+    stream.close()
+    return backbone, {"iterations": it, "images_seen": seen, "train_seconds": time.perf_counter() - started}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, required=True, help="dataset directory (index.json + shards)")
+    parser.add_argument("--seconds", type=float, required=True, help="training wall time")
+    parser.add_argument("--config", type=Path, default=PARAMS)
+    parser.add_argument("--linear", action="store_true", help="also run the linear-probe grid")
+    parser.add_argument("--out", type=Path, default=RESULTS / "supervised_ceiling.json")
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value, as for python -m dinoflow.train")
+    args = parser.parse_args(argv)
+    cfg = load_config_file(args.config, [o.removeprefix("pretrain.") for o in args.overrides])
+    backbone, seen = train_supervised(cfg, args.dataset, args.seconds)
+    settings = EvalSettings(image_size=cfg.crops.global_size)
+    result = {
+        "machine": machine(),
+        "preset": cfg.preset,
+        **seen,
+        **score_on(backbone, args.dataset, settings, linear=args.linear),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))  # noqa: T201
+    return result
+
+
+if __name__ == "__main__":
+    main()
