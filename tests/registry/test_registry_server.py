@@ -59,7 +59,7 @@ def evaluate_params(tmp_path: Path) -> EvaluateParams:
     )  # fmt: skip
 
 
-def promote(tiny_shards, tmp_path: Path) -> dict:
+def promote(tiny_shards, tmp_path: Path, **gates) -> dict:
     mlflow_run.start_run(tmp_path, "registry-test", "promote", tags={})
     try:
         return promote_node(
@@ -74,6 +74,7 @@ def promote(tiny_shards, tmp_path: Path) -> dict:
                     require_validation_passed=True,
                     forbid_collapse=True,
                     first_min_gain_over_random_init=-1.0,
+                    **gates,
                 )
             ),  # fmt: skip
         )
@@ -136,3 +137,22 @@ def test_promote_reuses_scores_recorded_on_the_same_data_and_protocol(tiny_confi
     stale = {**recorded, "evaluation_protocol": "older-protocol"}
     register(tiny_config, tmp_path, "passed", {"data_fingerprint": tiny_shards["fingerprint"], **stale})
     assert promote(tiny_shards, tmp_path)["scored"]["challenger"] == "re-scored"
+
+
+def test_raw_pixel_gate_measures_raw_pixels_or_reuses_the_recorded_figure(
+    tiny_config, tiny_shards, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    register(tiny_config, tmp_path, "passed")  # a random-init backbone: no better than raw pixels
+    measured = promote(tiny_shards, tmp_path, min_gain_over_raw_pixels=0.5)
+    assert measured["decision"] == "rejected"
+    reason = next(r for r in measured["reasons"] if "raw pixels" in r)
+    assert "min +0.5000" in reason and "unknown" not in reason
+
+    protocol = evaluation_protocol(evaluate_params(tmp_path))
+    recorded = {"data_fingerprint": tiny_shards["fingerprint"], "evaluation_protocol": protocol,
+                "metric.knn_top1": "0.900", "metric.knn_top1_random_init": "0.100",
+                "metric.knn_top1_raw_pixels": "0.600"}  # fmt: skip
+    register(tiny_config, tmp_path, "passed", recorded)
+    reused = promote(tiny_shards, tmp_path, min_gain_over_raw_pixels=0.2)
+    assert "k-NN gain over raw pixels +0.3000 (0.9000 vs 0.6000, min +0.2000)" in reused["reasons"]
