@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -13,24 +14,13 @@ from torch import nn
 from dinoflow.data.shards import ShardReader
 from dinoflow.eval.suite import EvalSet, EvalSettings, score_backbone
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_step import gemm_peak  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "conf" / "base" / "parameters_pretrain.yml"
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def gemm_peak(dtype: torch.dtype, size: int = 2048, reps: int = 6, trials: int = 3) -> float:
-    """FLOP/s of a large square matmul on the CPU, best of ``trials``."""
-    import time
-
-    a, b = (torch.randn(size, size).to(dtype) for _ in range(2))
-    a @ b
-    best = 0.0
-    for _ in range(trials):
-        start = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        best = max(best, 2 * size**3 * reps / (time.perf_counter() - start))
-    return best
+CPU = torch.device("cpu")
 
 
 def machine() -> dict:
@@ -49,8 +39,8 @@ def machine() -> dict:
         "cpu": name,
         "kind": kind,
         "threads": torch.get_num_threads(),
-        "gemm_peak_tflops_bf16": round(gemm_peak(torch.bfloat16) / 1e12, 3),
-        "gemm_peak_tflops_fp32": round(gemm_peak(torch.float32) / 1e12, 3),
+        "gemm_peak_tflops_bf16": round(gemm_peak(torch.bfloat16, CPU) / 1e12, 3),
+        "gemm_peak_tflops_fp32": round(gemm_peak(torch.float32, CPU) / 1e12, 3),
         "torch": torch.__version__,
     }
 

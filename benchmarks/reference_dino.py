@@ -58,6 +58,23 @@ def build_reference(cfg: PretrainConfig) -> tuple[ReferenceDINO, ReferenceDINO, 
     return student, teacher, loss
 
 
+def reference_step(student, teacher, criterion, optimizer, views, momentum: float, autocast, clip: float) -> float:
+    """One step of lightly's DINO example: EMA, teacher on the 2 global views, student on all,
+    loss, backward, last-layer gradient cancelling, clipping, AdamW. Returns the loss."""
+    update_momentum(student, teacher, m=momentum)
+    with autocast:
+        with torch.no_grad():
+            teacher_out = [teacher(v) for v in views[:2]]
+        student_out = [student(v) for v in views]
+        loss = criterion(teacher_out, student_out, epoch=0)
+    loss.backward()
+    student.head.cancel_last_layer_gradients(current_epoch=0)
+    torch.nn.utils.clip_grad_norm_(student.parameters(), clip or float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())  # as a training loop logging the loss would
+
+
 def measure_reference(cfg: PretrainConfig, steps: int) -> dict:
     """images/s of the second half of ``steps`` reference steps (the first half warms up)."""
     student, teacher, criterion = build_reference(cfg)
@@ -71,18 +88,7 @@ def measure_reference(cfg: PretrainConfig, steps: int) -> dict:
         if step == steps // 2:
             start = time.perf_counter()
         momentum = cosine_schedule(step, steps, cfg.optim.momentum_teacher, 1.0)
-        update_momentum(student, teacher, m=momentum)
-        with autocast:
-            with torch.no_grad():
-                teacher_out = [teacher(v) for v in views[:2]]
-            student_out = [student(v) for v in views]
-            loss = criterion(teacher_out, student_out, epoch=0)
-        loss.backward()
-        student.head.cancel_last_layer_gradients(current_epoch=0)
-        torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.clip_grad or float("inf"))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        float(loss.detach())  # as a training loop logging the loss would
+        reference_step(student, teacher, criterion, optimizer, views, momentum, autocast, cfg.optim.clip_grad)
     elapsed = time.perf_counter() - start
     return {"images_per_s": batch * (steps - steps // 2) / elapsed}
 
@@ -129,17 +135,7 @@ def train_reference(cfg: PretrainConfig, train_folder, seconds: float, workers: 
                 break
             for group in optimizer.param_groups:
                 group["lr"] = peak * 0.5 * (1 + math.cos(math.pi * progress))
-            update_momentum(
-                student, teacher, m=cosine_schedule(int(progress * 1000), 1000, cfg.optim.momentum_teacher, 1.0)
-            )
-            with autocast:
-                with torch.no_grad():
-                    teacher_out = [teacher(v) for v in views[:2]]
-                student_out = [student(v) for v in views]
-                loss = criterion(teacher_out, student_out, epoch=0)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.clip_grad or float("inf"))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            momentum = cosine_schedule(int(progress * 1000), 1000, cfg.optim.momentum_teacher, 1.0)
+            reference_step(student, teacher, criterion, optimizer, views, momentum, autocast, cfg.optim.clip_grad)
             steps, seen = steps + 1, seen + len(views[0])
     return teacher.backbone, {"iterations": steps, "images_seen": seen, "train_seconds": time.perf_counter() - started}
