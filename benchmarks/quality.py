@@ -36,7 +36,8 @@ def run_pipeline(project: Path, folder: Path, minutes: float, seed: int, params:
     """``kedro run`` on the folder with the training budget; the run's metrics and summary."""
     kedro = str(Path(sys.executable).with_name("kedro"))
     preset = [] if any(p.startswith("pretrain.preset=") for p in params) else ["pretrain.preset=small"]
-    overrides = [f"data.source={folder}", *preset, f"pretrain.optim.time_budget_minutes={minutes}",
+    # The folder is benchmark data, not a dataset of this repository: DVC does not track it.
+    overrides = [f"data.source={folder}", "data.dvc_track=false", *preset, f"pretrain.optim.time_budget_minutes={minutes}",
                  f"pretrain.run.seed={seed}", *params]  # fmt: skip
     env = {**os.environ, "DO_NOT_TRACK": "true", "KEDRO_DISABLE_TELEMETRY": "1", "DVC_NO_ANALYTICS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
