@@ -58,7 +58,11 @@ def test_server_outage_mid_run_loses_no_metric(tiny_config, tiny_shards, tmp_pat
         run_id = MlflowClient().create_run(MlflowClient().create_experiment("outage")).info.run_id
         process, out = start_training(tiny_config, tiny_shards, tmp_path, url, run_id, epochs=16)  # 96 steps
         wait_until(lambda: len(logged_steps(out)) >= 20 or process.poll() is not None, HANG_S, "step 20")
+        # Frozen while the server shuts down: a slow shutdown must not let training run to its end
+        # before the outage starts (what made this test flaky).
+        process.send_signal(signal.SIGSTOP)
     down_at = len(logged_steps(out))  # the server is gone from here on
+    process.send_signal(signal.SIGCONT)
     wait_until(
         lambda: len(logged_steps(out)) >= down_at + 40 or process.poll() is not None,
         HANG_S,
