@@ -31,6 +31,11 @@ class Calibration:
     def as_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
 
+    @classmethod
+    def from_dict(cls, values: dict[str, float]) -> Calibration:
+        """Back from ``as_dict`` (a checkpoint stores floats; the count is an int again)."""
+        return cls(**{**values, "total_iters": int(values["total_iters"])})
+
 
 def iterations_for_budget(budget_seconds: float, spent_seconds: float, seconds_per_iteration: float) -> int:
     """The iteration count whose expected time fits in what is left of the budget (at least 1).

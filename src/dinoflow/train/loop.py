@@ -217,7 +217,7 @@ def train(
         parts.load_state(state)
         start_iter = state["iteration"]
         if "calibration" in state:
-            calibration = Calibration(**{k: type(f)(state["calibration"][k]) for k, f in _CALIBRATION_TYPES.items()})
+            calibration = Calibration.from_dict(state["calibration"])
         log.info("resumed from %s at iteration %d", output_dir / CHECKPOINT_NAME, start_iter)
     schedules = builders.build_run_schedules(cfg, iters_per_epoch, peak_lr)
     if cfg.optim.time_budget_minutes is not None:
@@ -297,9 +297,6 @@ def train(
         **({f"budget_{k}": v for k, v in calibration.as_dict().items()} if calibration else {}),
         **last_metrics,
     }
-
-
-_CALIBRATION_TYPES = {"budget_seconds": 0.0, "seconds_per_iteration": 0.0, "calibration_seconds": 0.0, "total_iters": 0}
 
 
 def _step_metrics(
