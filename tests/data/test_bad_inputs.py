@@ -89,8 +89,9 @@ def test_conversions_to_rgb():
     assert sixteen.mode == "RGB" and np.asarray(sixteen).min() == 255  # scaled, not clipped to garbage
     half = to_rgb(Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16)))
     assert abs(int(np.asarray(half)[0, 0, 0]) - 128) <= 1
-    transparent = Image.new("RGBA", (4, 4), (255, 255, 255, 0))
-    assert np.asarray(to_rgb(transparent)).max() == 0  # composited on black
+    transparent = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert np.asarray(to_rgb(transparent)).min() == 255  # composited on white by default
+    assert np.asarray(to_rgb(transparent, (0, 0, 0))).max() == 0  # or on the colour asked for
     exif = Image.Exif()
     exif[0x0112] = 6
     rotated = Image.new("RGB", (6, 2))

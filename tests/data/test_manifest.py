@@ -1,7 +1,8 @@
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from dinoflow.data.manifest import build_manifest, hash_split
 
@@ -76,3 +77,45 @@ def test_reingest_reads_only_changed_files_and_matches_a_fresh_ingest(tmp_path, 
     # Changed limits apply to cached rows too.
     strict = build_manifest(tmp_path / "data", min_size=64, workers=1, progress=False, cache_path=cache)
     assert {r["status"] for r in strict} == {"smaller than 64 px"}
+
+
+def _line_art(path: Path, size: int = 48) -> None:
+    """Black strokes on a fully transparent background (RGBA clip art)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    ImageDraw.Draw(image).rectangle((10, 10, size - 10, size - 10), outline=(0, 0, 0, 255), width=3)
+    image.save(path)
+
+
+def test_line_art_is_kept_on_white_and_blank_images_are_quarantined_as_near_uniform(tmp_path):
+    _line_art(tmp_path / "icons" / "art.png")
+    Image.new("RGB", (32, 32), (250, 250, 250)).save(tmp_path / "icons" / "blank.png")
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "icons" / "noise.png")
+    rows = {Path(r["path"]).name: r for r in build_manifest(tmp_path, workers=1, progress=False, min_pixel_std=2.0)}
+    assert rows["art.png"]["status"] == "ok"
+    assert rows["art.png"]["note"] == "RGBA with transparency composited on white, then RGB"
+    assert rows["art.png"]["pixel_std"] > 50
+    assert rows["noise.png"]["status"] == "ok"
+    assert rows["blank.png"]["pixel_std"] == 0.0
+    assert rows["blank.png"]["status"] == "near-uniform image (pixel std 0.00 < 2 of 255, data.min_pixel_std)"
+
+
+def test_line_art_on_a_black_background_is_blank(tmp_path):
+    _line_art(tmp_path / "art.png")
+    (row,) = build_manifest(tmp_path, workers=1, progress=False, min_pixel_std=2.0, background=(0, 0, 0))
+    assert row["status"].startswith("near-uniform image") and row["note"].endswith("on black, then RGB")
+
+
+def test_a_cached_ingest_applies_a_new_threshold_and_rereads_on_a_new_background(tmp_path):
+    _line_art(tmp_path / "data" / "art.png")
+    cache = tmp_path / "cache.json"
+    ingest = partial(build_manifest, tmp_path / "data", workers=1, progress=False, cache_path=cache)
+    (first,) = ingest(min_pixel_std=2.0)
+    assert first["status"] == "ok"
+    (strict,) = ingest(min_pixel_std=255.0)  # from the cache: the new limit still applies
+    assert strict["status"].startswith("near-uniform image") and strict["pixel_std"] == first["pixel_std"]
+    (black,) = ingest(min_pixel_std=2.0, background=(0, 0, 0))  # content depends on the background
+    assert black["status"].startswith("near-uniform image") and "on black" in black["note"]
+    (white,) = ingest(min_pixel_std=2.0)
+    assert white == first

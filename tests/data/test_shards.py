@@ -74,3 +74,16 @@ def test_a_reader_survives_pickling_for_spawned_workers(tmp_path):
     assert torch.equal(pickle.loads(pickle.dumps(reader)).image(1), first)
     with pytest.raises(KeyError, match="no 'train' split"):
         ShardReader.from_index(tmp_path / "ds", "train")
+
+
+def test_transparency_is_stored_on_the_background_asked_for_and_a_new_background_rebuilds(tmp_path):
+    (tmp_path / "images").mkdir()
+    path = tmp_path / "images" / "clear.png"
+    Image.new("RGBA", (16, 16), (0, 0, 0, 0)).save(path)
+    records = [ImageRecord(path, width=16, height=16, sha256="s")]
+    build = lambda background: build_dataset({"train": records}, [], tmp_path / "ds", [], max_side=16,  # noqa: E731
+                                             workers=1, progress=False, background=background)  # fmt: skip
+    assert build((255, 255, 255))["settings"]["background"] == [255, 255, 255]
+    assert ShardReader.from_index(tmp_path / "ds", "train").image(0).min() == 255
+    build((0, 0, 0))
+    assert ShardReader.from_index(tmp_path / "ds", "train").image(0).max() == 0

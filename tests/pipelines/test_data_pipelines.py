@@ -82,4 +82,4 @@ def test_a_manifest_path_escaping_the_data_root_is_refused(tmp_path):
                               "sha256": "x", "split": "train"}])  # fmt: skip
     params = DatasetParams(max_side=8, workers=1, output_dir=str(tmp_path / "dataset"))
     with pytest.raises(ValueError, match="resolves outside the data root"):
-        build_dataset_node(manifest, {"root": str(tmp_path / "root")}, params)
+        build_dataset_node(manifest, {"root": str(tmp_path / "root")}, params, data_params(tmp_path))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from dinoflow.data.decode import parse_background
 
 
 class _Params(BaseModel):
@@ -42,6 +44,14 @@ class DataParams(_Params):
     workers: int = Field(ge=0)  # processes; 0 = one per core
     ingest_cache: str  # what the last ingest learnt about each file; unchanged files are not re-read
     dvc_track: bool  # dvc add the source when inside this repository
+    alpha_background: str = "white"  # transparency is composited on this: white, black or R,G,B (0-255 each)
+    min_pixel_std: float = Field(default=2.0, ge=0.0, le=255.0)  # near-uniform below this pixel std (0-255); 0 = off
+
+    @field_validator("alpha_background")
+    @classmethod
+    def _known_background(cls, value: str) -> str:
+        parse_background(value)  # raises a ValueError naming the accepted forms
+        return value
 
 
 class ValidationParams(_Params):

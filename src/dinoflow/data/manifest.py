@@ -8,9 +8,10 @@ Layouts understood (``<root>/images/`` is used when it exists, else ``<root>/``)
 
 Masks, when present, live under ``<root>/masks/`` with the same relative path (``.png``).
 A row never hides a problem: unreadable, corrupt, empty, too small or too large, animated,
-duplicate files and symlinks leaving the root stay in the manifest with a ``status`` other than
-``ok`` (the quarantine reason). Files kept after a conversion (CMYK, 16-bit, palette, alpha,
-EXIF rotation) say so in ``note`` / ``exif_orientation``.
+near-uniform (blank after conversion to RGB), duplicate files and symlinks leaving the root stay
+in the manifest with a ``status`` other than ``ok`` (the quarantine reason). Files kept after a
+conversion (CMYK, 16-bit, palette, alpha composited on the configured background, EXIF rotation)
+say so in ``note`` / ``exif_orientation``.
 """
 
 from __future__ import annotations
@@ -26,11 +27,23 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from dinoflow.data.decode import conversion_note
+from dinoflow.data.decode import WHITE, conversion_note, pixel_std, to_rgb
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLITS = ("train", "val")
 ORIENTATION_TAG = 0x0112  # EXIF Orientation
+CACHE_FORMAT = 2  # rows carry pixel_std
+
+
+@dataclass(frozen=True)
+class IngestRules:
+    """What decides a file's label, split and status (the ``data.*`` parameters, as plain values)."""
+
+    val_ratio: float = 0.2  # val share when the folder has no train/ and val/
+    min_size: int = 16  # shorter side below this (px): quarantined
+    max_pixels: int = 89_478_485  # above this: quarantined unread (Pillow's bomb limit)
+    min_pixel_std: float = 0.0  # pixel std (0-255) below this after conversion: near-uniform; 0 = no check
+    background: tuple[int, int, int] = WHITE  # transparency is composited on this RGB colour
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,7 @@ class ManifestRow:
     split: str
     status: str  # "ok" or the quarantine reason
     note: str  # what loading will do to a kept file (conversions), "" when nothing
+    pixel_std: float  # largest per-channel pixel std after conversion to RGB (0-255); -1 when not decoded
 
 
 def _sha256(path: Path) -> str:
@@ -66,13 +80,15 @@ def hash_split(relative_path: str, val_ratio: float) -> str:
     return "val" if bucket < val_ratio else "train"
 
 
-def inspect_image(path: Path, min_size: int, max_pixels: int) -> dict:
-    """Decode fully (not just the header) and report format, size, mode and a status.
+def inspect_image(path: Path, rules: IngestRules = IngestRules()) -> dict:
+    """Decode fully (not just the header), convert to RGB as loading will, and report format,
+    size, mode, pixel spread and a status.
 
     The size is checked from the header *before* decoding, so a decompression bomb is never
     expanded in memory.
     """
-    info = {"format": "", "width": 0, "height": 0, "mode": "", "decodable": False, "exif_orientation": 1, "note": ""}
+    info = {"format": "", "width": 0, "height": 0, "mode": "", "decodable": False, "exif_orientation": 1, "note": "",
+            "pixel_std": -1.0}  # fmt: skip
     try:
         if path.stat().st_size == 0:
             return {**info, "status": "zero-byte file"}
@@ -81,33 +97,27 @@ def inspect_image(path: Path, min_size: int, max_pixels: int) -> dict:
             width, height = (image.height, image.width) if orientation in (5, 6, 7, 8) else image.size
             info.update(format=image.format or "", width=width, height=height, mode=image.mode,
                         exif_orientation=orientation)  # fmt: skip
-            if width * height > max_pixels:
-                return {
-                    **info,
-                    "status": f"too many pixels ({width}x{height} > {max_pixels}): possible decompression bomb",
-                }
+            if width * height > rules.max_pixels:
+                return {**info, "status": _status(width, height, -1.0, rules)}
             frames = getattr(image, "n_frames", 1)
             if frames > 1:
                 return {**info, "status": f"animated or multi-frame image ({frames} frames)"}
             image.load()
-            info["note"] = conversion_note(image.mode, "transparency" in image.info)
+            info["note"] = conversion_note(image.mode, "transparency" in image.info, rules.background)
+            info["pixel_std"] = round(pixel_std(to_rgb(image, rules.background)), 3)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         return {**info, "status": f"not decodable: {type(err).__name__}: {err}"[:200]}
     info["decodable"] = True
-    if min(info["width"], info["height"]) < min_size:
-        return {**info, "status": f"smaller than {min_size} px"}
-    return {**info, "status": "ok"}
+    return {**info, "status": _status(info["width"], info["height"], info["pixel_std"], rules)}
 
 
-def _describe(
-    root: Path, image_root: Path, val_ratio: float, min_size: int, max_pixels: int, file: Path, cached: dict | None
-) -> dict:
+def _describe(root: Path, image_root: Path, rules: IngestRules, file: Path, cached: dict | None) -> dict:
     rel = file.relative_to(image_root).as_posix()
     parts = rel.split("/")
     if parts[0] in SPLITS and len(parts) > 1:
         split, class_parts = parts[0], parts[1:-1]
     else:
-        split, class_parts = hash_split(rel, val_ratio), parts[:-1]
+        split, class_parts = hash_split(rel, rules.val_ratio), parts[:-1]
     mask = root / "masks" / Path(rel).with_suffix(".png")
     where = {
         "path": file.relative_to(root).as_posix(),
@@ -116,27 +126,29 @@ def _describe(
         "split": split,
     }
     empty = {"sha256": "", "bytes": 0, "mtime_ns": 0, "format": "", "width": 0, "height": 0, "mode": "", "decodable": False,
-             "exif_orientation": 1, "note": ""}  # fmt: skip
+             "exif_orientation": 1, "note": "", "pixel_std": -1.0}  # fmt: skip
     real = file.resolve()
     if file.is_symlink() and not real.is_relative_to(root):
         return asdict(ManifestRow(**where, **empty, status="symlink pointing outside the data root"))
     try:
         stat = file.stat()
         if cached and (cached["bytes"], cached["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
-            return {**cached, **where, "status": _size_status(cached["width"], cached["height"], min_size, max_pixels)}
+            return {**cached, **where, "status": _status(cached["width"], cached["height"], cached["pixel_std"], rules)}
         digest = _sha256(file)
     except OSError as err:
         return asdict(ManifestRow(**where, **empty, status=f"unreadable: {type(err).__name__}: {err}"[:200]))
-    inspected = inspect_image(file, min_size, max_pixels)
+    inspected = inspect_image(file, rules)
     return asdict(ManifestRow(**where, sha256=digest, bytes=stat.st_size, mtime_ns=stat.st_mtime_ns, **inspected))
 
 
-def _size_status(width: int, height: int, min_size: int, max_pixels: int) -> str:
-    """Status of an already decoded file under the current size limits."""
-    if width * height > max_pixels:
-        return f"too many pixels ({width}x{height} > {max_pixels}): possible decompression bomb"
-    if min(width, height) < min_size:
-        return f"smaller than {min_size} px"
+def _status(width: int, height: int, std: float, rules: IngestRules) -> str:
+    """Status of a file from its size and pixel spread under the current limits (also for cached rows)."""
+    if width * height > rules.max_pixels:
+        return f"too many pixels ({width}x{height} > {rules.max_pixels}): possible decompression bomb"
+    if min(width, height) < rules.min_size:
+        return f"smaller than {rules.min_size} px"
+    if 0 <= std < rules.min_pixel_std:
+        return f"near-uniform image (pixel std {std:.2f} < {rules.min_pixel_std:g} of 255, data.min_pixel_std)"
     return "ok"
 
 
@@ -157,6 +169,9 @@ def build_manifest(
     workers: int = 0,
     progress: bool = True,
     cache_path: Path | None = None,
+    *,
+    min_pixel_std: float = 0.0,
+    background: tuple[int, int, int] = WHITE,
 ) -> list[dict]:
     """Describe every image file under ``root`` (sorted, so the manifest is reproducible).
 
@@ -165,7 +180,11 @@ def build_manifest(
         workers: processes for hashing and decoding (0: one per CPU core).
         cache_path: JSON file of the last ingest of this root; files whose size and mtime are
             unchanged and that decoded then are not read again. Rewritten at the end.
+        min_pixel_std: images whose pixel std after conversion (0-255) is below this are
+            quarantined as near-uniform (0: no check).
+        background: RGB colour transparency is composited on (changing it re-reads every file).
     """
+    rules = IngestRules(val_ratio, min_size, max_pixels, min_pixel_std, tuple(background))
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"data source {root} is not a directory")
@@ -173,8 +192,8 @@ def build_manifest(
     files = scan_images(root)
     if not files:
         raise FileNotFoundError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
-    previous = _load_cache(cache_path, root)
-    describe = partial(_describe, root, image_root, val_ratio, min_size, max_pixels)
+    previous = _load_cache(cache_path, root, rules.background)
+    describe = partial(_describe, root, image_root, rules)
     # Each file travels with its own cached row only: the whole cache is never sent to a worker.
     cached = [previous.get(f.relative_to(root).as_posix()) for f in files]
     bar = partial(tqdm, total=len(files), desc="ingest", unit="img", disable=not progress, mininterval=1.0)
@@ -185,25 +204,30 @@ def build_manifest(
         with ProcessPoolExecutor(max_workers=workers) as pool:
             rows = list(bar(pool.map(describe, files, cached, chunksize=64)))
     if cache_path is not None:
-        _save_cache(cache_path, root, rows)
+        _save_cache(cache_path, root, rules.background, rows)
     return _mark_duplicates(rows)
 
 
-def _load_cache(cache_path: Path | None, root: Path) -> dict[str, dict]:
-    """Rows of the previous ingest of ``root`` that decoded, by path (empty if none)."""
+def _cache_key(root: Path, background: tuple[int, int, int]) -> dict:
+    """What a cached row's content depends on besides the file itself."""
+    return {"root": str(root), "format": CACHE_FORMAT, "background": list(background)}
+
+
+def _load_cache(cache_path: Path | None, root: Path, background: tuple[int, int, int]) -> dict[str, dict]:
+    """Rows of the previous ingest of ``root`` (same background) that decoded, by path (empty if none)."""
     if cache_path is None or not Path(cache_path).exists():
         return {}
     cache = json.loads(Path(cache_path).read_text())
-    if cache.get("root") != str(root):
+    if {k: cache.get(k) for k in ("root", "format", "background")} != _cache_key(root, background):
         return {}
     return {row["path"]: row for row in cache["rows"] if row["decodable"]}
 
 
-def _save_cache(cache_path: Path, root: Path, rows: list[dict]) -> None:
+def _save_cache(cache_path: Path, root: Path, background: tuple[int, int, int], rows: list[dict]) -> None:
     cache_path = Path(cache_path)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"root": str(root), "rows": rows}))
+    tmp.write_text(json.dumps({**_cache_key(root, background), "rows": rows}))
     tmp.replace(cache_path)
 
 

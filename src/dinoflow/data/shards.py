@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from dinoflow.data.decode import to_rgb
+from dinoflow.data.decode import WHITE, to_rgb
 
 FORMAT_VERSION = 2
 
@@ -72,10 +72,11 @@ def _fit(image: Image.Image, max_side: int, max_aspect: float, resample: Image.R
     return image if image.size == (width, height) else image.resize((width, height), resample)
 
 
-def load_image(path: Path, max_side: int, max_aspect: float) -> np.ndarray:
-    """Decode → EXIF-orient → RGB (``decode.to_rgb``) → ``stored_shape`` (bicubic) → (3, h, w) uint8."""
+def load_image(path: Path, max_side: int, max_aspect: float, background: tuple[int, int, int] = WHITE) -> np.ndarray:
+    """Decode → EXIF-orient → RGB (``decode.to_rgb``, transparency on ``background``) → ``stored_shape``
+    (bicubic) → (3, h, w) uint8."""
     with Image.open(path) as image:
-        rgb = to_rgb(image)
+        rgb = to_rgb(image, background)
     return np.ascontiguousarray(
         np.asarray(_fit(rgb, max_side, max_aspect, Image.Resampling.BICUBIC)).transpose(2, 0, 1)
     )
@@ -94,9 +95,11 @@ def _pack(arrays: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(pixels), offsets
 
 
-def build_shard(records: Sequence[ImageRecord], max_side: int, max_aspect: float = 3.0) -> dict[str, torch.Tensor]:
+def build_shard(
+    records: Sequence[ImageRecord], max_side: int, max_aspect: float = 3.0, background: tuple[int, int, int] = WHITE
+) -> dict[str, torch.Tensor]:
     """Decode ``records`` and pack them into a shard dict (see module docstring)."""
-    images = [load_image(r.path, max_side, max_aspect) for r in records]
+    images = [load_image(r.path, max_side, max_aspect, background) for r in records]
     has_masks = bool(records) and all(r.mask_path is not None for r in records)
     masks = [load_mask(r.mask_path, max_side, max_aspect) for r in records] if has_masks else []
     return pack_shard(images, [r.label for r in records], masks)
@@ -211,16 +214,16 @@ def plan_shards(
     return groups if groups[0] else []
 
 
-def _write_shard(job: tuple[list[ImageRecord], int, float, Path]) -> int:
-    records, max_side, max_aspect, path = job
-    save_shard(build_shard(records, max_side, max_aspect), path)
+def _write_shard(job: tuple[list[ImageRecord], int, float, tuple[int, int, int], Path]) -> int:
+    records, max_side, max_aspect, background, path = job
+    save_shard(build_shard(records, max_side, max_aspect, background), path)
     return len(records)
 
 
-def _write_contents(path: Path, jobs: list[tuple[list[ImageRecord], int, float, Path]]) -> None:
+def _write_contents(path: Path, jobs: list[tuple[list[ImageRecord], int, float, tuple[int, int, int], Path]]) -> None:
     """One line per stored image: where it is (shard, position) and which file it came from."""
     lines = ["shard\tposition\tlabel\tsha256\tsource"]
-    for records, _, _, shard in jobs:
+    for records, *_, shard in jobs:
         lines += [f"{shard.name}\t{i}\t{r.label}\t{r.sha256}\t{r.path}" for i, r in enumerate(records)]
     path.write_text("\n".join(lines) + "\n")
 
@@ -235,14 +238,17 @@ def build_dataset(
     max_shard_mb: float = 256.0,
     workers: int = 0,
     progress: bool = True,
+    background: tuple[int, int, int] = WHITE,
 ) -> dict:
     """Write every split's shards under ``out_dir`` in parallel and return the dataset index
     (``out_dir/index.json``, shard paths relative to it so the folder can move, plus ``dir``).
 
-    Nothing is rebuilt when the content fingerprint and the storage settings are unchanged.
+    Nothing is rebuilt when the content fingerprint and the storage settings (including the
+    ``background`` transparency is composited on) are unchanged.
     """
     out_dir = Path(out_dir)
-    settings = {"format": FORMAT_VERSION, "max_side": max_side, "max_aspect": max_aspect, "max_shard_mb": max_shard_mb}
+    settings = {"format": FORMAT_VERSION, "max_side": max_side, "max_aspect": max_aspect, "max_shard_mb": max_shard_mb,
+                "background": list(background)}  # fmt: skip
     fingerprint = dataset_fingerprint(fingerprint_rows)
     index_path = out_dir / "index.json"
     if index_path.exists():
@@ -255,7 +261,7 @@ def build_dataset(
     for split, split_records in sorted(records.items()):
         groups = plan_shards(split_records, max_side, max_aspect, int(max_shard_mb * 2**20))
         names = [f"{split}-{k:05d}.pt" for k in range(len(groups))]
-        jobs += [(g, max_side, max_aspect, out_dir / n) for g, n in zip(groups, names, strict=True)]
+        jobs += [(g, max_side, max_aspect, tuple(background), out_dir / n) for g, n in zip(groups, names, strict=True)]
         splits[split] = {
             "count": len(split_records),
             "has_masks": bool(split_records) and all(r.mask_path is not None for r in split_records),

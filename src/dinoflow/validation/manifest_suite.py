@@ -28,7 +28,7 @@ import great_expectations.expectations as gxe  # noqa: E402
 
 MANIFEST_COLUMNS = [
     "path", "sha256", "bytes", "mtime_ns", "format", "width", "height", "mode", "decodable", "exif_orientation",
-    "label", "mask_path", "split", "status", "note",
+    "label", "mask_path", "split", "status", "note", "pixel_std",
 ]  # fmt: skip
 ALLOWED_FORMATS = ["PNG", "JPEG", "MPO", "GIF", "BMP", "WEBP", "TIFF"]
 # Modes that dinoflow.data.decode.to_rgb turns into RGB faithfully.

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from dinoflow.config.pipeline_params import DataParams
+from dinoflow.data.decode import parse_background
 from dinoflow.data.manifest import build_manifest
 from dinoflow.data.synthetic import SyntheticSpec, generate
 from dinoflow.tracking import mlflow_run
@@ -48,6 +49,8 @@ def build_manifest_node(source: dict[str, Any], data: DataParams) -> pd.DataFram
             data.max_pixels,
             data.workers,
             cache_path=Path(data.ingest_cache),
+            min_pixel_std=data.min_pixel_std,
+            background=parse_background(data.alpha_background),
         )
     )
     log.info("manifest: %d files, %d ok", len(manifest), int((manifest["status"] == "ok").sum()))

@@ -8,7 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from dinoflow.config.pipeline_params import DatasetParams
+from dinoflow.config.pipeline_params import DataParams, DatasetParams
+from dinoflow.data.decode import parse_background
 from dinoflow.data.shards import ImageRecord, build_dataset
 from dinoflow.tracking import mlflow_run
 
@@ -23,8 +24,12 @@ def inside(root: Path, relative: str) -> Path:
     return path
 
 
-def build_dataset_node(clean_manifest: pd.DataFrame, source: dict[str, Any], dataset: DatasetParams) -> dict[str, Any]:
-    """Returns the dataset index: per split its shards and counts, the classes, the settings, the fingerprint."""
+def build_dataset_node(
+    clean_manifest: pd.DataFrame, source: dict[str, Any], dataset: DatasetParams, data: DataParams
+) -> dict[str, Any]:
+    """Returns the dataset index: per split its shards and counts, the classes, the settings, the fingerprint.
+
+    Transparency is composited on ``data.alpha_background``, as the manifest's notes say."""
     root = Path(source["root"])
     classes = sorted(label for label in clean_manifest["label"].unique() if label)
     records = {
@@ -51,6 +56,7 @@ def build_dataset_node(clean_manifest: pd.DataFrame, source: dict[str, Any], dat
         max_aspect=dataset.max_aspect,
         max_shard_mb=dataset.max_shard_mb,
         workers=dataset.workers,
+        background=parse_background(data.alpha_background),
     )
     mlflow_run.set_tags({"data.fingerprint": index["fingerprint"]})
     return index
