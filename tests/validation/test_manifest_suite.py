@@ -1,7 +1,9 @@
 """Every expectation of the manifest suites fails on a manifest that breaks it, and says which."""
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from dinoflow.data.manifest import build_manifest
 from dinoflow.validation.manifest_suite import validate_manifest
@@ -60,3 +62,34 @@ def test_each_rule_fails_when_broken_and_is_named(clean_manifest, tmp_path, rule
 def test_an_empty_manifest_fails_on_row_count(clean_manifest, tmp_path):
     report = run(clean_manifest.iloc[0:0], tmp_path)
     assert "manifest_suite: expect_table_row_count_to_be_between" in report["failed"]
+
+
+def _folder_with_copies(root, distinct: int, copies: int, broken: int) -> pd.DataFrame:
+    """Real files: ``distinct`` noise images in two classes, ``copies`` exact duplicates of them,
+    ``broken`` text files named .png."""
+    rng = np.random.default_rng(0)
+    for i in range(distinct):
+        folder = root / ("cats" if i % 2 else "dogs")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    for i in range(copies):
+        source = root / ("cats" if i % 2 else "dogs") / f"{i:02d}.png"
+        (source.parent / f"copy{i:02d}.png").write_bytes(source.read_bytes())
+    for i in range(broken):
+        (root / "cats" / f"broken{i}.png").write_text("not a png")
+    return pd.DataFrame(build_manifest(root, workers=1, progress=False))
+
+
+def test_duplicates_are_counted_on_their_own_and_not_as_broken(tmp_path):
+    manifest = _folder_with_copies(tmp_path / "data", distinct=20, copies=10, broken=0)  # a third are copies
+    report = run(manifest, tmp_path / "docs")
+    assert report["success"], report["failed"]
+    assert report["statistics"] == {"rows": 30, "ok": 20, "quarantined": 0, "duplicates": 10}
+
+
+def test_the_broken_share_is_over_distinct_files(tmp_path):
+    # 2 broken of 32 distinct files is 6.25% > 5% (it would be 3.8% if the 20 copies counted).
+    manifest = _folder_with_copies(tmp_path / "data", distinct=30, copies=20, broken=2)
+    report = run(manifest, tmp_path / "docs")
+    assert "manifest_suite: expect_column_mean_to_be_between is_ok" in report["failed"]
+    assert report["statistics"] == {"rows": 52, "ok": 30, "quarantined": 2, "duplicates": 20}

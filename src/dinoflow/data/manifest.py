@@ -9,9 +9,10 @@ Layouts understood (``<root>/images/`` is used when it exists, else ``<root>/``)
 Masks, when present, live under ``<root>/masks/`` with the same relative path (``.png``).
 A row never hides a problem: unreadable, corrupt, empty, too small or too large, animated,
 near-uniform (blank after conversion to RGB), duplicate files and symlinks leaving the root stay
-in the manifest with a ``status`` other than ``ok`` (the quarantine reason). Files kept after a
-conversion (CMYK, 16-bit, palette, alpha composited on the configured background, EXIF rotation)
-say so in ``note`` / ``exif_orientation``.
+in the manifest with a ``status`` other than ``ok`` (the quarantine reason). Exact duplicates
+(``duplicate of <first copy>``) are a kind of their own: dropped, never counted as broken. Files
+kept after a conversion (CMYK, 16-bit, palette, alpha composited on the configured background,
+EXIF rotation) say so in ``note`` / ``exif_orientation``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dinoflow.data.decode import WHITE, conversion_note, pixel_std, to_rgb
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLITS = ("train", "val")
 ORIENTATION_TAG = 0x0112  # EXIF Orientation
+DUPLICATE = "duplicate of "  # status prefix of an exact copy (same sha256) of an earlier file
 CACHE_FORMAT = 2  # rows carry pixel_std
 
 
@@ -239,5 +241,10 @@ def _mark_duplicates(rows: list[dict]) -> list[dict]:
             continue
         original = first_seen.setdefault(row["sha256"], row["path"])
         if original != row["path"]:
-            row["status"] = f"duplicate of {original}"
+            row["status"] = f"{DUPLICATE}{original}"
     return rows
+
+
+def is_duplicate(status: str) -> bool:
+    """An exact copy of an earlier file: dropped, not broken."""
+    return status.startswith(DUPLICATE)

@@ -4,7 +4,8 @@ Each suite runs through its own checkpoint (each validates a different frame), a
 checkpoint updates the data docs site:
 
 - ``manifest_suite`` on every row: schema, unique paths, well-formed hashes, known splits, and
-  the share of quarantined rows under a threshold;
+  the share of broken files under a threshold (``is_ok`` is empty for exact duplicates: they are
+  dropped and counted on their own, so the share is over the distinct files);
 - ``clean_suite`` on the rows kept for training: decodable, unique content, size bounds and
   known modes and formats;
 - ``class_balance_suite`` (labelled data) on the class counts: no class more than
@@ -20,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from dinoflow.data.decode import SIXTEEN_BIT_MODES
+from dinoflow.data.manifest import is_duplicate
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
@@ -103,8 +105,9 @@ def validate_manifest(
     context = gx.get_context(mode="file", project_root_dir=str(docs_root))
     source = context.data_sources.add_or_update_pandas("manifest_source")
     clean = manifest[manifest["status"] == "ok"]
+    duplicates = manifest["status"].map(is_duplicate).astype(bool)
     frames = {
-        "manifest_suite": manifest.assign(is_ok=(manifest["status"] == "ok").astype(float)),
+        "manifest_suite": manifest.assign(is_ok=(manifest["status"] == "ok").astype(float).mask(duplicates)),
         "clean_suite": clean,
     }
     suites = {
@@ -143,7 +146,8 @@ def validate_manifest(
         "statistics": {
             "rows": len(manifest),
             "ok": int(len(clean)),
-            "quarantined": int(len(manifest) - len(clean)),
+            "quarantined": int(len(manifest) - len(clean) - duplicates.sum()),  # broken files
+            "duplicates": int(duplicates.sum()),  # exact copies dropped (not broken)
         },
         "result": results,
         "data_docs": str(Path(docs_root) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"),

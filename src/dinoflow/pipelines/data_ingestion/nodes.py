@@ -10,7 +10,7 @@ import pandas as pd
 
 from dinoflow.config.pipeline_params import DataParams
 from dinoflow.data.decode import parse_background
-from dinoflow.data.manifest import build_manifest
+from dinoflow.data.manifest import build_manifest, is_duplicate
 from dinoflow.data.synthetic import SyntheticSpec, generate
 from dinoflow.tracking import mlflow_run
 from dinoflow.versioning import dvc
@@ -53,5 +53,10 @@ def build_manifest_node(source: dict[str, Any], data: DataParams) -> pd.DataFram
             background=parse_background(data.alpha_background),
         )
     )
-    log.info("manifest: %d files, %d ok", len(manifest), int((manifest["status"] == "ok").sum()))
+    duplicates = int(manifest["status"].map(is_duplicate).sum())
+    ok = int((manifest["status"] == "ok").sum())
+    log.info(
+        "manifest: %d files, %d ok, %d exact duplicate(s) dropped, %d quarantined",
+        len(manifest), ok, duplicates, len(manifest) - ok - duplicates,
+    )  # fmt: skip
     return manifest
