@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from dinoflow.data.manifest import build_manifest, hash_split
+from dinoflow.data.manifest import build_manifest, hash_split, quarantine_summary, reason_of
 
 
 def _png(path: Path, size=(32, 32), colour=(10, 20, 30)) -> None:
@@ -119,3 +119,28 @@ def test_a_cached_ingest_applies_a_new_threshold_and_rereads_on_a_new_background
     assert black["status"].startswith("near-uniform image") and "on black" in black["note"]
     (white,) = ingest(min_pixel_std=2.0)
     assert white == first
+
+
+def test_quarantine_summary_groups_reasons_with_counts_and_three_examples(tmp_path):
+    for i in range(5):
+        _png(tmp_path / "cats" / f"good{i}.png", colour=(i, 0, 0))
+        (tmp_path / "cats" / f"text{i}.png").write_text(f"not an image {i}")
+    for i in range(2):
+        (tmp_path / "cats" / f"same{i}.png").write_bytes((tmp_path / "cats" / "good0.png").read_bytes())
+    _png(tmp_path / "cats" / "tiny.png", size=(8, 8))
+    rows = build_manifest(tmp_path, min_size=16, workers=1, progress=False)
+    reasons = {reason_of(r["status"]) for r in rows if r["status"] != "ok"}
+    assert reasons == {"not decodable", "duplicate", "smaller than 16 px"}
+    assert quarantine_summary(rows) == [
+        ("not decodable", 5, ["cats/text0.png", "cats/text1.png", "cats/text2.png"]),
+        ("duplicate", 2, ["cats/same0.png", "cats/same1.png"]),
+        ("smaller than 16 px", 1, ["cats/tiny.png"]),
+    ]
+
+
+def test_reason_of_drops_the_details_of_each_file():
+    assert reason_of("too many pixels (9x9 > 8): possible decompression bomb") == "too many pixels"
+    assert reason_of("animated or multi-frame image (2 frames)") == "animated or multi-frame image"
+    assert reason_of("unreadable: PermissionError: [Errno 13]") == "unreadable"
+    assert reason_of("near-uniform image (pixel std 0.00 < 2 of 255, data.min_pixel_std)") == "near-uniform image"
+    assert reason_of("symlink pointing outside the data root") == "symlink pointing outside the data root"

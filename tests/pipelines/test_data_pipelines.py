@@ -1,11 +1,14 @@
 """Data pipelines run with Kedro's runner on an in-memory catalog, plus node edge cases."""
 
+import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
+from PIL import Image
 
 from dinoflow.config.pipeline_params import DataParams, DatasetParams, ValidationParams
 from dinoflow.data.shards import ShardReader
@@ -83,3 +86,25 @@ def test_a_manifest_path_escaping_the_data_root_is_refused(tmp_path):
     params = DatasetParams(max_side=8, workers=1, output_dir=str(tmp_path / "dataset"))
     with pytest.raises(ValueError, match="resolves outside the data root"):
         build_dataset_node(manifest, {"root": str(tmp_path / "root")}, params, data_params(tmp_path))
+
+
+def test_quarantine_is_logged_as_one_line_per_reason_with_examples(tmp_path, mlflow_tmp, caplog):
+    folder = tmp_path / "photos" / "cats"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    for i in range(5):
+        (folder / f"broken{i}.png").write_text("not a png")
+    for i in range(4):
+        (folder / f"copy{i}.png").write_bytes((folder / f"{i:02d}.png").read_bytes())
+    params = data_params(tmp_path, source=str(tmp_path / "photos"))
+    manifest = build_manifest_node({"root": str(tmp_path / "photos")}, params)
+    with caplog.at_level(logging.INFO, logger="dinoflow.pipelines.data_validation.nodes"):
+        _, quarantine, _ = validate_manifest_node(manifest, params, validation_params(tmp_path, 0.5))
+    lines = [r.getMessage() for r in caplog.records if r.name == "dinoflow.pipelines.data_validation.nodes"]
+    assert lines == [
+        "quarantined 5 file(s): not decodable (e.g. cats/broken0.png, cats/broken1.png, cats/broken2.png, ...)",
+        "dropped 4 exact duplicate(s) (e.g. cats/copy0.png, cats/copy1.png, cats/copy2.png, ...)",
+    ]
+    assert quarantine["reason"].value_counts().to_dict() == {"not decodable": 5, "duplicate": 4}

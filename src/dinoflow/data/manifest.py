@@ -9,7 +9,8 @@ Layouts understood (``<root>/images/`` is used when it exists, else ``<root>/``)
 Masks, when present, live under ``<root>/masks/`` with the same relative path (``.png``).
 A row never hides a problem: unreadable, corrupt, empty, too small or too large, animated,
 near-uniform (blank after conversion to RGB), duplicate files and symlinks leaving the root stay
-in the manifest with a ``status`` other than ``ok`` (the quarantine reason). Exact duplicates
+in the manifest with a ``status`` other than ``ok`` (the quarantine reason; ``reason_of`` gives
+its kind without the file's own details, ``quarantine_summary`` counts them). Exact duplicates
 (``duplicate of <first copy>``) are a kind of their own: dropped, never counted as broken. Files
 kept after a conversion (CMYK, 16-bit, palette, alpha composited on the configured background,
 EXIF rotation) say so in ``note`` / ``exif_orientation``.
@@ -20,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -248,3 +251,21 @@ def _mark_duplicates(rows: list[dict]) -> list[dict]:
 def is_duplicate(status: str) -> bool:
     """An exact copy of an earlier file: dropped, not broken."""
     return status.startswith(DUPLICATE)
+
+
+def reason_of(status: str) -> str:
+    """The kind of a quarantine status without the file's own details
+    (``not decodable: OSError: ...`` → ``not decodable``, ``duplicate of a.png`` → ``duplicate``)."""
+    if is_duplicate(status):
+        return "duplicate"
+    return re.split(r" \(|: ", status, maxsplit=1)[0]
+
+
+def quarantine_summary(rows: Iterable[dict], examples: int = 3) -> list[tuple[str, int, list[str]]]:
+    """(reason, count, its first ``examples`` paths) per kind of quarantine reason, most frequent first."""
+    groups: dict[str, list[str]] = {}
+    for row in rows:
+        if row["status"] != "ok":
+            groups.setdefault(reason_of(row["status"]), []).append(row["path"])
+    ranked = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
+    return [(reason, len(paths), paths[:examples]) for reason, paths in ranked]

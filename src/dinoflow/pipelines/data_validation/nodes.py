@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from dinoflow.config.pipeline_params import DataParams, ValidationParams
+from dinoflow.data.manifest import quarantine_summary, reason_of
 from dinoflow.tracking import mlflow_run
 from dinoflow.validation.manifest_suite import validate_manifest
 
@@ -17,6 +18,16 @@ log = logging.getLogger(__name__)
 
 class DataValidationError(RuntimeError):
     """The manifest failed its expectations; the message lists which."""
+
+
+def log_quarantine_summary(quarantine: pd.DataFrame) -> None:
+    """One line per quarantine reason with its count and up to 3 example paths (not one per file)."""
+    for reason, count, examples in quarantine_summary(quarantine.to_dict("records")):
+        more = ", ..." if count > len(examples) else ""
+        if reason == "duplicate":
+            log.info("dropped %d exact duplicate(s) (e.g. %s%s)", count, ", ".join(examples), more)
+        else:
+            log.warning("quarantined %d file(s): %s (e.g. %s%s)", count, reason, ", ".join(examples), more)
 
 
 def validate_manifest_node(
@@ -35,8 +46,8 @@ def validate_manifest_node(
     mlflow_run.log_metrics({f"data_{k}": v for k, v in report["statistics"].items()})
     mlflow_run.set_tags({"validation_status": "passed" if report["success"] else "failed"})
     quarantine = manifest[manifest["status"] != "ok"]
-    for reason, count in quarantine["status"].value_counts().items():
-        log.warning("quarantined %d file(s): %s", count, reason)
+    quarantine = quarantine.assign(reason=quarantine["status"].map(reason_of))
+    log_quarantine_summary(quarantine)
     if not report["success"]:
         raise DataValidationError("data validation failed:\n  " + "\n  ".join(report["failed"]))
     return (
