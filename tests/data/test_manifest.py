@@ -144,3 +144,22 @@ def test_reason_of_drops_the_details_of_each_file():
     assert reason_of("unreadable: PermissionError: [Errno 13]") == "unreadable"
     assert reason_of("near-uniform image (pixel std 0.00 < 2 of 255, data.min_pixel_std)") == "near-uniform image"
     assert reason_of("symlink pointing outside the data root") == "symlink pointing outside the data root"
+
+
+def test_label_depth_cuts_nested_folders_to_their_first_levels(tmp_path):
+    _png(tmp_path / "train" / "animals" / "mammals" / "cats" / "a.png", colour=(1, 0, 0))
+    _png(tmp_path / "val" / "animals" / "birds" / "b.png", colour=(2, 0, 0))
+    _png(tmp_path / "train" / "computer" / "icons" / "flat-theme" / "action" / "c.png", colour=(3, 0, 0))
+    _png(tmp_path / "train" / "plants" / "d.png", colour=(4, 0, 0))
+
+    def labels(depth):
+        rows = build_manifest(tmp_path, workers=1, progress=False, label_depth=depth)
+        assert [r["split"] for r in rows] == ["train", "train", "train", "val"]  # the split never moves
+        return [r["label"] for r in rows]
+
+    all_levels = ["animals/mammals/cats", "computer/icons/flat-theme/action", "plants", "animals/birds"]
+    assert labels(None) == all_levels
+    assert labels(1) == ["animals", "computer", "plants", "animals"]
+    assert labels(2) == ["animals/mammals", "computer/icons", "plants", "animals/birds"]
+    assert labels(0) == ["", "", "", ""]
+    assert labels(9) == all_levels

@@ -108,3 +108,22 @@ def test_quarantine_is_logged_as_one_line_per_reason_with_examples(tmp_path, mlf
         "dropped 4 exact duplicate(s) (e.g. cats/copy0.png, cats/copy1.png, cats/copy2.png, ...)",
     ]
     assert quarantine["reason"].value_counts().to_dict() == {"not decodable": 5, "duplicate": 4}
+
+
+def test_label_depth_reaches_the_manifest_and_the_class_balance_stop_is_in_words(tmp_path, mlflow_tmp):
+    rng = np.random.default_rng(0)
+    for folder, count in {"animals/mammals": 30, "animals/birds": 30, "plants/grass": 2}.items():
+        (tmp_path / "tree" / folder).mkdir(parents=True)
+        for i in range(count):
+            image = Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8))
+            image.save(tmp_path / "tree" / folder / f"{i}.png")
+    source = {"root": str(tmp_path / "tree")}
+    nested = data_params(tmp_path, source=source["root"])
+    with pytest.raises(DataValidationError, match=r"largest class 'animals/\w+' has 30 images, 15.0 times the "
+                       r"smallest 'plants/grass' \(2 images\).*validation.max_class_imbalance.*data.label_depth"):  # fmt: skip
+        validate_manifest_node(build_manifest_node(source, nested), nested, validation_params(tmp_path, 0.05))
+    shallow = data_params(tmp_path, source=source["root"], label_depth=1)
+    manifest = build_manifest_node(source, shallow)
+    assert manifest["label"].value_counts().to_dict() == {"animals": 60, "plants": 2}
+    with pytest.raises(DataValidationError, match=r"'animals' has 60 images, 30.0 times the smallest 'plants'"):
+        validate_manifest_node(manifest, shallow, validation_params(tmp_path, 0.05))

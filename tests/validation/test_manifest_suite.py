@@ -93,3 +93,31 @@ def test_the_broken_share_is_over_distinct_files(tmp_path):
     report = run(manifest, tmp_path / "docs")
     assert "manifest_suite: expect_column_mean_to_be_between is_ok" in report["failed"]
     assert report["statistics"] == {"rows": 52, "ok": 30, "quarantined": 2, "duplicates": 20}
+
+
+def _nested_tree(root) -> pd.DataFrame:
+    """Real files: animals/{mammals: 12, birds: 9}, plants/{trees: 2, grass: 1}."""
+    rng = np.random.default_rng(1)
+    for folder, count in {"animals/mammals": 12, "animals/birds": 9, "plants/trees": 2, "plants/grass": 1}.items():
+        (root / folder).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(root / folder / f"{i}.png")
+    return root
+
+
+def test_the_class_balance_message_names_the_smallest_and_largest_classes(tmp_path):
+    root = _nested_tree(tmp_path / "data")
+    report = run(pd.DataFrame(build_manifest(root, workers=1, progress=False)), tmp_path / "docs")
+    assert "class_balance_suite: expect_column_values_to_be_between times_smallest" in report["failed"]
+    assert report["messages"] == [
+        "class balance: the largest class 'animals/mammals' has 12 images, 12.0 times the smallest "
+        "'plants/grass' (1 image), over 4 classes; allowed at most 3 times (validation.max_class_imbalance); "
+        "the labels are nested folders: data.label_depth sets how many levels make a label"
+    ]
+    shallow = pd.DataFrame(build_manifest(root, workers=1, progress=False, label_depth=1))
+    report = run(shallow, tmp_path / "docs")  # animals 21, plants 3: 7 times
+    assert report["messages"] == [
+        "class balance: the largest class 'animals' has 21 images, 7.0 times the smallest 'plants' (3 images), "
+        "over 2 classes; allowed at most 3 times (validation.max_class_imbalance)"
+    ]
+    assert run(shallow, tmp_path / "docs", max_class_imbalance=7.0)["success"]

@@ -46,6 +46,7 @@ class DataParams(_Params):
     dvc_track: bool  # dvc add the source when inside this repository
     alpha_background: str = "white"  # transparency is composited on this: white, black or R,G,B (0-255 each)
     min_pixel_std: float = Field(default=2.0, ge=0.0, le=255.0)  # near-uniform below this pixel std (0-255); 0 = off
+    label_depth: int | None = Field(default=None, ge=0)  # folder levels that make the label; null = all, 0 = none
 
     @field_validator("alpha_background")
     @classmethod

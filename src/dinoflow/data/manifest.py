@@ -6,6 +6,8 @@ Layouts understood (``<root>/images/`` is used when it exists, else ``<root>/``)
     <class>/*.jpg                              labelled, split by a stable hash of the path
     *.jpg                                      unlabelled, split by hash
 
+The label is the folder path below the split (or the root), cut to its first ``label_depth``
+levels when that is set (``animals/mammals/cats.png`` is ``animals`` at depth 1, unlabelled at 0).
 Masks, when present, live under ``<root>/masks/`` with the same relative path (``.png``).
 A row never hides a problem: unreadable, corrupt, empty, too small or too large, animated,
 near-uniform (blank after conversion to RGB), duplicate files and symlinks leaving the root stay
@@ -49,6 +51,7 @@ class IngestRules:
     max_pixels: int = 89_478_485  # above this: quarantined unread (Pillow's bomb limit)
     min_pixel_std: float = 0.0  # pixel std (0-255) below this after conversion: near-uniform; 0 = no check
     background: tuple[int, int, int] = WHITE  # transparency is composited on this RGB colour
+    label_depth: int | None = None  # folder levels that make the label; None = all, 0 = unlabelled
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,8 @@ def _describe(root: Path, image_root: Path, rules: IngestRules, file: Path, cach
         split, class_parts = parts[0], parts[1:-1]
     else:
         split, class_parts = hash_split(rel, rules.val_ratio), parts[:-1]
+    if rules.label_depth is not None:
+        class_parts = class_parts[: rules.label_depth]
     mask = root / "masks" / Path(rel).with_suffix(".png")
     where = {
         "path": file.relative_to(root).as_posix(),
@@ -177,6 +182,7 @@ def build_manifest(
     *,
     min_pixel_std: float = 0.0,
     background: tuple[int, int, int] = WHITE,
+    label_depth: int | None = None,
 ) -> list[dict]:
     """Describe every image file under ``root`` (sorted, so the manifest is reproducible).
 
@@ -188,8 +194,9 @@ def build_manifest(
         min_pixel_std: images whose pixel std after conversion (0-255) is below this are
             quarantined as near-uniform (0: no check).
         background: RGB colour transparency is composited on (changing it re-reads every file).
+        label_depth: folder levels below the split / root that make the label (None: all; 0: none).
     """
-    rules = IngestRules(val_ratio, min_size, max_pixels, min_pixel_std, tuple(background))
+    rules = IngestRules(val_ratio, min_size, max_pixels, min_pixel_std, tuple(background), label_depth)
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"data source {root} is not a directory")

@@ -36,6 +36,8 @@ ALLOWED_FORMATS = ["PNG", "JPEG", "MPO", "GIF", "BMP", "WEBP", "TIFF"]
 # Modes that dinoflow.data.decode.to_rgb turns into RGB faithfully.
 ALLOWED_MODES = ["RGB", "RGBA", "L", "LA", "P", "PA", "CMYK", "YCbCr", "1", *SIXTEEN_BIT_MODES]
 
+_CLASS_BALANCE = "class_balance_suite: expect_column_values_to_be_between times_smallest"
+
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 
@@ -82,6 +84,26 @@ def class_counts(clean: pd.DataFrame) -> pd.DataFrame:
     return counts.assign(times_smallest=counts["count"] / max(int(counts["count"].min()) if len(counts) else 1, 1))
 
 
+def _images(count: int) -> str:
+    return f"{int(count)} image" + ("" if int(count) == 1 else "s")
+
+
+def class_balance_message(counts: pd.DataFrame, max_class_imbalance: float) -> str:
+    """The class-balance rule in words: smallest and largest classes with counts, the observed
+    ratio, the limit and the parameters that change the outcome."""
+    ranked = counts.sort_values(["count", "label"])
+    smallest, largest = ranked.iloc[0], ranked.iloc[-1]
+    ratio = largest["count"] / max(int(smallest["count"]), 1)
+    message = (
+        f"class balance: the largest class {largest['label']!r} has {_images(largest['count'])}, "
+        f"{ratio:.1f} times the smallest {smallest['label']!r} ({_images(smallest['count'])}), over "
+        f"{len(counts)} classes; allowed at most {max_class_imbalance:g} times (validation.max_class_imbalance)"
+    )
+    if counts["label"].str.contains("/").any():
+        message += "; the labels are nested folders: data.label_depth sets how many levels make a label"
+    return message
+
+
 def _asset(source, name: str):
     try:
         return source.get_asset(name)
@@ -99,8 +121,9 @@ def validate_manifest(
     """Run the suites through GX checkpoints and build the data docs site under ``docs_root``.
 
     Returns:
-        ``{"success", "failed": [suite: expectation column], "statistics", "result": <GX JSON>,
-        "data_docs": <path of the docs site's index.html>}``.
+        ``{"success", "failed": [suite: expectation column], "messages": [the failed rules, in words
+        where the rule has them], "statistics", "result": <GX JSON>, "data_docs": <path of the docs
+        site's index.html>}``.
     """
     context = gx.get_context(mode="file", project_root_dir=str(docs_root))
     source = context.data_sources.add_or_update_pandas("manifest_source")
@@ -140,9 +163,13 @@ def validate_manifest(
                 for r in run_result.results
                 if not r.success
             ]
+    words = {}
+    if "class_balance_suite" in frames:
+        words[_CLASS_BALANCE] = class_balance_message(frames["class_balance_suite"], max_class_imbalance)
     return {
         "success": not failed,
         "failed": failed,
+        "messages": [words.get(rule, rule) for rule in failed],
         "statistics": {
             "rows": len(manifest),
             "ok": int(len(clean)),

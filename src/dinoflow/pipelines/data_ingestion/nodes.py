@@ -51,6 +51,7 @@ def build_manifest_node(source: dict[str, Any], data: DataParams) -> pd.DataFram
             cache_path=Path(data.ingest_cache),
             min_pixel_std=data.min_pixel_std,
             background=parse_background(data.alpha_background),
+            label_depth=data.label_depth,
         )
     )
     duplicates = int(manifest["status"].map(is_duplicate).sum())

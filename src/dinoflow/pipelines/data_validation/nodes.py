@@ -49,7 +49,7 @@ def validate_manifest_node(
     quarantine = quarantine.assign(reason=quarantine["status"].map(reason_of))
     log_quarantine_summary(quarantine)
     if not report["success"]:
-        raise DataValidationError("data validation failed:\n  " + "\n  ".join(report["failed"]))
+        raise DataValidationError("data validation failed:\n  " + "\n  ".join(report["messages"]))
     return (
         manifest[manifest["status"] == "ok"].reset_index(drop=True),
         quarantine.reset_index(drop=True),
