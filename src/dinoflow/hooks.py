@@ -1,5 +1,5 @@
-"""Kedro hooks: one MLflow run per pipeline run, the time each node took, and a summary of what
-was produced."""
+"""Kedro hooks: one MLflow run per pipeline run, the time each node took, a summary of what was
+produced, and no validation report of an earlier run left to pass for this run's."""
 
 from __future__ import annotations
 
@@ -23,6 +23,17 @@ log = logging.getLogger(__name__)
 # Sections logged by the pretrain node in resolved form instead of raw.
 _RESOLVED_ELSEWHERE = ("pretrain", "pretrain_presets")
 STAGE_TIMES = Path("data/08_reporting/stage_times.json")  # seconds per node of the last run
+# Outputs of data validation removed before a run that produces them: after a failed or interrupted
+# run, what is left is this run's or nothing (never an earlier run's).
+FRESH_EACH_RUN = ("validation_report", "quarantine_report", "clean_manifest")
+
+
+def catalog_paths(context) -> dict[str, str]:
+    """Catalog entry name -> its ``filepath`` (relative to the project), for file-backed entries."""
+    catalog = context.config_loader["catalog"]
+    return {
+        name: entry["filepath"] for name, entry in catalog.items() if isinstance(entry, dict) and "filepath" in entry
+    }
 
 
 def _git(project_path: Path, *args: str) -> str:
@@ -57,12 +68,7 @@ class MlflowRunHook:
     def after_context_created(self, context) -> None:
         self.project_path = Path(context.project_path)
         self.params = dict(context.params)
-        catalog = context.config_loader["catalog"]
-        self.paths = {
-            name: entry["filepath"]
-            for name, entry in catalog.items()
-            if isinstance(entry, dict) and "filepath" in entry
-        }
+        self.paths = catalog_paths(context)
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
@@ -151,3 +157,27 @@ class MlflowRunHook:
                      + f" (all: {STAGE_TIMES})")  # fmt: skip
         lines.append("Open the MLflow UI: make mlflow-ui   (then http://127.0.0.1:5000)")
         Console().print(Panel("\n".join(lines), title="dinoflow run summary", expand=False))
+
+
+class ValidationReportsHook:
+    """Before a run that validates data, removes the files of the validation's outputs
+    (``FRESH_EACH_RUN``): the validation node rewrites them even when the run then stops, and a run
+    that fails earlier leaves none, so no report of an earlier run can be read as this run's."""
+
+    def __init__(self) -> None:
+        self.project_path = Path.cwd()
+        self.paths: dict[str, str] = {}
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        self.project_path = Path(context.project_path)
+        self.paths = catalog_paths(context)
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        produced = pipeline.all_outputs()
+        for name in FRESH_EACH_RUN:
+            path = self.project_path / self.paths.get(name, "")
+            if name in produced and name in self.paths and path.is_file():
+                path.unlink()
+                log.info("removed %s of an earlier run (%s): this run writes it anew", name, self.paths[name])

@@ -2,9 +2,10 @@
 
 from omegaconf.resolvers import oc
 
-from dinoflow.hooks import MlflowRunHook
+from dinoflow.hooks import MlflowRunHook, ValidationReportsHook
 
-HOOKS = (MlflowRunHook(),)
+# pluggy calls the last registered first: reports are cleared before the MLflow run opens.
+HOOKS = (MlflowRunHook(), ValidationReportsHook())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

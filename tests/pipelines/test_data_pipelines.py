@@ -7,16 +7,25 @@ import numpy as np
 import pandas as pd
 import pytest
 from kedro.io import DataCatalog
+from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
+from kedro_datasets.json import JSONDataset
+from kedro_datasets.pandas import CSVDataset
 from PIL import Image
 
 from dinoflow.config.pipeline_params import DataParams, DatasetParams, ValidationParams
 from dinoflow.data.shards import ShardReader
+from dinoflow.hooks import ValidationReportsHook
 from dinoflow.pipelines.data_ingestion import create_pipeline as ingestion
 from dinoflow.pipelines.data_ingestion.nodes import build_manifest_node, materialize_source
 from dinoflow.pipelines.data_validation import create_pipeline as validation
-from dinoflow.pipelines.data_validation.nodes import DataValidationError, validate_manifest_node
+from dinoflow.pipelines.data_validation.nodes import (
+    DataValidationError,
+    stop_on_failed_validation_node,
+    validate_manifest_node,
+)
 from dinoflow.pipelines.dataset import create_pipeline as dataset
+from dinoflow.tracking import mlflow_run
 
 
 def data_params(tmp_path, **overrides) -> DataParams:
@@ -41,10 +50,14 @@ def validation_params(tmp_path, max_quarantine_share: float) -> ValidationParams
     )
 
 
+def validate(manifest, data, validation):
+    """Both validation nodes, as the pipeline chains them: (clean rows, quarantine, report) or the stop."""
+    validated, quarantine, report = validate_manifest_node(manifest, data, validation)
+    return stop_on_failed_validation_node(validated, report), quarantine, report
+
+
 def test_ingestion_validation_dataset_with_the_runner(tmp_path, mlflow_tmp):
-    catalog = DataCatalog()
-    catalog["params:data"] = data_params(tmp_path)
-    catalog["params:validation"] = validation_params(tmp_path, 0.05)
+    catalog = file_catalog(tmp_path, data_params(tmp_path))  # the gate node consumes the report
     catalog["params:dataset"] = DatasetParams(max_side=24, workers=1, output_dir=str(tmp_path / "dataset"))
     outputs = SequentialRunner().run(ingestion() + validation() + dataset(), catalog)
     index = outputs["dataset_index"].load()
@@ -70,8 +83,8 @@ def test_too_many_bad_files_stop_the_pipeline_and_name_the_expectation(tmp_path,
         (tmp_path / "raw" / "images" / "train" / "00_disc" / f"broken{i}.png").write_text("not a png")
     manifest = build_manifest_node(source, params)
     with pytest.raises(DataValidationError, match="expect_column_mean_to_be_between is_ok"):
-        validate_manifest_node(manifest, params, validation_params(tmp_path, 0.05))
-    clean, quarantine, report = validate_manifest_node(manifest, params, validation_params(tmp_path, 0.5))
+        validate(manifest, params, validation_params(tmp_path, 0.05))
+    clean, quarantine, report = validate(manifest, params, validation_params(tmp_path, 0.5))
     assert len(quarantine) == 5 and quarantine["status"].str.startswith("not decodable").all()
     assert len(clean) == 36 and isinstance(clean, pd.DataFrame)
 
@@ -101,7 +114,7 @@ def test_quarantine_is_logged_as_one_line_per_reason_with_examples(tmp_path, mlf
     params = data_params(tmp_path, source=str(tmp_path / "photos"))
     manifest = build_manifest_node({"root": str(tmp_path / "photos")}, params)
     with caplog.at_level(logging.INFO, logger="dinoflow.pipelines.data_validation.nodes"):
-        _, quarantine, _ = validate_manifest_node(manifest, params, validation_params(tmp_path, 0.5))
+        _, quarantine, _ = validate(manifest, params, validation_params(tmp_path, 0.5))
     lines = [r.getMessage() for r in caplog.records if r.name == "dinoflow.pipelines.data_validation.nodes"]
     assert lines == [
         "quarantined 5 file(s): not decodable (e.g. cats/broken0.png, cats/broken1.png, cats/broken2.png, ...)",
@@ -121,9 +134,62 @@ def test_label_depth_reaches_the_manifest_and_the_class_balance_stop_is_in_words
     nested = data_params(tmp_path, source=source["root"])
     with pytest.raises(DataValidationError, match=r"largest class 'animals/\w+' has 30 images, 15.0 times the "
                        r"smallest 'plants/grass' \(2 images\).*validation.max_class_imbalance.*data.label_depth"):  # fmt: skip
-        validate_manifest_node(build_manifest_node(source, nested), nested, validation_params(tmp_path, 0.05))
+        validate(build_manifest_node(source, nested), nested, validation_params(tmp_path, 0.05))
     shallow = data_params(tmp_path, source=source["root"], label_depth=1)
     manifest = build_manifest_node(source, shallow)
     assert manifest["label"].value_counts().to_dict() == {"animals": 60, "plants": 2}
     with pytest.raises(DataValidationError, match=r"'animals' has 60 images, 30.0 times the smallest 'plants'"):
-        validate_manifest_node(manifest, shallow, validation_params(tmp_path, 0.05))
+        validate(manifest, shallow, validation_params(tmp_path, 0.05))
+
+
+def file_catalog(tmp_path, data: DataParams) -> DataCatalog:
+    """The validation's reports as files (as conf/base/catalog.yml has them), the rest in memory."""
+    reporting = tmp_path / "08_reporting"
+    catalog = DataCatalog(
+        {
+            "validation_report": JSONDataset(filepath=str(reporting / "validation_report.json")),
+            "quarantine_report": CSVDataset(filepath=str(reporting / "quarantine.csv"), save_args={"index": False}),
+        }
+    )
+    catalog["params:data"] = data
+    catalog["params:validation"] = validation_params(tmp_path, 0.05)
+    return catalog
+
+
+def test_a_failed_validation_leaves_its_own_reports_not_the_previous_runs(tmp_path, mlflow_tmp):
+    params = data_params(tmp_path)
+    mlflow_run.set_tags({"kedro.run_id": "good-run"})
+    SequentialRunner().run(ingestion() + validation(), file_catalog(tmp_path, params))
+    reporting = tmp_path / "08_reporting"
+    assert pd.read_json(reporting / "validation_report.json", typ="series")["success"]
+    for i in range(5):  # 5 of 41 files unreadable: above the 5% threshold
+        (tmp_path / "raw" / "images" / "train" / "00_disc" / f"broken{i}.png").write_text("not a png")
+    mlflow_run.set_tags({"kedro.run_id": "bad-run"})
+    with pytest.raises(DataValidationError):
+        SequentialRunner().run(ingestion() + validation(), file_catalog(tmp_path, params))
+    report = JSONDataset(filepath=str(reporting / "validation_report.json")).load()
+    assert not report["success"] and report["run"]["kedro_run_id"] == "bad-run"
+    assert report["run"]["mlflow_run_id"] == mlflow_tmp and report["statistics"]["quarantined"] == 5
+    quarantine = pd.read_csv(reporting / "quarantine.csv")
+    assert len(quarantine) == 5 and set(quarantine["run_id"]) == {"bad-run"}
+    assert set(quarantine["reason"]) == {"not decodable"}
+
+
+class FakeContext:
+    def __init__(self, project_path: Path) -> None:
+        self.project_path = project_path
+        self.config_loader = {"catalog": {name: {"type": "x", "filepath": f"reports/{name}"} for name in
+                                          ("validation_report", "quarantine_report", "clean_manifest", "metrics")}}  # fmt: skip
+
+
+def test_reports_of_an_earlier_run_are_removed_before_a_run_that_validates(tmp_path):
+    (tmp_path / "reports").mkdir()
+    for name in ("validation_report", "quarantine_report", "clean_manifest", "metrics"):
+        (tmp_path / "reports" / name).write_text("from an earlier run")
+    hook = ValidationReportsHook()
+    hook.after_context_created(FakeContext(tmp_path))
+    hook.before_pipeline_run({}, dataset(), DataCatalog())  # does not validate: nothing removed
+    assert len(list((tmp_path / "reports").iterdir())) == 4
+    hook.before_pipeline_run({}, ingestion() + validation(), DataCatalog())
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["metrics"]
+    hook.before_pipeline_run({}, Pipeline([]) + validation(), DataCatalog())  # nothing left to remove: no error

@@ -1,8 +1,15 @@
-"""Data validation: the Great Expectations suites decide; bad rows are quarantined, never dropped."""
+"""Data validation: the Great Expectations suites decide; bad rows are quarantined, never dropped.
+
+Two nodes, so that the reports of a failed validation are saved before the run stops:
+``validate_manifest_node`` always returns the quarantine list and the report (Kedro saves them),
+then ``stop_on_failed_validation_node`` raises if the suites failed, or passes the clean rows on.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +37,27 @@ def log_quarantine_summary(quarantine: pd.DataFrame) -> None:
             log.warning("quarantined %d file(s): %s (e.g. %s%s)", count, reason, ", ".join(examples), more)
 
 
+def run_identity() -> dict[str, Any]:
+    """Which run wrote a report: the Kedro session id and MLflow run id (when a pipeline hook
+    opened one), the time and the process."""
+    mlflow_run_id = mlflow_run.active_run_id()
+    return {
+        "kedro_run_id": mlflow_run.current_tag("kedro.run_id", "") if mlflow_run_id else "",
+        "mlflow_run_id": mlflow_run_id or "",
+        "validated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "pid": os.getpid(),
+    }
+
+
 def validate_manifest_node(
     manifest: pd.DataFrame, data: DataParams, validation: ValidationParams
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Returns: (clean rows, quarantined rows with reasons, validation report)."""
+    """Run the suites; never raises on a failed rule (``stop_on_failed_validation_node`` does).
+
+    Returns:
+        (rows kept for training, quarantined rows with reasons, validation report), the report and
+        every quarantine row carrying the run's identity (``run`` / ``run_id``).
+    """
     report = validate_manifest(
         manifest,
         data.min_size,
@@ -41,17 +65,27 @@ def validate_manifest_node(
         validation.max_class_imbalance,
         Path(validation.docs_root),
     )
+    report["run"] = run_identity()
     mlflow_run.log_dict(report, "validation/gx_result.json")
     mlflow_run.log_artifacts(Path(report["data_docs"]).parent, "validation/data_docs")
     mlflow_run.log_metrics({f"data_{k}": v for k, v in report["statistics"].items()})
     mlflow_run.set_tags({"validation_status": "passed" if report["success"] else "failed"})
     quarantine = manifest[manifest["status"] != "ok"]
-    quarantine = quarantine.assign(reason=quarantine["status"].map(reason_of))
+    quarantine = quarantine.assign(
+        reason=quarantine["status"].map(reason_of),
+        run_id=report["run"]["kedro_run_id"] or report["run"]["validated_at"],
+    )
     log_quarantine_summary(quarantine)
-    if not report["success"]:
-        raise DataValidationError("data validation failed:\n  " + "\n  ".join(report["messages"]))
     return (
         manifest[manifest["status"] == "ok"].reset_index(drop=True),
         quarantine.reset_index(drop=True),
         report,
     )
+
+
+def stop_on_failed_validation_node(validated: pd.DataFrame, report: dict[str, Any]) -> pd.DataFrame:
+    """The gate: raises ``DataValidationError`` (the failed rules in words) when the suites failed,
+    after the reports were saved; otherwise returns the clean rows."""
+    if not report["success"]:
+        raise DataValidationError("data validation failed:\n  " + "\n  ".join(report["messages"]))
+    return validated
