@@ -20,6 +20,9 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+# The experiment tag MLflow 3's UI reads for the experiment's kind (its JS enum; no Python
+# constant exists): without it an experiment opens on the GenAI trace overview, not on its runs.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 def tracking_uri(project_path: Path) -> str:
@@ -49,15 +52,25 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return {k: redact(v)[:MAX_PARAM_LENGTH] for k, v in flat.items()}
 
 
-def start_run(project_path: Path, experiment: str, run_name: str, tags: Mapping[str, str]) -> str:
-    """Open the pipeline's run (artifacts on local disk next to the sqlite file by default)."""
+def ensure_experiment(project_path: Path, experiment: str) -> str:
+    """Create ``experiment`` when missing (artifacts on local disk next to the sqlite file by
+    default) and mark it a model-training experiment unless it already has a kind; returns its id."""
     mlflow.set_tracking_uri(tracking_uri(project_path))
-    if mlflow.get_experiment_by_name(experiment) is None:
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
         artifact_root = None
         if tracking_uri(project_path).startswith("sqlite:"):
             artifact_root = (Path(project_path).resolve() / "mlruns").as_uri()
-        mlflow.create_experiment(experiment, artifact_location=artifact_root)
-    mlflow.set_experiment(experiment)
+        tags = {EXPERIMENT_KIND_TAG: MODEL_TRAINING}
+        return mlflow.create_experiment(experiment, artifact_location=artifact_root, tags=tags)
+    if EXPERIMENT_KIND_TAG not in found.tags:  # a store made before the kind was set
+        MlflowClient().set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    return found.experiment_id
+
+
+def start_run(project_path: Path, experiment: str, run_name: str, tags: Mapping[str, str]) -> str:
+    """Open the pipeline's run in ``experiment`` (see ``ensure_experiment``)."""
+    mlflow.set_experiment(experiment_id=ensure_experiment(project_path, experiment))
     return mlflow.start_run(run_name=run_name, tags=dict(tags)).info.run_id
 
 
