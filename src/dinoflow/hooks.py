@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 # Sections logged by the pretrain node in resolved form instead of raw.
 _RESOLVED_ELSEWHERE = ("pretrain", "pretrain_presets")
 STAGE_TIMES = Path("data/08_reporting/stage_times.json")  # seconds per node of the last run
+# Validation reports named, with their catalog paths, in the message of a failed validation.
+REPORTS_IN_STOP = {"validation_report": "validation report", "quarantine_report": "quarantine list"}
 # Outputs of data validation removed before a run that produces them: after a failed or interrupted
 # run, what is left is this run's or nothing (never an earlier run's).
 FRESH_EACH_RUN = ("validation_report", "quarantine_report", "clean_manifest")
@@ -162,7 +164,8 @@ class MlflowRunHook:
 class ValidationReportsHook:
     """Before a run that validates data, removes the files of the validation's outputs
     (``FRESH_EACH_RUN``): the validation node rewrites them even when the run then stops, and a run
-    that fails earlier leaves none, so no report of an earlier run can be read as this run's."""
+    that fails earlier leaves none, so no report of an earlier run can be read as this run's.
+    When the validation stops the run, adds the reports' paths to its message."""
 
     def __init__(self) -> None:
         self.project_path = Path.cwd()
@@ -181,3 +184,11 @@ class ValidationReportsHook:
             if name in produced and name in self.paths and path.is_file():
                 path.unlink()
                 log.info("removed %s of an earlier run (%s): this run writes it anew", name, self.paths[name])
+
+    @hook_impl
+    def on_node_error(self, error: Exception, node) -> None:
+        from dinoflow.pipelines.data_validation.nodes import DataValidationError  # imports GX: only on an error
+
+        if isinstance(error, DataValidationError):
+            reports = {what: self.paths[name] for name, what in REPORTS_IN_STOP.items() if name in self.paths}
+            error.reports = {**reports, **error.reports}

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from kedro.framework.hooks.manager import _create_hook_manager
 from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
@@ -82,7 +83,8 @@ def test_too_many_bad_files_stop_the_pipeline_and_name_the_expectation(tmp_path,
     for i in range(5):  # 5 of 41 files unreadable: above the 5% threshold
         (tmp_path / "raw" / "images" / "train" / "00_disc" / f"broken{i}.png").write_text("not a png")
     manifest = build_manifest_node(source, params)
-    with pytest.raises(DataValidationError, match="expect_column_mean_to_be_between is_ok"):
+    with pytest.raises(DataValidationError, match=r"broken files: 5 of 41 distinct files were quarantined \(12.2%\); "
+                       r"allowed at most 5.0% \(validation.max_quarantine_share\)"):  # fmt: skip
         validate(manifest, params, validation_params(tmp_path, 0.05))
     clean, quarantine, report = validate(manifest, params, validation_params(tmp_path, 0.5))
     assert len(quarantine) == 5 and quarantine["status"].str.startswith("not decodable").all()
@@ -165,8 +167,24 @@ def test_a_failed_validation_leaves_its_own_reports_not_the_previous_runs(tmp_pa
     for i in range(5):  # 5 of 41 files unreadable: above the 5% threshold
         (tmp_path / "raw" / "images" / "train" / "00_disc" / f"broken{i}.png").write_text("not a png")
     mlflow_run.set_tags({"kedro.run_id": "bad-run"})
-    with pytest.raises(DataValidationError):
-        SequentialRunner().run(ingestion() + validation(), file_catalog(tmp_path, params))
+    hooks = _create_hook_manager()  # as `kedro run` has it: the stop names the catalog's report files
+    hook = ValidationReportsHook()
+    paths = {
+        "validation_report": "08_reporting/validation_report.json",
+        "quarantine_report": "08_reporting/quarantine.csv",
+    }
+    hook.after_context_created(FakeContext(tmp_path, paths))
+    hooks.register(hook)
+    with pytest.raises(DataValidationError) as stop:
+        SequentialRunner().run(ingestion() + validation(), file_catalog(tmp_path, params), hooks)
+    assert str(stop.value).splitlines() == [
+        "data validation failed (1 rule(s)):",
+        "  broken files: 5 of 41 distinct files were quarantined (12.2%); allowed at most 5.0% "
+        "(validation.max_quarantine_share)",
+        "  quarantined: not decodable 5",
+        "  reports: validation report 08_reporting/validation_report.json, quarantine list 08_reporting/quarantine.csv, "
+        f"data docs {tmp_path / 'reporting' / 'gx' / 'uncommitted' / 'data_docs' / 'local_site' / 'index.html'}",
+    ]
     report = JSONDataset(filepath=str(reporting / "validation_report.json")).load()
     assert not report["success"] and report["run"]["kedro_run_id"] == "bad-run"
     assert report["run"]["mlflow_run_id"] == mlflow_tmp and report["statistics"]["quarantined"] == 5
@@ -176,18 +194,20 @@ def test_a_failed_validation_leaves_its_own_reports_not_the_previous_runs(tmp_pa
 
 
 class FakeContext:
-    def __init__(self, project_path: Path) -> None:
+    """What the hook reads of a Kedro context: the project path and the catalog's file paths."""
+
+    def __init__(self, project_path: Path, paths: dict[str, str]) -> None:
         self.project_path = project_path
-        self.config_loader = {"catalog": {name: {"type": "x", "filepath": f"reports/{name}"} for name in
-                                          ("validation_report", "quarantine_report", "clean_manifest", "metrics")}}  # fmt: skip
+        self.config_loader = {"catalog": {name: {"type": "x", "filepath": path} for name, path in paths.items()}}
 
 
 def test_reports_of_an_earlier_run_are_removed_before_a_run_that_validates(tmp_path):
     (tmp_path / "reports").mkdir()
-    for name in ("validation_report", "quarantine_report", "clean_manifest", "metrics"):
+    names = ("validation_report", "quarantine_report", "clean_manifest", "metrics")
+    for name in names:
         (tmp_path / "reports" / name).write_text("from an earlier run")
     hook = ValidationReportsHook()
-    hook.after_context_created(FakeContext(tmp_path))
+    hook.after_context_created(FakeContext(tmp_path, {name: f"reports/{name}" for name in names}))
     hook.before_pipeline_run({}, dataset(), DataCatalog())  # does not validate: nothing removed
     assert len(list((tmp_path / "reports").iterdir())) == 4
     hook.before_pipeline_run({}, ingestion() + validation(), DataCatalog())

@@ -1,12 +1,21 @@
 """Every expectation of the manifest suites fails on a manifest that breaks it, and says which."""
 
+import re
+
+import great_expectations as gx
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from dinoflow.data.manifest import build_manifest
-from dinoflow.validation.manifest_suite import validate_manifest
+from dinoflow.validation.manifest_suite import (
+    RULES,
+    _class_balance_suite,
+    _clean_suite,
+    _manifest_suite,
+    validate_manifest,
+)
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +130,104 @@ def test_the_class_balance_message_names_the_smallest_and_largest_classes(tmp_pa
         "over 2 classes; allowed at most 3 times (validation.max_class_imbalance)"
     ]
     assert run(shallow, tmp_path / "docs", max_class_imbalance=7.0)["success"]
+
+
+_DAMAGED = r"\(no parameter: the manifest is damaged or from another dinoflow version; re-run data_ingestion\)"
+# Every rule: how to break it, and its stop message in words (observed value, allowed range, setting).
+IN_WORDS = {
+    "manifest_suite: expect_table_columns_to_match_set": (
+        BREAKS["manifest_suite: expect_table_columns_to_match_set"],
+        r"^manifest columns: observed extra columns extra; allowed exactly the manifest schema of this dinoflow "
+        r"version " + _DAMAGED,
+    ),
+    "manifest_suite: expect_table_row_count_to_be_between": (
+        lambda df: df.iloc[0:0],
+        r"^images found: observed 0; allowed at least 1 \(data.source: the folder scanned for images\)$",
+    ),
+    "manifest_suite: expect_column_values_to_not_be_null path": (
+        _set("path", None),
+        r"^manifest rows without a path: observed 1 of 72 rows; allowed none " + _DAMAGED,
+    ),
+    "manifest_suite: expect_column_values_to_be_unique path": (
+        BREAKS["manifest_suite: expect_column_values_to_be_unique path"],
+        r"^manifest paths listed twice: observed 2 of 72 rows \(e.g. 'same.png'\); allowed none " + _DAMAGED,
+    ),
+    "manifest_suite: expect_column_values_to_be_in_set split": (
+        BREAKS["manifest_suite: expect_column_values_to_be_in_set split"],
+        r"^rows with an unknown split: observed 1 of 72 rows \(e.g. 'test'\); allowed train or val \(from train/ "
+        r"and val/ folders or data.val_ratio\) " + _DAMAGED,
+    ),
+    "manifest_suite: expect_column_mean_to_be_between is_ok": (
+        BREAKS["manifest_suite: expect_column_mean_to_be_between is_ok"],
+        r"^broken files: 10 of 72 distinct files were quarantined \(13.9%\); allowed at most 5.0% "
+        r"\(validation.max_quarantine_share\)$",
+    ),
+    "clean_suite: expect_table_row_count_to_be_between": (
+        _set("status", "too small: 4x4", slice(None)),
+        r"^images kept for training: observed 0; allowed at least 1 \(every file was quarantined: see the "
+        r"reasons \(data.min_size, data.max_pixels and data.min_pixel_std set some\)\)$",
+    ),
+    "clean_suite: expect_column_values_to_be_in_set decodable": (
+        BREAKS["clean_suite: expect_column_values_to_be_in_set decodable"],
+        r"^kept images that do not decode: observed 1 of 72 rows \(e.g. 'False'\); allowed none " + _DAMAGED,
+    ),
+    "clean_suite: expect_column_values_to_match_regex sha256": (
+        BREAKS["clean_suite: expect_column_values_to_match_regex sha256"],
+        r"^kept images with a malformed sha256: observed 1 of 72 rows \(e.g. 'not-a-hash'\); allowed none "
+        r"\(64 hex digits\) " + _DAMAGED,
+    ),
+    "clean_suite: expect_column_values_to_be_unique sha256": (
+        BREAKS["clean_suite: expect_column_values_to_be_unique sha256"],
+        r"^kept images with the same content: observed 2 of 72 rows \(e.g. 'a{64}'\); allowed none \(exact "
+        r"copies are dropped at ingestion\) " + _DAMAGED,
+    ),
+    "clean_suite: expect_column_values_to_be_between bytes": (
+        _set("bytes", 0),
+        r"^empty kept files: observed 1 of 72 rows \(e.g. '0'\); allowed none " + _DAMAGED,
+    ),
+    "clean_suite: expect_column_values_to_be_between width": (
+        BREAKS["clean_suite: expect_column_values_to_be_between width"],
+        r"^kept images narrower than the minimum: observed 1 of 72 rows \(e.g. '4'\); allowed none: width at "
+        r"least 16 px \(data.min_size\)$",
+    ),
+    "clean_suite: expect_column_values_to_be_between height": (
+        _set("height", 4),
+        r"^kept images lower than the minimum: observed 1 of 72 rows \(e.g. '4'\); allowed none: height at "
+        r"least 16 px \(data.min_size\)$",
+    ),
+    "clean_suite: expect_column_values_to_be_in_set mode": (
+        BREAKS["clean_suite: expect_column_values_to_be_in_set mode"],
+        r"^kept images in a mode dinoflow cannot convert to RGB: observed 1 of 72 rows \(e.g. 'F'\); allowed "
+        r"none: RGB, RGBA, .* \(no parameter: convert these files or remove them from the folder\)$",
+    ),
+    "clean_suite: expect_column_values_to_be_in_set format": (
+        BREAKS["clean_suite: expect_column_values_to_be_in_set format"],
+        r"^kept images in an unsupported file format: observed 1 of 72 rows \(e.g. 'XCF'\); allowed none: "
+        r"PNG, JPEG, .* \(no parameter: convert these files or remove them from the folder\)$",
+    ),
+    "class_balance_suite: expect_column_values_to_be_between times_smallest": (
+        BREAKS["class_balance_suite: expect_column_values_to_be_between times_smallest"],
+        r"^class balance: the largest class '\w+' has 18 images, 4.5 times the smallest '\w+' \(4 images\), "
+        r"over 4 classes; allowed at most 3 times \(validation.max_class_imbalance\)$",
+    ),
+}
+
+
+def test_every_rule_of_the_suites_has_words_and_a_test():
+    gx.get_context(mode="ephemeral")  # suites are built inside a context
+    suites = [_manifest_suite(0.05), _clean_suite(16), _class_balance_suite(3.0)]
+    rules = {
+        f"{suite.name}: {e.expectation_type} {e.configuration.kwargs.get('column', '')}".strip()
+        for suite in suites
+        for e in suite.expectations
+    }
+    assert rules == set(RULES) == set(IN_WORDS)
+
+
+@pytest.mark.parametrize("rule", sorted(IN_WORDS))
+def test_each_failed_rule_is_reported_in_words(clean_manifest, tmp_path, rule):
+    broken, words = IN_WORDS[rule]
+    report = run(broken(clean_manifest), tmp_path)
+    assert rule in report["failed"], report["failed"]
+    message = report["messages"][report["failed"].index(rule)]
+    assert re.search(words, message), message

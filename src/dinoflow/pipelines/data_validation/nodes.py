@@ -24,7 +24,26 @@ log = logging.getLogger(__name__)
 
 
 class DataValidationError(RuntimeError):
-    """The manifest failed its expectations; the message lists which."""
+    """The manifest failed its expectations: each failed rule in words, the quarantine reasons and
+    where the reports are (``reports``: what they are -> path; the pipeline hook adds the catalog
+    files, which a node cannot know)."""
+
+    def __init__(self, message: str, reports: dict[str, str]) -> None:
+        super().__init__(message)
+        self.reports = dict(reports)
+
+    def __str__(self) -> str:
+        return f"{self.args[0]}\n  reports: " + ", ".join(f"{what} {path}" for what, path in self.reports.items())
+
+
+def stop_message(report: dict[str, Any]) -> str:
+    """The failed rules in words, then the quarantine reasons with counts (most frequent first)."""
+    reasons = report.get("quarantine_reasons", {})
+    broken = [f"{reason} {count}" for reason, count in reasons.items() if reason != "duplicate"]
+    summary = "quarantined: " + (", ".join(broken[:5]) if broken else "nothing")
+    if reasons.get("duplicate"):
+        summary += f"; dropped {reasons['duplicate']} exact duplicate(s) (not counted as broken)"
+    return "\n  ".join([f"data validation failed ({len(report['messages'])} rule(s)):", *report["messages"], summary])
 
 
 def log_quarantine_summary(quarantine: pd.DataFrame) -> None:
@@ -87,5 +106,5 @@ def stop_on_failed_validation_node(validated: pd.DataFrame, report: dict[str, An
     """The gate: raises ``DataValidationError`` (the failed rules in words) when the suites failed,
     after the reports were saved; otherwise returns the clean rows."""
     if not report["success"]:
-        raise DataValidationError("data validation failed:\n  " + "\n  ".join(report["messages"]))
+        raise DataValidationError(stop_message(report), {"data docs": report["data_docs"]})
     return validated
