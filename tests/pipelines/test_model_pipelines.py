@@ -16,6 +16,7 @@ from dinoflow.pipelines.evaluate.nodes import evaluation_protocol
 from dinoflow.pipelines.pretrain import create_pipeline as pretrain
 from dinoflow.pipelines.pretrain.nodes import pretrain_node, run_key
 from dinoflow.pipelines.register import create_pipeline as register
+from dinoflow.tracking import mlflow_run
 
 
 @pytest.fixture
@@ -45,6 +46,7 @@ def catalog(tiny_shards, tiny_config, tmp_path):
 
 
 def test_pretrain_evaluate_register(catalog, mlflow_tmp):
+    mlflow_run.set_tags({"data.root": "data/01_raw/synthetic"})  # as ingestion (or the hook) tags it
     outputs = SequentialRunner().run(pretrain() + evaluate() + register(), catalog)
     client = MlflowClient()
     metrics = client.get_run(mlflow_tmp).data.metrics  # the evaluate node logged them
@@ -71,6 +73,12 @@ def test_pretrain_evaluate_register(catalog, mlflow_tmp):
     assert version.tags["evaluation_protocol"] == evaluation_protocol(catalog.load("params:evaluate"))
     artifacts = {a.path for a in client.list_artifacts(mlflow_tmp, "pictures")}
     assert artifacts == {"pictures/attention_maps.png", "pictures/patch_pca.png"}
+    # Named after what it trained; described in the summary's words, node by node.
+    run = client.get_run(mlflow_tmp)
+    assert run.info.run_name.startswith(f"custom-synthetic-{run.data.tags['config_hash'][:6]}-")
+    note = run.data.tags["mlflow.note.content"].split("  \n")
+    assert note[0].startswith("Pretrained preset custom on synthetic (config ") and note[1].startswith("k-NN top-1")
+    assert note[-1] == "Registered model: tiny-backbone version 1 alias @challenger → models:/tiny-backbone@challenger"
 
 
 def test_same_config_and_data_reuses_the_finished_run(catalog, mlflow_tmp):

@@ -23,6 +23,7 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 # The experiment tag MLflow 3's UI reads for the experiment's kind (its JS enum; no Python
 # constant exists): without it an experiment opens on the GenAI trace overview, not on its runs.
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+NOTE_TAG = "mlflow.note.content"  # the run's description (markdown) on its page in the UI
 
 
 def tracking_uri(project_path: Path) -> str:
@@ -72,6 +73,34 @@ def start_run(project_path: Path, experiment: str, run_name: str, tags: Mapping[
     """Open the pipeline's run in ``experiment`` (see ``ensure_experiment``)."""
     mlflow.set_experiment(experiment_id=ensure_experiment(project_path, experiment))
     return mlflow.start_run(run_name=run_name, tags=dict(tags)).info.run_id
+
+
+def run_name(preset: str, data_name: str, config_hash: str, started_ms: int) -> str:
+    """``<preset>-<data>-<config hash[:6]>-<MMDD>-<HHMMSS>`` (local start time): tells runs apart
+    in the list, and sorting by name groups a preset, a dataset and a config, oldest first."""
+    data = re.sub(r"[^A-Za-z0-9_.]+", "_", data_name).strip("_") or "data"
+    started = time.strftime("%m%d-%H%M%S", time.localtime(started_ms / 1000))
+    return f"{preset}-{data}-{config_hash[:6]}-{started}"
+
+
+def data_name(default: str = "data") -> str:
+    """The run's data by its folder's name (the ``data.root`` tag that ingestion or the hook set)."""
+    root = current_tag("data.root", "")
+    return Path(root).name if root else default
+
+
+def name_run(preset: str, config_hash: str, default_data_name: str = "data") -> str:
+    """Rename the active run after what it trains (see ``run_name``); returns the name."""
+    run = MlflowClient().get_run(active_run_id())
+    name = run_name(preset, data_name(default_data_name), config_hash, run.info.start_time)
+    MlflowClient().update_run(run.info.run_id, name=name)
+    return name
+
+
+def add_to_description(lines: Iterable[str]) -> None:
+    """Append ``lines`` to the run's description, one per line within one paragraph."""
+    current = current_tag(NOTE_TAG, "")
+    mlflow.set_tag(NOTE_TAG, "  \n".join(([current] if current else []) + list(lines)))
 
 
 def end_run(status: str = "FINISHED") -> None:

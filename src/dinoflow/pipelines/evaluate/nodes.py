@@ -14,6 +14,7 @@ from dinoflow.data.shards import ShardReader
 from dinoflow.eval.features import evaluation_batches, extract_features
 from dinoflow.eval.pictures import render_pictures
 from dinoflow.eval.suite import EvalSet, EvalSettings, evaluate_backbone
+from dinoflow.run_summary import evaluation_lines
 from dinoflow.tracking import mlflow_run
 from dinoflow.train.builders import build_backbone_from_config
 from dinoflow.train.checkpoint import load_checkpoint, teacher_backbone_state
@@ -75,6 +76,7 @@ def evaluate_node(
     )  # fmt: skip
     mlflow_run.set_tags(details)
     mlflow_run.log_metrics(metrics)
+    mlflow_run.add_to_description(evaluation_lines(metrics))
     if evaluate.pictures:
         val = ShardReader.from_index(Path(dataset_index["dir"]), "val")
         images = next(evaluation_batches(val, cfg.crops.global_size, evaluate.pictures))

@@ -16,6 +16,7 @@ from dinoflow.config import resolve_config, save_config, to_dict
 from dinoflow.config.pipeline_params import LauncherParams, TunedParams
 from dinoflow.launch.local import run_process, training_command
 from dinoflow.launch.manifests import job_name, render_training_job, write_manifests
+from dinoflow.run_summary import pretrain_line
 from dinoflow.tracking import mlflow_run
 from dinoflow.tracking.mlflow_sink import PENDING_NAME, read_pending
 
@@ -98,6 +99,7 @@ def pretrain_node(
     mlflow_run.log_params(config, prefix="pretrain.")
     mlflow_run.log_artifact(config_path, "config")
     mlflow_run.set_tags({"config_hash": key, "preset": cfg.preset})
+    mlflow_run.name_run(cfg.preset, key)
 
     summary_path = output_dir / "summary.json"
     if summary_path.exists():
@@ -126,6 +128,7 @@ def pretrain_node(
         "summary": json.loads(summary_path.read_text()),
         "mlflow_run_id": mlflow_run.child_process_env()["MLFLOW_RUN_ID"],
     }
+    mlflow_run.add_to_description([pretrain_line(cfg.preset, mlflow_run.data_name(), key, result["summary"])])
     return result, training_curve(output_dir / "metrics.jsonl")
 
 

@@ -25,6 +25,7 @@ from dinoflow.registry.mlflow_registry import (
     record_decision,
     version_by_alias,
 )
+from dinoflow.run_summary import promotion_lines
 from dinoflow.tracking import mlflow_run
 from dinoflow.train.builders import build_backbone_from_config
 from dinoflow.train.checkpoint import BACKBONE_NAME
@@ -113,7 +114,14 @@ def promote_node(
     champion = version_by_alias(name, CHAMPION)
     if champion is not None and champion.version == challenger.version:
         log.info("%s v%s is already @%s; nothing to decide", name, challenger.version, CHAMPION)
-        return {"model": name, "challenger": challenger.version, "champion": champion.version, "decision": "unchanged"}
+        unchanged = {
+            "model": name,
+            "challenger": challenger.version,
+            "champion": champion.version,
+            "decision": "unchanged",
+        }
+        mlflow_run.add_to_description(promotion_lines(unchanged))
+        return unchanged
     scores, origin = _scores(challenger, champion, dataset_index, evaluate)
     log.info("scores: %s", ", ".join(f"{role} {how}" for role, how in origin.items()))
     decision = decide(
@@ -138,7 +146,7 @@ def promote_node(
     flat = {f"promotion.{role}.{k}": v for role, s in scores.items() for k, v in _headline(s).items()}
     mlflow_run.log_metrics(flat)
     mlflow_run.set_tags({"promotion.decision": "promoted" if decision.promote else "rejected"})
-    return {
+    record = {
         "model": name,
         "challenger": challenger.version,
         "champion_before": champion.version if champion else None,
@@ -148,6 +156,8 @@ def promote_node(
         "scores": {role: _headline(s) for role, s in scores.items()},
         "scored": origin,
     }
+    mlflow_run.add_to_description(promotion_lines(record))
+    return record
 
 
 def _headline(scores: dict) -> dict[str, float]:

@@ -16,6 +16,7 @@ from dinoflow.config.pipeline_params import EvaluateParams, RegisterParams
 from dinoflow.models.export import export_onnx, onnx_max_abs_diff
 from dinoflow.pipelines.evaluate.nodes import evaluation_protocol
 from dinoflow.registry.mlflow_registry import register_backbone
+from dinoflow.run_summary import registration_line
 from dinoflow.tracking import mlflow_run
 from dinoflow.train.builders import build_backbone_from_config
 from dinoflow.train.checkpoint import BACKBONE_NAME
@@ -61,6 +62,8 @@ def register_node(
     }
     files = [Path(pretrain_result["config"]), weights, onnx_path]
     try:
-        return register_backbone(backbone, example.numpy(), register.model_name, register.alias, tags, files)
+        registration = register_backbone(backbone, example.numpy(), register.model_name, register.alias, tags, files)
     finally:
         shutil.rmtree(onnx_dir, ignore_errors=True)
+    mlflow_run.add_to_description([registration_line(registration)])
+    return registration
