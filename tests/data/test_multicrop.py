@@ -1,7 +1,7 @@
 import torch
 
 from dinoflow.data.loader import pad_batch
-from dinoflow.data.multicrop import MultiCropAugmentation, random_resized_crop_boxes
+from dinoflow.data.multicrop import MultiCropAugmentation, per_sample_uniforms, random_resized_crop_boxes, rotate
 
 
 def make_aug(local_number=3):
@@ -81,3 +81,50 @@ def test_grayscale_prob_sets_the_share_of_grey_views():
 
     assert grey_share(1.0) == 1.0 and grey_share(0.0) == 0.0
     assert 0.35 < grey_share(0.5) < 0.65  # 256 draws
+
+
+def test_rotate_turns_counter_clockwise_about_the_centre():
+    image = torch.zeros(1, 3, 9, 9)
+    image[0, :, 4, 6:] = 1.0  # a bar right of the centre pixel
+    quarter = rotate(image, torch.tensor([90.0]))
+    assert (quarter[0, 0] > 0.5).nonzero().tolist() == [[0, 4], [1, 4], [2, 4]]  # now above it
+    half = rotate(image, torch.tensor([180.0]))
+    assert (half[0, 0] > 0.5).nonzero().tolist() == [[4, 0], [4, 1], [4, 2]]  # now left of it
+    torch.testing.assert_close(rotate(image, torch.tensor([0.0])), image)
+
+
+def test_rotation_draw_leaves_every_other_draw_as_it_was():
+    """Runs without rotation keep the views they had before the rotation draw existed."""
+    draws = per_sample_uniforms([7, 8], num_views=3)
+    for row, seed in zip(draws, (7, 8), strict=True):
+        torch.testing.assert_close(row[:, :14], torch.rand(3, 14, generator=torch.Generator().manual_seed(seed)))
+
+
+def test_rotated_views_depend_only_on_the_seed_and_differ_from_upright_ones():
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    aug = MultiCropAugmentation(16, (0.4, 1.0), 8, (0.05, 0.4), 2, rotation_degrees=180)
+    batch, alone = aug(images, [4, 5, 6]), aug(images[1:2], [5])
+    for view, single in zip(batch, alone, strict=True):
+        torch.testing.assert_close(view[1:2], single)
+    upright = make_aug(local_number=2)(images, [4, 5, 6])
+    assert all(not torch.allclose(a, b) for a, b in zip(batch, upright, strict=True))
+
+
+def test_batched_gpu_crop_path_matches_the_per_image_path():
+    """The one-kernel roi_align path (used on GPUs) and the per-image antialiased resize (CPU)
+    make the same crops, up to interpolation detail (checked here on CPU, where both run)."""
+    from dinoflow.data.multicrop import _crop_and_resize_batched, _crop_and_resize_per_image, per_sample_uniforms
+
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(16, 3, 8, 8), size=(64, 64), mode="bicubic")
+    images = (smooth.clamp(0, 1) * 255).round().to(torch.uint8)
+    draws = per_sample_uniforms(range(16), 1)[:, 0]
+    side = torch.full((16,), 64.0)
+    for scale, size in (((0.4, 1.0), 32), ((0.05, 0.1), 32), ((0.05, 0.4), 16)):  # down- and upscaling
+        boxes = random_resized_crop_boxes(draws, side, side, scale).round()
+        per_image, batched = (
+            _crop_and_resize_per_image(images, boxes, size),
+            _crop_and_resize_batched(images, boxes, size),
+        )
+        assert batched.shape == per_image.shape == (16, 3, size, size)
+        assert (batched - per_image).abs().mean() < 0.01 and (batched - per_image).abs().max() < 0.08

@@ -57,6 +57,8 @@ class CropsConfig(_Section):
     # images lets the loss collapse before shapes are learnt.
     jitter_strength: float = Field(default=1.0, ge=0.0, le=1.0)  # fraction of DINO's colour-jitter magnitudes
     grayscale_prob: float = Field(default=0.2, ge=0.0, le=1.0)  # share of grayscale views (DINO: 0.2)
+    # For data with no upright orientation (clip-art, microscopy, aerial images).
+    rotation_degrees: float = Field(default=0.0, ge=0.0, le=180.0)  # each view rotated by U(-r, r) degrees (DINO: 0)
 
     @model_validator(mode="after")
     def _scales_ordered(self) -> CropsConfig:

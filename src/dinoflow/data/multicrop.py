@@ -61,11 +61,20 @@ _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211,
     _SOLAR,
 ) = range(14)
 _DRAWS = 14
+_ROTATE = 14
 
 
 def per_sample_uniforms(seeds: Sequence[int], num_views: int) -> torch.Tensor:
-    """(B, V, 14) uniforms in [0, 1); row i depends only on ``seeds[i]``."""
-    return torch.stack([torch.rand(num_views, _DRAWS, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    """(B, V, 15) uniforms in [0, 1); row i depends only on ``seeds[i]``."""
+    return torch.stack([_sample_uniforms(torch.Generator().manual_seed(int(s)), num_views) for s in seeds])
+
+
+def _sample_uniforms(generator: torch.Generator, num_views: int) -> torch.Tensor:
+    # The rotation draw comes after the 14 original ones, so a seed's other draws (and every
+    # run without rotation) stay what they were before rotation existed.
+    return torch.cat(
+        [torch.rand(num_views, _DRAWS, generator=generator), torch.rand(num_views, 1, generator=generator)], 1
+    )
 
 
 def _between(u: torch.Tensor, low: float, high: float) -> torch.Tensor:
@@ -148,6 +157,9 @@ class MultiCropAugmentation:
         jitter_strength: scales DINO's colour-jitter magnitudes (1.0 = DINO).
         grayscale_prob: probability of a grayscale view (DINO: 0.2). When colour is a per-image
             identity (random colours), more grayscale views push the network to shapes.
+        rotation_degrees: each view is rotated by an angle drawn in [-r, r] (0: off, as in DINO).
+            For data without an upright orientation (clip-art, microscopy, aerial, the embedded
+            shapes), so views of one object at two angles are trained to agree.
     """
 
     def __init__(
@@ -159,10 +171,12 @@ class MultiCropAugmentation:
         local_number: int,
         jitter_strength: float = 1.0,
         grayscale_prob: float = 0.2,
+        rotation_degrees: float = 0.0,
     ) -> None:
         self.views = [(global_size, global_scale, 1.0, 0.0), (global_size, global_scale, 0.1, 0.2)]
         self.views += [(local_size, local_scale, 0.5, 0.0)] * local_number
         self.jitter_strength, self.grayscale_prob = jitter_strength, grayscale_prob
+        self.rotation_degrees = rotation_degrees
 
     @property
     def num_views(self) -> int:
@@ -191,7 +205,8 @@ class MultiCropAugmentation:
     def _view(self, x, sizes, size, scale, blur_p, solarize_p, u: torch.Tensor) -> torch.Tensor:
         boxes = random_resized_crop_boxes(u, sizes[:, 0], sizes[:, 1], scale)
         view = crop_and_resize(x, boxes, size)
-
+        if self.rotation_degrees > 0:
+            view = rotate(view, _between(u[:, _ROTATE], -self.rotation_degrees, self.rotation_degrees))
         view = _on_drawn(view, u[:, _FLIP] < 0.5, lambda v, _: v.flip(-1))
         if self.jitter_strength > 0:
             view = _colour_jitter(view, self.jitter_strength, u)
@@ -218,9 +233,20 @@ def _on_drawn(view: torch.Tensor, drawn: torch.Tensor, op) -> torch.Tensor:
     return view.index_copy_(0, on_device, op(view.index_select(0, on_device), index))
 
 
+def rotate(views: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """(B, 3, S, S) views rotated about their centres by ``degrees`` (B,) (counter-clockwise),
+    bilinear, with reflected borders so no constant-colour corners mark a rotated view."""
+    angle = torch.deg2rad(degrees).to(views.device, views.dtype)
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    # affine_grid maps output to input coordinates: the inverse rotation.
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(views.shape), align_corners=False)
+    return F.grid_sample(views, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
 def crop_and_resize(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """Each image's box, resized to (size, size) with antialiased bilinear interpolation, as
-    torchvision's RandomResizedCrop does on tensors (whole-pixel boxes).
+    """Each image's box, resized to (size, size), as torchvision's RandomResizedCrop does on
+    tensors (whole-pixel boxes).
 
     Args:
         images: (B, 3, H, W) uint8; boxes: (B, 4) ``x0, y0, x1, y1``.
@@ -228,15 +254,33 @@ def crop_and_resize(images: torch.Tensor, boxes: torch.Tensor, size: int) -> tor
     Returns:
         (B, 3, size, size) float in [0, 1].
     """
-    # On CPU the uint8 antialiased kernel is vectorised: ~4x faster than torchvision's roi_align
-    # (measured, benchmarks/multicrop.py); elsewhere interpolate in float.
-    uint8_path = images.device.type == "cpu"
+    boxes = boxes.round()
+    if images.device.type == "cpu":
+        return _crop_and_resize_per_image(images, boxes, size)
+    return _crop_and_resize_batched(images, boxes, size)
+
+
+def _crop_and_resize_per_image(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    # On CPU the uint8 antialiased bilinear kernel is vectorised: ~4x faster than torchvision's
+    # roi_align (measured, benchmarks/multicrop.py), one call per image.
     views = []
-    for image, (x0, y0, x1, y1) in zip(images, boxes.round().long().tolist(), strict=True):
+    for image, (x0, y0, x1, y1) in zip(images, boxes.long().tolist(), strict=True):
         crop = image[None, :, y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)]
-        crop = crop if uint8_path else crop.float()
         views.append(F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
     return torch.cat(views).float().div_(255).clamp_(0, 1)
+
+
+def _crop_and_resize_batched(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    # On a GPU one call per image is launch-bound (measured on an H200: 1,024 resize kernels per
+    # demo step, the device idle ~90% of the step): roi_align does the whole batch in one kernel,
+    # averaging ceil(box / size) samples per output pixel, which antialiases downscaling as well.
+    from torchvision.ops import roi_align
+
+    x0, y0, x1, y1 = boxes.unbind(1)
+    boxes = torch.stack([x0, y0, torch.maximum(x1, x0 + 1), torch.maximum(y1, y0 + 1)], 1)
+    rois = torch.cat([torch.arange(len(boxes), dtype=boxes.dtype)[:, None], boxes], 1).to(images.device)
+    views = roi_align(images.float(), rois, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    return views.div_(255).clamp_(0, 1)
 
 
 def normalize(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:

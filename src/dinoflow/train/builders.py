@@ -71,6 +71,7 @@ def build_augmentation(cfg: PretrainConfig) -> MultiCropAugmentation:
         c.local_number,
         c.jitter_strength,
         c.grayscale_prob,
+        c.rotation_degrees,
     )
 
 
