@@ -60,7 +60,7 @@ def test_metrics_file_holds_the_three_knn_figures(project_run):
 def test_mlflow_run_finished_with_params_metrics_tags_and_artifacts(project_run, mlflow_client):
     run = the_run(mlflow_client)
     assert run.info.status == "FINISHED"
-    assert {"knn_top1", "knn_top1_random_init", "knn_top1_raw_pixels"} <= set(run.data.metrics)
+    assert {"eval/knn_top1", "eval/knn_top1_random_init", "eval/knn_top1_raw_pixels"} <= set(run.data.metrics)
     assert run.data.params["pretrain.preset"] == "ci"
     assert run.data.params["data.synthetic.train_per_class"] == "40"
     assert run.data.tags["validation_status"] == "passed"
@@ -79,12 +79,12 @@ def test_training_loss_and_health_logged_at_every_logging_step(project_run, mlfl
     log_every, total = 2, summary["iterations"]
     expected = sorted(set(range(log_every, total + 1, log_every)) | {total})
     for key in (
-        "loss",
-        "lr",
-        "teacher_temp",
-        "teacher_entropy",
-        "teacher_batch_entropy",
-        "feature_std",
+        "train/loss",
+        "train/lr",
+        "train/teacher_temp",
+        "health/teacher_entropy",
+        "health/teacher_batch_entropy",
+        "health/feature_std",
     ):
         steps = sorted(m.step for m in mlflow_client.get_metric_history(run.info.run_id, key))
         assert steps == expected, key
@@ -117,7 +117,7 @@ def test_time_per_node_is_recorded_on_disk_and_in_mlflow(project_run, mlflow_cli
     assert {"build_manifest_node", "pretrain_node", "evaluate_node"} <= set(times["nodes"])
     assert 0 < sum(times["nodes"].values()) <= times["pipeline_seconds"]  # nodes run one after the other
     metrics = the_run(mlflow_client).data.metrics
-    assert metrics["stage_seconds.pretrain_node"] == pytest.approx(times["nodes"]["pretrain_node"])
+    assert metrics["time/pretrain_node"] == pytest.approx(times["nodes"]["pretrain_node"])
     assert "Time per node:" in project_run[1]
 
 

@@ -12,6 +12,7 @@ import textwrap
 import pytest
 from mlflow.tracking import MlflowClient
 
+from dinoflow.tracking.mlflow_run import metric_name
 from tests.servers import mlflow_server, postgres_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
@@ -52,7 +53,7 @@ def test_eight_concurrent_runs_lose_no_point(tmp_path):
         for run_id, report in zip(run_ids, reports, strict=True):
             assert report["pending"] == 0
             for key in KEYS:
-                steps = sorted(m.step for m in client.get_metric_history(run_id, key))
+                steps = sorted(m.step for m in client.get_metric_history(run_id, metric_name(key)))
                 assert steps == list(range(1, report["steps"] + 1)), (run_id, key)
                 received += len(steps)
             sent += report["steps"] * len(KEYS)

@@ -46,7 +46,7 @@ def start_training(tiny_config, tiny_shards, tmp_path: Path, url: str, run_id: s
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), out
 
 
-def steps_in_mlflow(run_id: str, key: str = "loss") -> list[int]:
+def steps_in_mlflow(run_id: str, key: str = "train/loss") -> list[int]:
     return sorted(m.step for m in MlflowClient().get_metric_history(run_id, key))
 
 

@@ -49,9 +49,9 @@ def test_pretrain_evaluate_register(catalog, mlflow_tmp):
     mlflow_run.set_tags({"data.root": "data/01_raw/synthetic"})  # as ingestion (or the hook) tags it
     outputs = SequentialRunner().run(pretrain() + evaluate() + register(), catalog)
     client = MlflowClient()
-    metrics = client.get_run(mlflow_tmp).data.metrics  # the evaluate node logged them
+    metrics = client.get_run(mlflow_tmp).data.metrics  # the evaluate node logged them, grouped
     assert all(
-        0.0 <= metrics[k] <= 1.0
+        0.0 <= metrics[f"eval/{k}"] <= 1.0
         for k in (
             "knn_top1",
             "knn_top5",
@@ -64,10 +64,10 @@ def test_pretrain_evaluate_register(catalog, mlflow_tmp):
     registration = outputs["registration"].load()
     assert registration["version"] == "1" and registration["model_uri"] == "models:/tiny-backbone@challenger"
     # The training process logged into the pipeline's run through MLFLOW_RUN_ID.
-    history = client.get_metric_history(mlflow_tmp, "loss")
+    history = client.get_metric_history(mlflow_tmp, "train/loss")
     assert [m.step for m in history] == list(range(1, 13))
     version = client.get_model_version_by_alias("tiny-backbone", "challenger")
-    assert version.run_id == mlflow_tmp and version.tags["metric.knn_top1"] == f"{metrics['knn_top1']:.6f}"
+    assert version.run_id == mlflow_tmp and version.tags["metric.knn_top1"] == f"{metrics['eval/knn_top1']:.6f}"
     # What promote needs to reuse these scores instead of re-scoring the version.
     assert version.tags["data_fingerprint"] == catalog.load("dataset_index")["fingerprint"]
     assert version.tags["evaluation_protocol"] == evaluation_protocol(catalog.load("params:evaluate"))
@@ -99,7 +99,7 @@ def test_same_config_and_data_reuses_the_finished_run(catalog, mlflow_tmp):
     assert second["output_dir"] == first["output_dir"] and second["summary"] == first["summary"]
     run = MlflowClient().get_run(second_run.info.run_id)
     assert run.data.tags["pretrain.reused"] == "true"
-    assert len(MlflowClient().get_metric_history(run.info.run_id, "loss")) == first["summary"]["iterations"]
+    assert len(MlflowClient().get_metric_history(run.info.run_id, "train/loss")) == first["summary"]["iterations"]
 
 
 def test_run_key_changes_with_config_or_data():

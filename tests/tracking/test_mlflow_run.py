@@ -44,3 +44,48 @@ def test_the_run_is_named_after_what_it_trains_and_described_in_lines(mlflow_tmp
     mlflow_run.add_to_description(["second", "third"])
     note = MlflowClient().get_run(mlflow_tmp).data.tags[mlflow_run.NOTE_TAG]
     assert note == "first line  \nsecond  \nthird"  # markdown hard breaks: one paragraph
+
+
+FLAT_TO_MLFLOW = {
+    "loss": "train/loss",
+    "loss_dino": "train/loss_dino",
+    "lr": "train/lr",
+    "teacher_temp": "train/teacher_temp",
+    "epoch": "train/epoch",
+    "teacher_entropy": "health/teacher_entropy",
+    "loss_gap_to_ln_k": "health/loss_gap_to_ln_k",
+    "collapse_one_prototype": "health/collapse_one_prototype",
+    "images_per_s": "time/images_per_s",
+    "stage_seconds.pretrain_node": "time/pretrain_node",
+    "stage_seconds.pipeline": "time/pipeline",
+    "knn_top1": "eval/knn_top1",
+    "knn_top1_k20": "eval/knn_top1_k20",
+    "knn_top1_raw_pixels": "eval/knn_top1_raw_pixels",
+    "linear_top1_random_init": "eval/linear_top1_random_init",
+    "seg_miou_majority": "eval/seg_miou_majority",
+    "eval_val_images": "eval/eval_val_images",
+    "online_knn_top1": "eval/online_knn_top1",
+    "data_quarantined": "data/quarantined",
+    "promotion.challenger.knn_top1": "promotion/challenger.knn_top1",
+    "best_online_knn_top1": "tune/best_online_knn_top1",
+    "trials": "tune/trials",
+    "eval/knn_top1": "eval/knn_top1",  # already grouped
+    "something_new": "something_new",  # unknown: as it is
+}
+
+
+def test_metric_names_are_grouped_for_the_ui():
+    assert {key: mlflow_run.metric_name(key) for key in FLAT_TO_MLFLOW} == FLAT_TO_MLFLOW
+
+
+def test_grouped_metrics_are_logged_and_read_back_by_their_mlflow_names(mlflow_tmp):
+    mlflow_run.log_metrics({"knn_top1": 0.4, "stage_seconds.evaluate_node": 3.0})
+    mlflow_run.log_metric_history([{"step": 1, "loss": 2.0, "teacher_entropy": 0.5}, {"step": 2, "loss": 1.5}])
+    client = MlflowClient()
+    metrics = client.get_run(mlflow_tmp).data.metrics
+    assert metrics == {"eval/knn_top1": 0.4, "time/evaluate_node": 3.0, "train/loss": 1.5,
+                       "health/teacher_entropy": 0.5}  # fmt: skip
+    assert [m.step for m in client.get_metric_history(mlflow_tmp, "train/loss")] == [1, 2]
+    experiment = client.get_run(mlflow_tmp).info.experiment_id
+    (found,) = client.search_runs([experiment], "metrics.`eval/knn_top1` >= 0.3")  # as notebook 02 filters
+    assert found.info.run_id == mlflow_tmp

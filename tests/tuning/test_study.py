@@ -54,7 +54,7 @@ def test_a_small_study_completes_and_feeds_pretrain(tiny_config, tiny_shards, tm
     children = MlflowClient().search_runs(
         [MlflowClient().get_run(mlflow_tmp).info.experiment_id], f"tags.mlflow.parentRunId = '{mlflow_tmp}'"
     )
-    assert len(children) == 4 and all("online_knn_top1" in run.data.metrics for run in children)
+    assert len(children) == 4 and all("eval/online_knn_top1" in run.data.metrics for run in children)
     assert {run.data.tags["optuna.state"] for run in children} <= {"complete", "pruned"}
 
 

@@ -26,6 +26,36 @@ EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_dev
 NOTE_TAG = "mlflow.note.content"  # the run's description (markdown) on its page in the UI
 
 
+# MLflow metric names are grouped with ``/`` prefixes (the UI makes a chart section per prefix);
+# the flat names stay everywhere else (metrics.json, metrics.jsonl, registry tags ``metric.*``).
+# (group, names, name prefixes): the first that matches gives the prefix.
+_GROUPS = (
+    ("health", {"teacher_entropy", "teacher_batch_entropy", "feature_std", "loss_gap_to_ln_k", "collapse_uniform",
+                "collapse_one_prototype"}, ()),
+    ("train", {"loss", "lr", "weight_decay", "teacher_momentum", "teacher_temp", "grad_norm", "epoch"}, ("loss_",)),
+    ("time", {"images_per_s"}, ()),
+    ("eval", set(), ("knn_", "linear_", "seg_", "eval_", "online_knn_")),
+    ("tune", {"trials", "complete", "pruned", "failed", "best_online_knn_top1"}, ()),
+)  # fmt: skip
+_RENAMED_PREFIXES = {"stage_seconds.": "time/", "data_": "data/", "promotion.": "promotion/"}
+
+
+def metric_name(key: str) -> str:
+    """The MLflow name of a flat metric key (the table is in the README): ``loss`` ->
+    ``train/loss``, ``teacher_entropy`` -> ``health/teacher_entropy``, ``knn_top1`` ->
+    ``eval/knn_top1``, ``stage_seconds.pretrain_node`` -> ``time/pretrain_node``; a name that
+    already has a ``/``, or that no rule knows, stays as it is."""
+    if "/" in key:
+        return key
+    for group, names, prefixes in _GROUPS:
+        if key in names or key.startswith(prefixes):
+            return f"{group}/{key}"
+    for old, new in _RENAMED_PREFIXES.items():
+        if key.startswith(old):
+            return new + key.removeprefix(old)
+    return key
+
+
 def tracking_uri(project_path: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(project_path).resolve() / 'mlflow.db'}"
 
@@ -128,13 +158,13 @@ def log_params(params: Mapping[str, Any], prefix: str = "") -> None:
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+    mlflow.log_metrics({metric_name(k): float(v) for k, v in metrics.items()}, step=step)
 
 
 def log_metric_history(records: Iterable[Mapping[str, float]]) -> None:
     """Replay ``{"step": s, name: value, ...}`` records (e.g. a run's metrics.jsonl)."""
     metrics = [
-        Metric(key, float(value), 0, int(record["step"]))
+        Metric(metric_name(key), float(value), 0, int(record["step"]))
         for record in records
         for key, value in record.items()
         if key != "step"
@@ -180,7 +210,8 @@ def start_child_run(parent_run_id: str, name: str, params: Mapping[str, Any], ta
 
 def log_metrics_to(run_id: str, metrics: Mapping[str, float], step: int) -> None:
     now = int(time.time() * 1000)
-    MlflowClient().log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+    batch = [Metric(metric_name(k), float(v), now, step) for k, v in metrics.items()]
+    MlflowClient().log_batch(run_id, metrics=batch)
 
 
 def finish_run(run_id: str, status: str, tags: Mapping[str, Any] = {}) -> None:  # noqa: B006 (read-only)

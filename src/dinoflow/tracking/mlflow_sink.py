@@ -7,6 +7,9 @@ A tracking outage never stops training: records that cannot be delivered are kep
 ``<output>/mlflow_pending.jsonl`` and sent as soon as the server answers again (retried with
 back-off, at the latest when training ends). Whatever is still undeliverable at the end stays in
 that file, and the pretrain node replays it into the run once the server is back.
+
+Metric names get their MLflow group on the way out (``mlflow_run.metric_name``); the pending file
+keeps the flat keys of ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pathlib import Path
 
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
+
+from dinoflow.tracking.mlflow_run import metric_name
 
 PENDING_NAME = "mlflow_pending.jsonl"
 log = logging.getLogger(__name__)
@@ -48,7 +53,7 @@ class MlflowSink:
     def _deliver(self) -> None:
         while self.pending:
             record = self.pending[0]
-            batch = [Metric(k, float(v), record["time_ms"], record["step"]) for k, v in record.items()
+            batch = [Metric(metric_name(k), float(v), record["time_ms"], record["step"]) for k, v in record.items()
                      if k not in ("step", "time_ms")]  # fmt: skip
             try:
                 self.client.log_batch(self.run_id, metrics=batch)
