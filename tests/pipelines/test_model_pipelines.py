@@ -78,6 +78,10 @@ def test_pretrain_evaluate_register(catalog, mlflow_tmp):
     assert run.info.run_name.startswith(f"custom-synthetic-{run.data.tags['config_hash'][:6]}-")
     note = run.data.tags["mlflow.note.content"].split("  \n")
     assert note[0].startswith("Pretrained preset custom on synthetic (config ") and note[1].startswith("k-NN top-1")
+    contexts = {
+        i.dataset.name: {t.key: t.value for t in i.tags}["mlflow.data.context"] for i in run.inputs.dataset_inputs
+    }
+    assert contexts == {"synthetic/train": "training", "synthetic/val": "evaluation"}
     assert note[-1] == "Registered model: tiny-backbone version 1 alias @challenger → models:/tiny-backbone@challenger"
 
 

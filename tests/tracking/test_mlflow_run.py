@@ -89,3 +89,19 @@ def test_grouped_metrics_are_logged_and_read_back_by_their_mlflow_names(mlflow_t
     experiment = client.get_run(mlflow_tmp).info.experiment_id
     (found,) = client.search_runs([experiment], "metrics.`eval/knn_top1` >= 0.3")  # as notebook 02 filters
     assert found.info.run_id == mlflow_tmp
+
+
+def test_the_runs_data_is_a_dataset_input_with_its_fingerprint_and_dvc_md5(mlflow_tmp):
+    mlflow_run.set_tags({"data.root": "data/01_raw/synthetic", "data.dvc_md5": "0123abcd.dir"})
+    fingerprint = "f" * 12 + "0" * 52
+    mlflow_run.log_dataset("training", "train", fingerprint, "data/05_model_input/dataset")
+    mlflow_run.log_dataset("evaluation", "val", fingerprint, "data/05_model_input/dataset")
+    inputs = MlflowClient().get_run(mlflow_tmp).inputs.dataset_inputs
+    by_name = {i.dataset.name: (i.dataset, {t.key: t.value for t in i.tags}) for i in inputs}
+    assert set(by_name) == {"synthetic/train", "synthetic/val"}
+    dataset, tags = by_name["synthetic/train"]
+    assert dataset.digest == "f" * 12 and dataset.source_type == "local"
+    assert dataset.source == '{"uri": "data/01_raw/synthetic"}'
+    assert tags == {"mlflow.data.context": "training", "fingerprint": fingerprint, "dvc_md5": "0123abcd.dir",
+                    "shards": "data/05_model_input/dataset"}  # fmt: skip
+    assert by_name["synthetic/val"][1]["mlflow.data.context"] == "evaluation"

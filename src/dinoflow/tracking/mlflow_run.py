@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
@@ -24,6 +26,7 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 # constant exists): without it an experiment opens on the GenAI trace overview, not on its runs.
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 NOTE_TAG = "mlflow.note.content"  # the run's description (markdown) on its page in the UI
+DIGEST_CHARS = 12  # of the dataset fingerprint shown as an MLflow dataset digest (MLflow keeps <= 36)
 
 
 # MLflow metric names are grouped with ``/`` prefixes (the UI makes a chart section per prefix);
@@ -131,6 +134,24 @@ def add_to_description(lines: Iterable[str]) -> None:
     """Append ``lines`` to the run's description, one per line within one paragraph."""
     current = current_tag(NOTE_TAG, "")
     mlflow.set_tag(NOTE_TAG, "  \n".join(([current] if current else []) + list(lines)))
+
+
+def log_dataset(context: str, split: str, fingerprint: str, shards_dir: str) -> None:
+    """Record a split of the run's data as a dataset input of the run (the UI's Dataset column).
+
+    Named ``<data>/<split>`` with the dataset fingerprint as digest; its source is the data folder
+    (the ``data.root`` tag, else ``shards_dir``); input tags hold the full fingerprint, the shards
+    folder and, for DVC-tracked data, its md5.
+    """
+    tags = MlflowClient().get_run(active_run_id()).data.tags
+    root = tags.get("data.root", shards_dir)
+    dataset = MetaDataset(
+        LocalArtifactDatasetSource(root), name=f"{Path(root).name}/{split}", digest=fingerprint[:DIGEST_CHARS]
+    )
+    lineage = {"fingerprint": fingerprint, "shards": shards_dir}
+    if "data.dvc_md5" in tags:
+        lineage["dvc_md5"] = tags["data.dvc_md5"]
+    mlflow.log_input(dataset, context=context, tags=lineage)
 
 
 def end_run(status: str = "FINISHED") -> None:

@@ -65,6 +65,7 @@ def evaluate_node(
     trained = build_backbone_from_config(cfg, drop_path=False)
     trained.load_state_dict(teacher_backbone_state(load_checkpoint(Path(pretrain_result["checkpoint"]))))
     settings = eval_settings(evaluate, cfg.crops.global_size)
+    mlflow_run.log_dataset("evaluation", "val", dataset_index["fingerprint"], dataset_index["dir"])
     metrics, details = evaluate_backbone(trained, random_init, eval_set(dataset_index, settings), settings)
     log.info(
         "k-NN top-1: trained %.3f, random init %.3f, raw pixels %.3f; linear top-1: trained %.3f, random init %.3f;"

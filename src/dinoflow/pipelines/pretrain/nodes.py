@@ -100,6 +100,7 @@ def pretrain_node(
     mlflow_run.log_artifact(config_path, "config")
     mlflow_run.set_tags({"config_hash": key, "preset": cfg.preset})
     mlflow_run.name_run(cfg.preset, key)
+    mlflow_run.log_dataset("training", "train", dataset_index["fingerprint"], dataset_index["dir"])
 
     summary_path = output_dir / "summary.json"
     if summary_path.exists():
