@@ -1,12 +1,16 @@
 """Kedro hooks: one MLflow run per pipeline run, the time each node took, a summary of what was
-produced, and no validation report of an earlier run left to pass for this run's."""
+produced, no validation report of an earlier run left to pass for this run's, and one run at a
+time per project."""
 
 from __future__ import annotations
 
+import atexit
 import importlib.metadata
 import json
 import logging
+import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,7 @@ from kedro.framework.hooks import hook_impl
 from rich.console import Console
 from rich.panel import Panel
 
+from dinoflow import project_lock
 from dinoflow.config import resolve_config
 from dinoflow.tracking import mlflow_run
 
@@ -65,6 +70,16 @@ class MlflowRunHook:
         self.started: dict[str, float] = {}
         self.stage_seconds: dict[str, float] = {}
         self.pipeline_started = time.perf_counter()
+        atexit.register(self._end_interrupted_run)  # before MLflow's own, which would say FINISHED
+
+    def _end_interrupted_run(self) -> None:
+        """A run stopped by SIGTERM or Ctrl-C (no ``on_pipeline_error``) ends KILLED, not FINISHED."""
+        if self.run_id and mlflow_run.active_run_id() == self.run_id:
+            try:
+                mlflow_run.set_tags({"error": "the run was stopped before its end (SIGTERM or Ctrl-C)"})
+                mlflow_run.end_run("KILLED")
+            except Exception as error:  # noqa: BLE001 (at exit: say it, do not raise)
+                log.warning("could not mark MLflow run %s KILLED: %s", self.run_id, error)
 
     @hook_impl
     def after_context_created(self, context) -> None:
@@ -192,3 +207,62 @@ class ValidationReportsHook:
         if isinstance(error, DataValidationError):
             reports = {what: self.paths[name] for name, what in REPORTS_IN_STOP.items() if name in self.paths}
             error.reports = {**reports, **error.reports}
+
+
+class ProjectLockHook:
+    """One run at a time per project (``dinoflow.project_lock``): takes the project lock before any
+    other hook and node, so a second run **refuses at once**, naming the run that holds the project
+    (it does not wait), before it opens an MLflow run or touches a file.
+
+    The lock is released on every exit path: after the run (last of the hooks), on an error, and at
+    interpreter exit: a run stopped before its first node, Ctrl-C, or SIGTERM, which is turned into
+    ``RunTerminated`` in the main thread (so a launched training process is stopped too and the
+    MLflow run ends KILLED). A SIGKILLed run leaves its file; the next run replaces it.
+    """
+
+    def __init__(self) -> None:
+        self.project_path = Path.cwd()
+        self.fd: int | None = None
+        self.previous_sigterm: Any = None
+        atexit.register(self.release)
+
+    @property
+    def path(self) -> Path:
+        return self.project_path / project_lock.LOCK_FILE
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        self.project_path = Path(context.project_path)
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        self.release()  # a run of this process that stopped before its first node
+        run = {"kedro_run_id": str(run_params.get("run_id", "")),
+               "pipelines": ",".join(run_params.get("pipeline_names") or ["__default__"])}  # fmt: skip
+        if threading.current_thread() is threading.main_thread():  # before the lock: no SIGTERM leaves it
+            self.previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            self.fd = project_lock.acquire(self.path, run)
+        except project_lock.ProjectBusyError:
+            self.release()
+            raise
+
+    @hook_impl(trylast=True)
+    def after_pipeline_run(self) -> None:
+        self.release()
+
+    @hook_impl(trylast=True)
+    def on_pipeline_error(self) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Drop the lock and restore the SIGTERM handler, if this process holds the lock."""
+        if self.previous_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.previous_sigterm)
+            self.previous_sigterm = None
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            project_lock.release(self.path, fd)
+
+    def _on_sigterm(self, signum: int, frame) -> None:
+        raise project_lock.RunTerminated(f"the run was stopped by signal {signal.Signals(signum).name}")

@@ -2,10 +2,11 @@
 
 from omegaconf.resolvers import oc
 
-from dinoflow.hooks import MlflowRunHook, ValidationReportsHook
+from dinoflow.hooks import MlflowRunHook, ProjectLockHook, ValidationReportsHook
 
-# pluggy calls the last registered first: reports are cleared before the MLflow run opens.
-HOOKS = (MlflowRunHook(), ValidationReportsHook())
+# pluggy calls the last registered first: reports are cleared before the MLflow run opens. The
+# project lock is taken before both and released after both (tryfirst / trylast).
+HOOKS = (MlflowRunHook(), ValidationReportsHook(), ProjectLockHook())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
