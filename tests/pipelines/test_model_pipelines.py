@@ -71,6 +71,10 @@ def test_pretrain_evaluate_register(catalog, mlflow_tmp):
     # What promote needs to reuse these scores instead of re-scoring the version.
     assert version.tags["data_fingerprint"] == catalog.load("dataset_index")["fingerprint"]
     assert version.tags["evaluation_protocol"] == evaluation_protocol(catalog.load("params:evaluate"))
+    # For people: the version's scorecard and the model's overview (tags stay for machines).
+    assert f"| k-NN top-1 | **{metrics['eval/knn_top1']:.3f}** |" in version.description
+    assert "**Data**: unused" in version.description and "**Gate**: not decided yet" in version.description
+    assert "**@challenger** → v1" in client.get_registered_model("tiny-backbone").description
     artifacts = {a.path for a in client.list_artifacts(mlflow_tmp, "pictures")}
     assert artifacts == {"pictures/attention_maps.png", "pictures/patch_pca.png"}
     # Named after what it trained; described in the summary's words, node by node.

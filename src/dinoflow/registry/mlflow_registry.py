@@ -4,7 +4,8 @@ A registered version carries its evidence as tags (git sha, data hashes, config 
 metrics, validation status, collapse flag) and its run holds ``backbone_files/`` (the resolved
 training config, the safetensors weights, the ONNX export), so any version can be rebuilt and
 re-scored. Promotion decisions are tags on the challenger version (``promotion.*``); the
-champion's ``promotion.previous_champion`` tag is what a rollback returns to.
+champion's ``promotion.previous_champion`` tag is what a rollback returns to. Descriptions, written
+from those tags, are for people: each version's scorecard and the registered model's overview.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from dinoflow.registry.gates import Decision
+from dinoflow.registry.scorecard import model_description, version_description
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 FILES_DIR = "backbone_files"
@@ -61,6 +63,7 @@ def register_backbone(
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version, key, str(value))
     client.set_registered_model_alias(model_name, alias, version)
+    describe(model_name, version)
     return {
         "name": model_name,
         "version": version,
@@ -105,6 +108,17 @@ def record_decision(
         client.set_model_version_tag(model_name, challenger, key, str(value))
     if decision.promote:
         client.set_registered_model_alias(model_name, CHAMPION, challenger)
+    describe(model_name, challenger)
+
+
+def describe(model_name: str, version: str) -> None:
+    """Write the version's scorecard and the registered model's overview (its aliases) from tags."""
+    client = MlflowClient()
+    tags = client.get_model_version(model_name, version).tags
+    client.update_model_version(model_name, version, description=version_description(model_name, version, tags))
+    aliases = dict(client.get_registered_model(model_name).aliases)
+    tags_by_version = {v: client.get_model_version(model_name, v).tags for v in set(aliases.values())}
+    client.update_registered_model(model_name, description=model_description(model_name, aliases, tags_by_version))
 
 
 def rollback(model_name: str, to_version: str | None = None) -> dict[str, str]:
@@ -127,4 +141,5 @@ def rollback(model_name: str, to_version: str | None = None) -> dict[str, str]:
     client.set_model_version_tag(
         model_name, current.version, "promotion.rolled_back", f"champion moved back to v{target}"
     )
+    describe(model_name, current.version)
     return {"name": model_name, "from": current.version, "to": target}

@@ -52,6 +52,8 @@ def register_node(
         "data_fingerprint": dataset_index["fingerprint"],
         "evaluation_protocol": evaluation_protocol(evaluate),  # with data_fingerprint: promote may reuse metric.*
         "data_dvc_md5": data_source.get("dvc_md5", "untracked"),
+        "data_root": data_source.get("root", "unknown"),
+        "preset": cfg.preset,
         "validation_status": "passed" if validation_report["success"] else "failed",
         "collapsed": str(bool(summary.get("collapse_uniform") or summary.get("collapse_one_prototype"))).lower(),
         "onnx_max_abs_diff": f"{onnx_error:.2e}",
