@@ -9,8 +9,8 @@ GATES = Gates(max_knn_drop=0.01, max_seg_drop=0.02, require_validation_passed=Tr
               first_min_gain_over_random_init=0.01)  # fmt: skip
 
 
-def evidence(version="2", knn=0.50, seg=0.40, valid=True, collapsed=False) -> Evidence:
-    return Evidence(version, knn, seg, valid, collapsed)
+def evidence(version="2", knn=0.50, seg=0.40, valid=True, collapsed=False, labels=("cat", "dog")) -> Evidence:
+    return Evidence(version, knn, seg, valid, collapsed, labels)
 
 
 def test_no_worse_within_the_margin_is_promoted():
@@ -19,6 +19,7 @@ def test_no_worse_within_the_margin_is_promoted():
     assert decision.reasons == (
         "data validation passed",
         "no collapse flag",
+        "same label set as champion v1 (2 classes)",
         "k-NN top-1 0.4950 vs champion v1 0.5000 (-0.0050, within -0.01)",
         "seg mIoU 0.3900 vs champion v1 0.4000 (-0.0100, within -0.02)",
     )
@@ -37,6 +38,32 @@ def test_each_gate_alone_rejects_and_names_itself(challenger, failed):
     decision = decide(challenger, evidence("1"), GATES)
     assert not decision.promote and failed in decision.reasons
     assert decision.summary.startswith("rejected: ")
+
+
+def test_another_label_set_is_refused_unless_allowed():
+    clipart = evidence(knn=0.9, labels=("animals", "cat", "icons", "people", "plants"))
+    refused = decide(clipart, evidence("1"), GATES)
+    assert not refused.promote
+    reason = next(r for r in refused.reasons if "label set" in r)
+    assert reason.startswith(
+        "label set differs from champion v1's: 5 classes vs 2, added animals, icons, people (+1 more), removed dog: "
+    )
+    assert "one registered model name per data domain" in reason and "allow_label_set_change: true" in reason
+    assert "; " not in reason  # the promotion.reasons tag joins reasons with "; "
+    allowed = decide(clipart, evidence("1"), GATES.model_copy(update={"allow_label_set_change": True}))
+    assert allowed.promote and any(
+        r.endswith("allowed by promote.gates.allow_label_set_change") for r in allowed.reasons
+    )
+    assert decide(evidence(labels=("dog", "cat")), evidence("1"), GATES).promote  # order does not matter
+    assert decide(clipart, None, GATES, random_init_knn_top1=0.1).promote  # first promotion: nothing to differ from
+
+
+def test_an_unknown_label_set_is_refused_unless_allowed():
+    legacy = evidence("1", labels=None)  # registered before label sets were recorded
+    refused = decide(evidence(), legacy, GATES)
+    assert not refused.promote
+    assert "label set of v1 unknown (registered before label sets were recorded): use one" in refused.summary
+    assert decide(evidence(), legacy, GATES.model_copy(update={"allow_label_set_change": True})).promote
 
 
 def test_first_promotion_needs_a_gain_over_random_init():

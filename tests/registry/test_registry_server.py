@@ -5,6 +5,7 @@ and a consumer loading ``models:/<name>@champion``."""
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.servers import mlflow_server, postgres_cluster
 
 pytestmark = pytest.mark.slow
 NAME = "server-backbone"
+LABELS = json.dumps(["circle", "square"])  # the label_set tag of the register node
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -46,7 +48,7 @@ def register(cfg, tmp_path: Path, validation: str, evidence: dict | None = None)
     save_file(backbone.state_dict(), files[1])
     mlflow_run.start_run(tmp_path, "registry-test", "register", tags={})
     example = torch.randn(2, 3, 16, 16).numpy()
-    tags = {"validation_status": validation, "collapsed": "false", **(evidence or {})}
+    tags = {"validation_status": validation, "collapsed": "false", "label_set": LABELS, **(evidence or {})}
     version = register_backbone(backbone, example, NAME, "challenger", tags, files)["version"]
     mlflow_run.end_run()
     return version
@@ -156,3 +158,34 @@ def test_raw_pixel_gate_measures_raw_pixels_or_reuses_the_recorded_figure(
     register(tiny_config, tmp_path, "passed", recorded)
     reused = promote(tiny_shards, tmp_path, min_gain_over_raw_pixels=0.2)
     assert "k-NN gain over raw pixels +0.3000 (0.9000 vs 0.6000, min +0.2000)" in reused["reasons"]
+
+
+def test_promote_refuses_another_label_set_unless_allowed(tiny_config, tiny_shards, tmp_path, monkeypatch):
+    """A champion trained for other class names (another data domain) is not replaced, and the
+    reason is recorded, unless ``promote.gates.allow_label_set_change`` says so."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient()
+    protocol = evaluation_protocol(evaluate_params(tmp_path))
+    recorded = {"data_fingerprint": tiny_shards["fingerprint"], "evaluation_protocol": protocol}
+    recorded["metric.knn_top1_random_init"] = "0.100"
+    v1 = register(tiny_config, tmp_path, "passed", {**recorded, "metric.knn_top1": "0.500"})
+    assert promote(tiny_shards, tmp_path)["decision"] == "promoted"
+
+    clipart = json.dumps(["animals/mammals", "icons/flat"])
+    v2 = register(tiny_config, tmp_path, "passed", {**recorded, "metric.knn_top1": "0.900", "label_set": clipart})
+    refused = promote(tiny_shards, tmp_path)
+    reason = (
+        f"label set differs from champion v{v1}'s: 2 classes vs 2, added animals/mammals, icons/flat, removed circle, "
+        "square: use one registered model name per data domain, or set promote.gates.allow_label_set_change: true "
+        "to promote across label sets"
+    )
+    assert refused["decision"] == "rejected" and reason in refused["reasons"]
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == v1
+    tags = client.get_model_version(NAME, v2).tags
+    assert tags["promotion.decision"] == "rejected" and reason in tags["promotion.reasons"].split("; ")
+    assert f"- {reason}" in client.get_model_version(NAME, v2).description  # the scorecard lists it
+
+    allowed = promote(tiny_shards, tmp_path, allow_label_set_change=True)  # the user asks for it
+    assert allowed["decision"] == "promoted"
+    assert any(r.endswith("allowed by promote.gates.allow_label_set_change") for r in allowed["reasons"])
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == v2

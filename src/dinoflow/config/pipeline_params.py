@@ -123,6 +123,7 @@ class Gates(_Params):
     forbid_collapse: bool  # no collapse flag at the end of the challenger's training
     first_min_gain_over_random_init: float  # no champion yet: k-NN gain over the same net at init
     min_gain_over_raw_pixels: float | None = None  # k-NN gain over standardised raw pixels (null: no such gate)
+    allow_label_set_change: bool = False  # promote over a champion trained for other class names (another domain)
 
 
 class PromoteParams(_Params):

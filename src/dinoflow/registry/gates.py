@@ -20,6 +20,7 @@ class Evidence:
     seg_miou: float | None
     validation_passed: bool
     collapsed: bool
+    labels: tuple[str, ...] | None = None  # class names of its data; None: unknown (registered before recorded)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ def decide(
             f"first promotion: k-NN gain over random init {gain:+.4f} (min {gates.first_min_gain_over_random_init:+.4f})",
         ))  # fmt: skip
     else:
+        checks.append(_same_label_set(challenger, champion, gates.allow_label_set_change))
         checks.append(_no_worse("k-NN top-1", challenger.knn_top1, champion, champion.knn_top1, gates.max_knn_drop))
         if challenger.seg_miou is not None and champion.seg_miou is not None:
             checks.append(_no_worse("seg mIoU", challenger.seg_miou, champion, champion.seg_miou, gates.max_seg_drop))
@@ -81,6 +83,34 @@ def _no_worse(name: str, ours: float, champion: Evidence, theirs: float, margin:
         delta >= -margin,
         f"{name} {ours:.4f} vs champion v{champion.version} {theirs:.4f} ({delta:+.4f}, {verdict} -{margin})",
     )
+
+
+def _same_label_set(challenger: Evidence, champion: Evidence, allowed: bool) -> tuple[bool, str]:
+    """Scores of backbones trained for different label sets (data domains) are not comparable,
+    even on one evaluation set: the user must ask for such a promotion (``allow_label_set_change``)."""
+    ours, theirs = challenger.labels, champion.labels
+    if ours is not None and theirs is not None and set(ours) == set(theirs):
+        return True, f"same label set as champion v{champion.version} ({len(ours)} classes)"
+    if ours is None or theirs is None:
+        unknown = " and ".join(f"v{e.version}" for e in (challenger, champion) if e.labels is None)
+        what = f"label set of {unknown} unknown (registered before label sets were recorded)"
+    else:
+        added, removed = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+        what = (
+            f"label set differs from champion v{champion.version}'s: {len(ours)} classes vs {len(theirs)}"
+            + (f", added {_some(added)}" if added else "")
+            + (f", removed {_some(removed)}" if removed else "")
+        )
+    if allowed:
+        return True, f"{what}, allowed by promote.gates.allow_label_set_change"
+    return False, (
+        f"{what}: use one registered model name per data domain, "
+        "or set promote.gates.allow_label_set_change: true to promote across label sets"
+    )
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" (+{len(names) - shown} more)" if len(names) > shown else "")
 
 
 def _beats_raw_pixels(ours: float, raw: float | None, min_gain: float) -> tuple[bool, str]:

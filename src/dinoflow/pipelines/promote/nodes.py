@@ -5,6 +5,7 @@ fingerprint under the same protocol; anything else is rebuilt from its registere
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -96,6 +97,7 @@ def _evidence(version, scores: dict) -> Evidence:
         seg_miou=scores.get("seg"),
         validation_passed=version.tags.get("validation_status") == "passed",
         collapsed=version.tags.get("collapsed", "false") == "true",
+        labels=tuple(json.loads(version.tags["label_set"])) if "label_set" in version.tags else None,
     )
 
 

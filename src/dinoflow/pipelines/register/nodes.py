@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -50,6 +51,7 @@ def register_node(
         "git_sha": mlflow_run.current_tag("git_sha"),
         "config_hash": pretrain_result["config_hash"],
         "data_fingerprint": dataset_index["fingerprint"],
+        "label_set": json.dumps(dataset_index["classes"]),  # promote refuses a champion of another label set
         "evaluation_protocol": evaluation_protocol(evaluate),  # with data_fingerprint: promote may reuse metric.*
         "data_dvc_md5": data_source.get("dvc_md5", "untracked"),
         "data_root": data_source.get("root", "unknown"),
