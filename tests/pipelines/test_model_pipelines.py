@@ -1,22 +1,29 @@
 """pretrain → evaluate → register with Kedro's runner on an in-memory catalog (real subprocess,
 real MLflow sqlite store, real registry)."""
 
+import hashlib
 import json
+import logging
 
 import mlflow
 import pytest
+import torch
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 from mlflow.tracking import MlflowClient
+from safetensors.torch import save_file
 
-from dinoflow.config import ConfigError, to_dict
+from dinoflow.config import ConfigError, save_config, to_dict
 from dinoflow.config.pipeline_params import EvaluateParams, LauncherParams, RegisterParams, TunedParams
 from dinoflow.pipelines.evaluate import create_pipeline as evaluate
 from dinoflow.pipelines.evaluate.nodes import evaluation_protocol
 from dinoflow.pipelines.pretrain import create_pipeline as pretrain
 from dinoflow.pipelines.pretrain.nodes import pretrain_node, run_key
 from dinoflow.pipelines.register import create_pipeline as register
+from dinoflow.pipelines.register.nodes import register_node
 from dinoflow.tracking import mlflow_run
+from dinoflow.train.builders import build_backbone_from_config
+from dinoflow.train.checkpoint import BACKBONE_NAME
 
 
 @pytest.fixture
@@ -87,6 +94,43 @@ def test_pretrain_evaluate_register(catalog, mlflow_tmp):
     }
     assert contexts == {"synthetic/train": "training", "synthetic/val": "evaluation"}
     assert note[-1] == "Registered model: tiny-backbone version 1 alias @challenger → models:/tiny-backbone@challenger"
+
+
+def test_an_identical_rerun_links_to_the_registered_version(catalog, tiny_config, tmp_path, mlflow_tmp, caplog):
+    """Same run key and same weights: the register node points the alias at the existing version and
+    says so; other weights under the same run key are a new version."""
+    output_dir = tmp_path / "models" / "abc123def456"
+    backbone = build_backbone_from_config(tiny_config, drop_path=False)
+    output_dir.mkdir(parents=True)
+    save_file(backbone.state_dict(), output_dir / BACKBONE_NAME)
+    result = {"config": str(save_config(tiny_config, output_dir / "config.yaml")), "output_dir": str(output_dir),
+              "config_hash": "abc123def456", "summary": {}}  # fmt: skip
+    args = [{"knn_top1": 0.5}, {"success": True}, {"root": "unused"}, catalog.load("dataset_index")]
+    params = [catalog.load("params:register"), catalog.load("params:evaluate")]
+    client = MlflowClient()
+
+    first = register_node(result, *args, *params)
+    version = client.get_model_version("tiny-backbone", first["version"])
+    digest = hashlib.sha256((output_dir / BACKBONE_NAME).read_bytes()).hexdigest()
+    assert version.tags["weights_sha256"] == digest and version.tags["config_hash"] == "abc123def456"
+    assert json.loads(version.tags["label_set"]) == catalog.load("dataset_index")["classes"]
+    mlflow_run.end_run()
+
+    rerun = mlflow_run.start_run(tmp_path, "test", "rerun", tags={})
+    with caplog.at_level(logging.INFO, logger="dinoflow.pipelines.register.nodes"):
+        again = register_node(result, *args, *params)
+    assert again == {**first, "linked": True, "logged_model_uri": version.source}
+    assert f"tiny-backbone v{first['version']} was registered from the same run key abc123def456" in caplog.text
+    assert [str(v.version) for v in client.search_model_versions("name = 'tiny-backbone'")] == [first["version"]]
+    assert client.get_run(rerun).data.tags["register.linked_version"] == first["version"]
+    assert "(existing version: same run key and weights)" in client.get_run(rerun).data.tags["mlflow.note.content"]
+
+    with torch.no_grad():
+        next(backbone.parameters()).add_(1.0)  # other weights under the same run key: a new version
+    save_file(backbone.state_dict(), output_dir / BACKBONE_NAME)
+    other = register_node(result, *args, *params)
+    assert "linked" not in other and other["version"] != first["version"]
+    assert str(client.get_model_version_by_alias("tiny-backbone", "challenger").version) == other["version"]
 
 
 def test_same_config_and_data_reuses_the_finished_run(catalog, mlflow_tmp):

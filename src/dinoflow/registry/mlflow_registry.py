@@ -73,6 +73,33 @@ def register_backbone(
     }
 
 
+def identical_version(model_name: str, run_key: str, weights_sha256: str) -> ModelVersion | None:
+    """The oldest version of ``model_name`` registered from the same run key (``config_hash`` tag:
+    config, data and training code) with the same weights (``weights_sha256`` tag), or None."""
+    query = f"name = '{model_name}' and tags.config_hash = '{run_key}' and tags.weights_sha256 = '{weights_sha256}'"
+    found = MlflowClient().search_model_versions(query)
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def link_version(version: ModelVersion, alias: str) -> dict[str, Any]:
+    """Point ``alias`` at an already registered ``version`` instead of registering a duplicate.
+
+    Returns:
+        what :func:`register_backbone` returns, with ``"linked": True``.
+    """
+    name, number = version.name, str(version.version)
+    MlflowClient().set_registered_model_alias(name, alias, number)
+    describe(name, number)
+    return {
+        "name": name,
+        "version": number,
+        "alias": alias,
+        "model_uri": f"models:/{name}@{alias}",
+        "logged_model_uri": version.source,
+        "linked": True,
+    }
+
+
 def version_by_alias(model_name: str, alias: str) -> ModelVersion | None:
     try:
         return MlflowClient().get_model_version_by_alias(model_name, alias)

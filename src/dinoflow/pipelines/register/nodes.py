@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -16,7 +17,7 @@ from dinoflow.config import load_config_file
 from dinoflow.config.pipeline_params import EvaluateParams, RegisterParams
 from dinoflow.models.export import export_onnx, onnx_max_abs_diff
 from dinoflow.pipelines.evaluate.nodes import evaluation_protocol
-from dinoflow.registry.mlflow_registry import register_backbone
+from dinoflow.registry.mlflow_registry import identical_version, link_version, register_backbone
 from dinoflow.run_summary import registration_line
 from dinoflow.tracking import mlflow_run
 from dinoflow.train.builders import build_backbone_from_config
@@ -34,9 +35,29 @@ def register_node(
     register: RegisterParams,
     evaluate: EvaluateParams,
 ) -> dict[str, Any]:
-    """Returns ``{"name", "version", "alias", "model_uri", "logged_model_uri"}``."""
+    """Returns ``{"name", "version", "alias", "model_uri", "logged_model_uri"}``, and ``"linked": True``
+    when an identical version (same run key and weights) was already registered: ``alias`` then
+    points at that version and no duplicate is registered."""
     cfg = load_config_file(Path(pretrain_result["config"]))
     weights = Path(pretrain_result["output_dir"]) / BACKBONE_NAME
+    with weights.open("rb") as f:
+        weights_sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+    existing = identical_version(register.model_name, pretrain_result["config_hash"], weights_sha256)
+    if existing is not None:
+        registration = link_version(existing, register.alias)
+        log.info(
+            "%s v%s was registered from the same run key %s and weights (sha256 %s): linked @%s to it, no new version",
+            register.model_name,
+            registration["version"],
+            pretrain_result["config_hash"],
+            weights_sha256[:12],
+            register.alias,
+        )
+        mlflow_run.set_tags({"register.linked_version": registration["version"]})
+        mlflow_run.add_to_description(
+            [registration_line(registration) + " (existing version: same run key and weights)"]
+        )
+        return registration
     backbone = build_backbone_from_config(cfg, drop_path=False)
     backbone.load_state_dict(load_file(weights), strict=True)  # the export has timm's key names
     size = cfg.crops.global_size
@@ -49,7 +70,8 @@ def register_node(
     summary = pretrain_result["summary"]
     tags = {
         "git_sha": mlflow_run.current_tag("git_sha"),
-        "config_hash": pretrain_result["config_hash"],
+        "config_hash": pretrain_result["config_hash"],  # the run key; with weights_sha256 it finds identical re-runs
+        "weights_sha256": weights_sha256,
         "data_fingerprint": dataset_index["fingerprint"],
         "label_set": json.dumps(dataset_index["classes"]),  # promote refuses a champion of another label set
         "evaluation_protocol": evaluation_protocol(evaluate),  # with data_fingerprint: promote may reuse metric.*
