@@ -27,7 +27,7 @@ class SyntheticParams(_Params):
     texture_strength: float = Field(ge=0.0, le=1.0)  # stripes/noise on the object colour
     background_noise: float = Field(ge=0.0)  # per-pixel noise on the background
     min_contrast: float = Field(default=0.0, ge=0.0, le=0.5)  # least luminance gap object vs background colours
-    min_scale: float = Field(default=0.28, ge=0.05, le=0.5)  # object half-size / image side, lower bound
+    min_scale: float = Field(default=0.2, ge=0.05, le=0.5)  # object half-size / image side, lower bound
     max_scale: float = Field(default=0.45, ge=0.05, le=0.5)  # object half-size / image side, upper bound
     position_jitter: float = Field(default=1.0, ge=0.0, le=1.0)  # share of the free room the centre may use
     light_objects: bool = False  # the object is lighter than its background (hues stay random)

@@ -71,7 +71,7 @@ class SyntheticSpec:
     texture_strength: float = 0.2  # amplitude of the stripes/noise modulating the object colour
     background_noise: float = 0.03  # std of per-pixel background noise (images in [0, 1])
     min_contrast: float = 0.0  # least luminance gap between the object and its background, all along
-    min_scale: float = 0.28  # object half-size as a share of the image side, drawn in [min_scale, max_scale]
+    min_scale: float = 0.2  # object half-size as a share of the image side, drawn in [min_scale, max_scale]
     max_scale: float = 0.45
     position_jitter: float = 1.0  # share of the free room the object centre may move into (0: centred)
     light_objects: bool = False  # the object is lighter than its background (hues stay random)
