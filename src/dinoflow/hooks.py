@@ -177,14 +177,16 @@ class MlflowRunHook:
 
 
 class ValidationReportsHook:
-    """Before a run that validates data, removes the files of the validation's outputs
-    (``FRESH_EACH_RUN``): the validation node rewrites them even when the run then stops, and a run
-    that fails earlier leaves none, so no report of an earlier run can be read as this run's.
+    """When a run that validates data starts its first node, removes the files of the validation's
+    outputs (``FRESH_EACH_RUN``): the validation node rewrites them even when the run then stops,
+    and a run that fails between its first node and the validation leaves none, so no report of an
+    earlier run can be read as this run's. A run refused before any node leaves them alone.
     When the validation stops the run, adds the reports' paths to its message."""
 
     def __init__(self) -> None:
         self.project_path = Path.cwd()
         self.paths: dict[str, str] = {}
+        self.stale: list[str] = []
 
     @hook_impl
     def after_context_created(self, context) -> None:
@@ -193,12 +195,18 @@ class ValidationReportsHook:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
-        produced = pipeline.all_outputs()
-        for name in FRESH_EACH_RUN:
-            path = self.project_path / self.paths.get(name, "")
-            if name in produced and name in self.paths and path.is_file():
+        self.stale = [name for name in FRESH_EACH_RUN if name in pipeline.all_outputs() and name in self.paths]
+
+    @hook_impl
+    def before_node_run(self, node) -> None:
+        # At the first node, not at the pipeline's start: a run refused before any node (bad
+        # parameters, a held project lock) leaves the last run's reports as they are.
+        for name in self.stale:
+            path = self.project_path / self.paths[name]
+            if path.is_file():
                 path.unlink()
                 log.info("removed %s of an earlier run (%s): this run writes it anew", name, self.paths[name])
+        self.stale = []
 
     @hook_impl
     def on_node_error(self, error: Exception, node) -> None:

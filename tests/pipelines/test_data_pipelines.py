@@ -209,7 +209,12 @@ def test_reports_of_an_earlier_run_are_removed_before_a_run_that_validates(tmp_p
     hook = ValidationReportsHook()
     hook.after_context_created(FakeContext(tmp_path, {name: f"reports/{name}" for name in names}))
     hook.before_pipeline_run({}, dataset(), DataCatalog())  # does not validate: nothing removed
+    hook.before_node_run(None)
     assert len(list((tmp_path / "reports").iterdir())) == 4
     hook.before_pipeline_run({}, ingestion() + validation(), DataCatalog())
+    # Refused before its first node (bad parameters, a held lock): the last run's reports stay.
+    assert len(list((tmp_path / "reports").iterdir())) == 4
+    hook.before_node_run(None)
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["metrics"]
-    hook.before_pipeline_run({}, Pipeline([]) + validation(), DataCatalog())  # nothing left to remove: no error
+    hook.before_pipeline_run({}, Pipeline([]) + validation(), DataCatalog())
+    hook.before_node_run(None)  # nothing left to remove: no error
