@@ -163,8 +163,9 @@ def test_raw_pixel_gate_measures_raw_pixels_or_reuses_the_recorded_figure(
 def test_promote_refuses_another_label_set_unless_allowed(tiny_config, tiny_shards, tmp_path, monkeypatch):
     """A champion trained for other class names (another data domain) is not replaced, and the
     reason is recorded, unless ``promote.gates.allow_label_set_change`` says so."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    client = MlflowClient()
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    client = MlflowClient(store)  # named: an earlier test's mlflow.set_tracking_uri outlives it
     protocol = evaluation_protocol(evaluate_params(tmp_path))
     recorded = {"data_fingerprint": tiny_shards["fingerprint"], "evaluation_protocol": protocol}
     recorded["metric.knn_top1_random_init"] = "0.100"
