@@ -19,7 +19,7 @@ from kedro.framework.hooks import hook_impl
 from rich.console import Console
 from rich.panel import Panel
 
-from dinoflow import project_lock
+from dinoflow import project_lock, run_summary
 from dinoflow.config import resolve_config
 from dinoflow.tracking import mlflow_run
 
@@ -144,31 +144,14 @@ class MlflowRunHook:
             f"MLflow run: {self.run_id}  (experiment '{self.params.get('tracking', {}).get('experiment', 'dinoflow')}')"
         ]
         if "metrics" in produced:
-            m = catalog.load("metrics")
-            lines.append(
-                "k-NN top-1 (k=20, T=0.07) on val: "
-                f"trained {m.get('knn_top1', float('nan')):.3f} | random init {m.get('knn_top1_random_init', float('nan')):.3f} "
-                f"| raw pixels {m.get('knn_top1_raw_pixels', float('nan')):.3f}"
-            )
-            lines.append(
-                f"Linear probe top-1 (best of the grid): trained {m.get('linear_top1', float('nan')):.3f} "
-                f"| random init {m.get('linear_top1_random_init', float('nan')):.3f}"
-            )
-            if "seg_miou" in m:
-                lines.append(
-                    f"Segmentation mIoU (linear, patch tokens): trained {m['seg_miou']:.3f} "
-                    f"| random init {m['seg_miou_random_init']:.3f} | background everywhere {m['seg_miou_majority']:.3f}"
-                )
+            lines += run_summary.evaluation_lines(catalog.load("metrics"))
         if "registration" in produced:
-            r = catalog.load("registration")
-            lines.append(f"Registered model: {r['name']} version {r['version']} alias @{r['alias']} → {r['model_uri']}")
+            lines.append(run_summary.registration_line(catalog.load("registration")))
         written = sorted((name, self.paths[name]) for name in produced if name in self.paths)
         if written:
             lines.append("Wrote: " + ", ".join(f"{name} → {path}" for name, path in written))
         if "promotion" in produced:
-            p = catalog.load("promotion")
-            lines.append(f"Promotion: v{p['challenger']} {p['decision']} -> @champion is v{p.get('champion')}")
-            lines += [f"  - {reason}" for reason in p.get("reasons", [])]
+            lines += run_summary.promotion_lines(catalog.load("promotion"))
         slowest = sorted(self.stage_seconds.items(), key=lambda item: -item[1])[:4]
         lines.append("Time per node: " + ", ".join(f"{name.removesuffix('_node')} {s:.0f} s" for name, s in slowest)
                      + f" (all: {STAGE_TIMES})")  # fmt: skip
