@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Every target sees the project's tools first, as in an activated virtualenv (DVC stages call kedro).
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install demo test test-fast test-faults tune tune-dashboard lint format repro bench bench-quality mlflow-ui viz viz-build clean help gpu-check
+.PHONY: install browser demo test test-fast test-faults tune tune-dashboard lint format repro bench bench-quality mlflow-ui viz viz-build clean help gpu-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,8 +30,16 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 demo: install  ## run the default pipeline on the embedded synthetic data (demo preset)
 	$(BIN)/kedro run
 
-test: install  ## run the whole test suite, end-to-end `kedro run` included
+test: install browser  ## run the whole test suite, end-to-end `kedro run` included
 	$(BIN)/pytest
+
+# The MLflow UI test renders pages in Debian's chromium: installed here when we may (root + apt);
+# otherwise that one test is skipped with its reason.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && echo "installing chromium for the MLflow UI browser test" \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium not installed: the MLflow UI browser test will be skipped (apt-get install chromium)"
 
 test-fast: install  ## unit tests only (skips slow end-to-end and multi-process tests)
 	$(BIN)/pytest -m "not slow"
@@ -53,6 +61,7 @@ bench: install  ## run the benchmarks (+ the lightly reference); JSON results un
 	python benchmarks/multicrop.py
 	python benchmarks/eval.py
 	python benchmarks/e2e.py
+	python benchmarks/system_metrics.py
 
 bench-quality: install  ## real-data quality: Fashion-MNIST, 10-minute budget, lightly reference and supervised ceiling (~45 min)
 	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable '.[dev,bench]'
@@ -71,7 +80,8 @@ tune: install  ## Optuna study of the teacher temperature/momentum schedules (co
 tune-dashboard: install  ## watch the tuning study live on http://127.0.0.1:8080
 	$(BIN)/optuna-dashboard sqlite:///data/07_model_output/optuna.db --host 127.0.0.1 --port 8080
 
-mlflow-ui: install  ## serve the MLflow UI on http://127.0.0.1:5000
+mlflow-ui: install  ## serve the MLflow UI on http://127.0.0.1:5000 (prints the address of the runs)
+	@$(BIN)/python -c "from dinoflow.tracking.mlflow_run import print_ui_address; print_ui_address()"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 viz: install  ## serve the Kedro-Viz pipeline picture on http://127.0.0.1:4141

@@ -96,3 +96,24 @@ def mlflow_server(backend_uri: str, artifacts: Path, timeout_s: float = 90, port
             os.killpg(process.pid, 15)
         process.wait(timeout=30)
         log.close()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def rendered_page(url: str, budget_s: float = 25, screenshot: Path | None = None) -> str:
+    """The DOM of ``url`` after headless Chromium ran its scripts for ``budget_s`` of virtual time
+    (it waits for pending fetches, so a single-page app has rendered its data); optionally also a
+    1400x900 screenshot."""
+    if CHROMIUM is None:
+        raise RuntimeError("chromium is not installed (apt-get install chromium)")
+    # --no-sandbox: the sandbox refuses to run as root (CI containers).
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--hide-scrollbars", f"--virtual-time-budget={int(budget_s * 1000)}"]  # fmt: skip
+    if screenshot is not None:
+        shot = [*flags, f"--screenshot={screenshot}", "--window-size=1400,900", url]
+        subprocess.run(shot, capture_output=True, timeout=budget_s + 90, check=True)
+    result = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=budget_s + 90)
+    if result.returncode != 0:
+        raise RuntimeError(f"chromium failed on {url}: {result.stderr[-2000:]}")
+    return result.stdout

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from tests.project_copy import git_changes, kedro_run, make_project_copy
+from tests.servers import CHROMIUM, mlflow_server, rendered_page
 
 pytestmark = pytest.mark.slow
 
@@ -16,6 +18,7 @@ CI_PARAMS = ",".join(
         "pretrain.preset=ci",
         "data.synthetic.train_per_class=40",
         "data.synthetic.val_per_class=20",
+        "pretrain_launcher.system_metrics_interval_s=0.5",  # ci training lasts seconds
     ]
 )
 
@@ -67,7 +70,8 @@ def test_mlflow_run_finished_with_params_metrics_tags_and_artifacts(project_run,
     assert len(run.data.tags["git_sha"]) > 0 and run.data.tags["data.dvc_md5"].endswith(".dir")
     assert run.data.tags["git_dirty"] in ("true", "false") and run.data.tags["version.torch"].startswith("2.")
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
-    assert {"config", "validation", "backbone_files", "pictures"} <= artifacts
+    assert {"config", "validation", "backbone_files", "images"} <= artifacts
+    assert "system/cpu_utilization_percentage" in run.data.metrics
     files = {a.path for a in mlflow_client.list_artifacts(run.info.run_id, "backbone_files")}
     assert files == {"backbone_files/config.yaml", "backbone_files/teacher_backbone.safetensors",
                      "backbone_files/backbone.onnx"}  # fmt: skip
@@ -119,6 +123,21 @@ def test_time_per_node_is_recorded_on_disk_and_in_mlflow(project_run, mlflow_cli
     metrics = the_run(mlflow_client).data.metrics
     assert metrics["time/pretrain_node"] == pytest.approx(times["nodes"]["pretrain_node"])
     assert "Time per node:" in project_run[1]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; `make test` does)")
+def test_mlflow_ui_in_a_browser_opens_on_named_runs_and_shows_the_scorecard(project_run, mlflow_client, tmp_path):
+    run = the_run(mlflow_client)
+    version = mlflow_client.get_model_version_by_alias("dinoflow-backbone", "challenger")
+    # The address the run summary and `make mlflow-ui` print, on the server instead of port 5000.
+    address = re.search(r"Open the MLflow UI: make mlflow-ui, then (\S+)", project_run[1]).group(1)
+    assert address == f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" \
+        "?workflowType=machine_learning"  # fmt: skip
+    with mlflow_server(f"sqlite:///{project_run[0] / 'mlflow.db'}", tmp_path / "artifacts") as url:
+        runs_page = rendered_page(f"{url}/#/experiments/{run.info.experiment_id}?workflowType=machine_learning")
+        model_page = rendered_page(f"{url}/#/models/dinoflow-backbone/versions/{version.version}")
+    assert run.info.run_name in runs_page and "synthetic/train" in runs_page, runs_page[-3000:]  # name, dataset
+    assert "k-NN top-1" in model_page and "raw pixels" in model_page, model_page[-3000:]
 
 
 def test_raw_data_is_dvc_tracked_and_summary_printed(project_run):

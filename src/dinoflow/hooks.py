@@ -155,7 +155,8 @@ class MlflowRunHook:
         slowest = sorted(self.stage_seconds.items(), key=lambda item: -item[1])[:4]
         lines.append("Time per node: " + ", ".join(f"{name.removesuffix('_node')} {s:.0f} s" for name, s in slowest)
                      + f" (all: {STAGE_TIMES})")  # fmt: skip
-        lines.append("Open the MLflow UI: make mlflow-ui   (then http://127.0.0.1:5000)")
+        local = "" if mlflow_run.on_a_server() else "make mlflow-ui, then "
+        lines.append(f"Open the MLflow UI: {local}{mlflow_run.ui_address(run_id=self.run_id)}")
         Console().print(Panel("\n".join(lines), title="dinoflow run summary", expand=False))
 
 

@@ -1,10 +1,11 @@
 """Attention maps equal timm's own attention weights; PCA pictures are well-formed."""
 
+import pytest
 import torch
 from PIL import Image
 
 from dinoflow.data.multicrop import normalize
-from dinoflow.eval.pictures import cls_attention_maps, pca_rgb, render_pictures
+from dinoflow.eval.pictures import cls_attention_maps, pca_rgb, plot_training_curve, render_pictures
 from dinoflow.models.backbone import build_backbone
 
 
@@ -46,3 +47,17 @@ def test_render_pictures_writes_both_figures(tmp_path):
     attention, pca = render_pictures(backbone, images, tokens, tmp_path)
     assert Image.open(attention).size == (4 * 98, 3 * 98)  # image + 3 heads per row, one row per image
     assert Image.open(pca).size == (2 * 98, 3 * 98)
+
+
+def test_training_curve_picture_draws_a_panel_per_logged_group(tmp_path):
+    records = [{"step": s, "loss": 5.0 - s / 10, "lr": 1e-3, "teacher_entropy": 0.9} for s in range(1, 11)]
+    path = plot_training_curve(records, tmp_path / "curve.png")
+    width, height = Image.open(path).size
+    assert (width, height) == (round(3 * 3.6 * 110), round(3.0 * 110))  # loss, health, lr; no online k-NN
+    with_knn = plot_training_curve([{**r, "online_knn_top1": 0.5} for r in records], tmp_path / "knn.png")
+    assert Image.open(with_knn).size[0] == round(4 * 3.6 * 110)
+
+
+def test_training_curve_picture_refuses_an_empty_log(tmp_path):
+    with pytest.raises(ValueError, match="no training metrics"):
+        plot_training_curve([], tmp_path / "curve.png")

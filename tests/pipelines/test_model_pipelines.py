@@ -4,6 +4,7 @@ real MLflow sqlite store, real registry)."""
 import hashlib
 import json
 import logging
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -34,7 +35,7 @@ def catalog(tiny_shards, tiny_config, tmp_path):
     catalog["params:pretrain_presets"] = {}
     catalog["params:pretrain_tuned"] = TunedParams(use=False, file=str(tmp_path / "none.yml"))
     catalog["params:pretrain_launcher"] = LauncherParams(
-        nproc_per_node=1, timeout_s=300, output_root=str(tmp_path / "models")
+        nproc_per_node=1, timeout_s=300, output_root=str(tmp_path / "models"), system_metrics_interval_s=0.2
     )
     catalog["params:evaluate"] = EvaluateParams(
         knn_k=5,
@@ -82,8 +83,17 @@ def test_pretrain_evaluate_register(catalog, mlflow_tmp):
     assert f"| k-NN top-1 | **{metrics['eval/knn_top1']:.3f}** |" in version.description
     assert "**Data**: unused" in version.description and "**Gate**: not decided yet" in version.description
     assert "**@challenger** → v1" in client.get_registered_model("tiny-backbone").description
-    artifacts = {a.path for a in client.list_artifacts(mlflow_tmp, "pictures")}
-    assert artifacts == {"pictures/attention_maps.png", "pictures/patch_pca.png"}
+    # Pictures are images on the run page (keyed by name), and files beside the reports.
+    images = {a.path.split("/")[1].split("+")[0] for a in client.list_artifacts(mlflow_tmp, "images")}
+    assert images == {"attention_maps", "patch_pca", "training_curve"}
+    pictures = catalog.load("params:evaluate").pictures_dir
+    assert {p.name for p in Path(pictures).iterdir()} == {"attention_maps.png", "patch_pca.png", "training_curve.png"}
+    # The training process sampled the machine into the run's system charts.
+    system = {k for k in client.get_run(mlflow_tmp).data.metrics if k.startswith("system/")}
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system
+    # MLflow 3's logged model carries the evaluation scores.
+    logged = client.get_logged_model(registration["logged_model_id"])
+    assert {m.key: m.value for m in logged.metrics}["eval/knn_top1"] == metrics["eval/knn_top1"]
     # Named after what it trained; described in the summary's words, node by node.
     run = client.get_run(mlflow_tmp)
     assert run.info.run_name.startswith(f"custom-synthetic-{run.data.tags['config_hash'][:6]}-")
@@ -119,7 +129,7 @@ def test_an_identical_rerun_links_to_the_registered_version(catalog, tiny_config
     rerun = mlflow_run.start_run(tmp_path, "test", "rerun", tags={})
     with caplog.at_level(logging.INFO, logger="dinoflow.pipelines.register.nodes"):
         again = register_node(result, *args, *params)
-    assert again == {**first, "linked": True, "logged_model_uri": version.source}
+    assert again == {**first, "linked": True, "logged_model_uri": version.source}  # the same logged model id too
     assert f"tiny-backbone v{first['version']} was registered from the same run key abc123def456" in caplog.text
     assert [str(v.version) for v in client.search_model_versions("name = 'tiny-backbone'")] == [first["version"]]
     assert client.get_run(rerun).data.tags["register.linked_version"] == first["version"]

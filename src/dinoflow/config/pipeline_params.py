@@ -95,6 +95,7 @@ class LauncherParams(_Params):
     nproc_per_node: int = Field(ge=1)  # >1 runs torchrun with that many processes
     timeout_s: float = Field(gt=0)  # wall-clock limit
     output_root: str  # one folder per (config, data, code)
+    system_metrics_interval_s: float = Field(default=10.0, ge=0.0)  # seconds between system/ samples; 0 = off
     kubernetes: KubernetesParams = KubernetesParams()  # used when kind is kubernetes
 
 

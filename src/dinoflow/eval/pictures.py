@@ -1,5 +1,6 @@
 """What the backbone looks at: last-layer CLS self-attention per head (DINO Fig. 1 / 3) and a
-3-component PCA of the patch features shown as RGB (DINOv2 Fig. 1).
+3-component PCA of the patch features shown as RGB (DINOv2 Fig. 1); and how training went, as one
+picture of the training curves (loss terms, teacher health, learning rate).
 
 - [0]: Caron et al., DINO, 2021, https://arxiv.org/abs/2104.14294 (§4.2.1, ``visualize_attention.py``)
 - [1]: Oquab et al., DINOv2, 2023, https://arxiv.org/abs/2304.07193 (§7.5)
@@ -8,11 +9,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib import colormaps
+from matplotlib.figure import Figure  # not pyplot: no GUI backend or global figure state on servers
 from PIL import Image
 from torch import nn
 
@@ -106,3 +109,35 @@ def render_pictures(backbone: nn.Module, images: torch.Tensor, patch_tokens: tor
         save_grid(attention_rows, Path(out_dir) / "attention_maps.png"),
         save_grid(pca_rows, Path(out_dir) / "patch_pca.png"),
     ]
+
+
+# (panel title, metrics.jsonl keys): a panel is drawn when the run logged any of its keys.
+CURVE_PANELS = (
+    ("loss", ("loss", "loss_dino", "loss_ibot", "loss_koleo")),
+    ("teacher health (entropy / ln K)", ("teacher_entropy", "teacher_batch_entropy")),
+    ("learning rate", ("lr",)),
+    ("online k-NN top-1", ("online_knn_top1",)),
+)
+
+
+def plot_training_curve(records: Sequence[Mapping[str, float]], path: Path) -> Path:
+    """``records`` (one per logging step, with ``step``; the rows of ``metrics.jsonl``) as one PNG:
+    a panel per group of ``CURVE_PANELS`` the run logged, steps on the x axis."""
+    panels = [(title, [k for k in keys if any(k in r for r in records)]) for title, keys in CURVE_PANELS]
+    panels = [(title, keys) for title, keys in panels if keys]
+    if not records or not panels:
+        raise ValueError("no training metrics to plot (metrics.jsonl is empty)")
+    figure = Figure(figsize=(3.6 * len(panels), 3.0), layout="tight")
+    axes = figure.subplots(1, len(panels), squeeze=False)
+    for axis, (title, keys) in zip(axes[0], panels, strict=True):
+        for key in keys:
+            points = [(r["step"], r[key]) for r in records if key in r]
+            axis.plot(*zip(*points, strict=True), label=key, linewidth=1.2)
+        axis.set_title(title, fontsize=9)
+        axis.set_xlabel("step", fontsize=8)
+        axis.tick_params(labelsize=7)
+        if len(keys) > 1:
+            axis.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    return path

@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from dinoflow.registry.gates import Decision
 from dinoflow.registry.scorecard import model_description, version_description
+from dinoflow.tracking.mlflow_run import metric_name
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 FILES_DIR = "backbone_files"
@@ -36,15 +37,18 @@ def register_backbone(
     alias: str,
     tags: Mapping[str, Any],
     files: Sequence[Path] = (),
+    metrics: Mapping[str, float] = {},  # noqa: B006 (read-only)
 ) -> dict[str, Any]:
     """Log ``backbone`` as a pt2 (torch.export) model in the active run, with ``files`` under
-    ``backbone_files/``, register it and point ``alias`` at the new version.
+    ``backbone_files/``, register it and point ``alias`` at the new version. ``metrics`` (the
+    evaluation's flat keys) are linked to the logged model, so MLflow 3's model pages and the
+    experiment's model list show its scores.
 
     Args:
         input_example: (B, 3, S, S) float32 with B >= 2, normalised like training images.
 
     Returns:
-        ``{"name", "version", "alias", "model_uri", "logged_model_uri"}``.
+        ``{"name", "version", "alias", "model_uri", "logged_model_uri", "logged_model_id"}``.
     """
     for path in files:
         mlflow.log_artifact(str(path), FILES_DIR)
@@ -58,6 +62,8 @@ def register_backbone(
         # subprocess and add ~10 s to every registration.
         pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
     )
+    if metrics:
+        mlflow.log_metrics({metric_name(k): float(v) for k, v in metrics.items()}, model_id=info.model_id)
     client = MlflowClient()
     version = str(info.registered_model_version)
     for key, value in tags.items():
@@ -70,6 +76,7 @@ def register_backbone(
         "alias": alias,
         "model_uri": f"models:/{model_name}@{alias}",
         "logged_model_uri": info.model_uri,
+        "logged_model_id": info.model_id,  # MLflow 3's logged model: holds the linked evaluation scores
     }
 
 
@@ -96,6 +103,8 @@ def link_version(version: ModelVersion, alias: str) -> dict[str, Any]:
         "alias": alias,
         "model_uri": f"models:/{name}@{alias}",
         "logged_model_uri": version.source,
+        # MLflow 3 sources are models:/<logged model id>; a version registered from run files has none
+        "logged_model_id": version.source.removeprefix("models:/") if version.source.startswith("models:/") else None,
         "linked": True,
     }
 

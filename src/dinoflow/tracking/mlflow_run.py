@@ -14,18 +14,22 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import mlflow
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 # The experiment tag MLflow 3's UI reads for the experiment's kind (its JS enum; no Python
 # constant exists): without it an experiment opens on the GenAI trace overview, not on its runs.
 EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 NOTE_TAG = "mlflow.note.content"  # the run's description (markdown) on its page in the UI
+# Read by the training process's sink (``mlflow_sink``): seconds between system-metric samples.
+SYSTEM_METRICS_ENV = "DINOFLOW_SYSTEM_METRICS_INTERVAL_S"
 DIGEST_CHARS = 12  # of the dataset fingerprint shown as an MLflow dataset digest (MLflow keeps <= 36)
 
 
@@ -60,7 +64,17 @@ def metric_name(key: str) -> str:
 
 
 def tracking_uri(project_path: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(project_path).resolve() / 'mlflow.db'}"
+    """``MLFLOW_TRACKING_URI``, else the project's sqlite store. Credentials in a server URL
+    (``http://user:password@host``) are moved into ``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD``
+    (MLflow's basic-auth variables, inherited by the training process), so that the URL MLflow and
+    we print, log and hand to pods carries none."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(project_path).resolve() / 'mlflow.db'}"
+    parts = urlsplit(uri)
+    if parts.scheme in ("http", "https") and parts.password is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username or "")
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
+        uri = os.environ["MLFLOW_TRACKING_URI"] = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    return uri
 
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]+):[^@\s]+@")
@@ -102,10 +116,37 @@ def ensure_experiment(project_path: Path, experiment: str) -> str:
     return found.experiment_id
 
 
+# MLflow 3's UI opens in its GenAI view unless the address asks for the model-training one (the
+# choice made with its top-left switch is then remembered by the browser).
+UI_WORKFLOW = "workflowType=machine_learning"
+LOCAL_UI = "http://127.0.0.1:5000"  # where `make mlflow-ui` serves a local store
+
+
+def on_a_server() -> bool:
+    return mlflow.get_tracking_uri().startswith(("http://", "https://"))
+
+
+def ui_address(experiment_id: str | None = None, run_id: str | None = None) -> str:
+    """The UI page of an experiment (its runs list) or of a run, in the model-training view: on
+    the tracking server when there is one, else on ``make mlflow-ui``'s local address."""
+    if experiment_id is None:
+        experiment_id = MlflowClient().get_run(run_id).info.experiment_id
+    base = mlflow.get_tracking_uri().rstrip("/") if on_a_server() else LOCAL_UI
+    page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{base}/{page}?{UI_WORKFLOW}"
+
+
+def print_ui_address(project_path: Path = Path(), experiment: str = "dinoflow") -> None:
+    """For ``make mlflow-ui``: where to open the UI on the project's experiment."""
+    mlflow.set_tracking_uri(tracking_uri(project_path))
+    found = mlflow.get_experiment_by_name(experiment)
+    print(f"MLflow UI: {ui_address(found.experiment_id) if found else LOCAL_UI}")  # noqa: T201 (a CLI line)
+
+
 def start_run(project_path: Path, experiment: str, run_name: str, tags: Mapping[str, str]) -> str:
     """Open the pipeline's run in ``experiment`` (see ``ensure_experiment``)."""
     mlflow.set_experiment(experiment_id=ensure_experiment(project_path, experiment))
-    return mlflow.start_run(run_name=run_name, tags=dict(tags)).info.run_id
+    return mlflow.start_run(run_name=run_name, tags={k: redact(str(v)) for k, v in tags.items()}).info.run_id
 
 
 def run_name(preset: str, data_name: str, config_hash: str, started_ms: int) -> str:
@@ -164,12 +205,13 @@ def active_run_id() -> str | None:
     return run.info.run_id if run else None
 
 
-def child_process_env() -> dict[str, str]:
-    """Environment that lets a launched training process log into the active run."""
-    return {
-        "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
-        "MLFLOW_RUN_ID": active_run_id() or "",
-    }
+def child_process_env(system_metrics_interval_s: float | None = None) -> dict[str, str]:
+    """Environment that lets a launched training process log into the active run (and sample the
+    machine into it every ``system_metrics_interval_s`` seconds; None: the sink's default)."""
+    env = {"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), "MLFLOW_RUN_ID": active_run_id() or ""}
+    if system_metrics_interval_s is not None:
+        env[SYSTEM_METRICS_ENV] = str(system_metrics_interval_s)
+    return env
 
 
 def log_params(params: Mapping[str, Any], prefix: str = "") -> None:
@@ -201,6 +243,13 @@ def log_dict(data: Mapping[str, Any], artifact_file: str) -> None:
 
 def log_artifact(path: Path, artifact_path: str | None = None) -> None:
     mlflow.log_artifact(str(path), artifact_path)
+
+
+def log_image(path: Path) -> None:
+    """Log a PNG as an image keyed by its file name (``attention_maps``): the run page shows it
+    inline, beside the charts, instead of only in the artifact tree."""
+    with Image.open(path) as image:
+        mlflow.log_image(image.convert("RGB"), key=Path(path).stem, step=0, synchronous=True)
 
 
 def log_artifacts(directory: Path, artifact_path: str | None = None) -> None:

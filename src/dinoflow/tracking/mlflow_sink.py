@@ -10,6 +10,12 @@ that file, and the pretrain node replays it into the run once the server is back
 
 Metric names get their MLflow group on the way out (``mlflow_run.metric_name``); the pending file
 keeps the flat keys of ``metrics.jsonl``.
+
+The sink also samples the machine it trains on (MLflow's system metrics: CPU, memory, disk, network,
+GPU when ``nvidia-ml-py`` is installed) into the run's ``system/`` charts, every
+``DINOFLOW_SYSTEM_METRICS_INTERVAL_S`` seconds (set from ``pretrain_launcher.system_metrics_interval_s``;
+0 = off). One sample costs milliseconds (``benchmarks/system_metrics.py``). MLflow stops sampling
+for good when the server does not answer; training goes on.
 """
 
 from __future__ import annotations
@@ -21,11 +27,13 @@ import time
 from pathlib import Path
 
 from mlflow.entities import Metric
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 
-from dinoflow.tracking.mlflow_run import metric_name
+from dinoflow.tracking.mlflow_run import SYSTEM_METRICS_ENV, metric_name
 
 PENDING_NAME = "mlflow_pending.jsonl"
+DEFAULT_SYSTEM_METRICS_INTERVAL_S = 10.0
 log = logging.getLogger(__name__)
 
 
@@ -42,6 +50,7 @@ class MlflowSink:
         self.pending: list[dict] = read_pending(self.pending_path)  # left by an earlier, crashed attempt
         self.first_retry_s, self.max_retry_s = first_retry_s, max_retry_s
         self.retry_at, self.backoff = 0.0, first_retry_s
+        self.system_metrics = start_system_metrics(self.run_id, self.client.tracking_uri)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.pending.append({"step": step, "time_ms": int(time.time() * 1000), **metrics})
@@ -77,11 +86,30 @@ class MlflowSink:
         tmp.replace(self.pending_path)
 
     def close(self) -> None:
+        if self.system_metrics is not None:
+            self.system_metrics.finish()
         self._deliver()
         if self.pending:
             self._persist()
             log.error("%d metric records could not reach MLflow; they are kept in %s", len(self.pending),
                       self.pending_path)  # fmt: skip
+
+
+def start_system_metrics(run_id: str, tracking_uri: str) -> SystemMetricsMonitor | None:
+    """Sample the machine into ``run_id`` on a background thread (None when switched off or MLflow
+    cannot start it: system charts are worth a warning, never a failed run)."""
+    interval_s = float(os.environ.get(SYSTEM_METRICS_ENV, DEFAULT_SYSTEM_METRICS_INTERVAL_S))
+    if interval_s <= 0:
+        return None
+    try:
+        # resume_logging: a resumed training process continues the system charts' steps.
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, resume_logging=True,
+                                       tracking_uri=tracking_uri)  # fmt: skip
+    except Exception as error:  # noqa: BLE001 (e.g. the server is down at start)
+        log.warning("system metrics are off for this run: %s: %s", type(error).__name__, error)
+        return None
+    monitor.start()
+    return monitor
 
 
 def read_pending(path: Path) -> list[dict]:

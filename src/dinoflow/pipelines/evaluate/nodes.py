@@ -8,11 +8,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from dinoflow.config import load_config_file
 from dinoflow.config.pipeline_params import EvaluateParams
 from dinoflow.data.shards import ShardReader
 from dinoflow.eval.features import evaluation_batches, extract_features
-from dinoflow.eval.pictures import render_pictures
+from dinoflow.eval.pictures import plot_training_curve, render_pictures
 from dinoflow.eval.suite import EvalSet, EvalSettings, evaluate_backbone
 from dinoflow.run_summary import evaluation_lines
 from dinoflow.tracking import mlflow_run
@@ -83,6 +85,17 @@ def evaluate_node(
         images = next(evaluation_batches(val, cfg.crops.global_size, evaluate.pictures))
         tokens = extract_features(trained, [images]).patch_tokens
         for path in render_pictures(trained, images, tokens, Path(evaluate.pictures_dir)):
-            mlflow_run.log_artifact(path, "pictures")
+            mlflow_run.log_image(path)
             log.info("wrote %s", path)
     return metrics
+
+
+def training_curve_picture_node(training_curve: pd.DataFrame, evaluate: EvaluateParams) -> None:
+    """``training_curve.png`` beside the other pictures, and on the run page (no curve: a run
+    that trained on a cluster without its checkpoints mounted here)."""
+    if not evaluate.pictures or training_curve.empty:
+        return
+    records = [{k: v for k, v in row.items() if pd.notna(v)} for row in training_curve.to_dict("records")]
+    path = plot_training_curve(records, Path(evaluate.pictures_dir) / "training_curve.png")
+    mlflow_run.log_image(path)
+    log.info("wrote %s", path)

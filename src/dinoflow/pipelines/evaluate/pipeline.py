@@ -1,6 +1,6 @@
 from kedro.pipeline import Node, Pipeline
 
-from dinoflow.pipelines.evaluate.nodes import evaluate_node
+from dinoflow.pipelines.evaluate.nodes import evaluate_node, training_curve_picture_node
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -11,6 +11,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["dataset_index", "pretrain_result", "params:evaluate"],
                 "metrics",
                 name="evaluate_node",
-            )
+            ),
+            Node(
+                training_curve_picture_node,
+                ["training_curve", "params:evaluate"],
+                None,
+                name="training_curve_picture_node",
+            ),  # fmt: skip
         ]
     )

@@ -119,7 +119,8 @@ def pretrain_node(
             launcher.nproc_per_node,
             sinks=["mlflow"],
         )
-        run_process(command, env=mlflow_run.child_process_env(), timeout_s=launcher.timeout_s)
+        env = mlflow_run.child_process_env(launcher.system_metrics_interval_s)
+        run_process(command, env=env, timeout_s=launcher.timeout_s)
         replay_buffered_metrics(output_dir / PENDING_NAME)
     result = {
         "output_dir": str(output_dir),

@@ -20,6 +20,7 @@ from dinoflow.pipelines.evaluate.nodes import evaluation_protocol
 from dinoflow.registry.mlflow_registry import identical_version, link_version, register_backbone
 from dinoflow.run_summary import registration_line
 from dinoflow.tracking import mlflow_run
+from dinoflow.tracking.mlflow_run import metric_name
 from dinoflow.train.builders import build_backbone_from_config
 from dinoflow.train.checkpoint import BACKBONE_NAME
 
@@ -87,8 +88,11 @@ def register_node(
         },
     }
     files = [Path(pretrain_result["config"]), weights, onnx_path]
+    scores = {k: v for k, v in metrics.items() if metric_name(k).startswith("eval/")}
     try:
-        registration = register_backbone(backbone, example.numpy(), register.model_name, register.alias, tags, files)
+        registration = register_backbone(
+            backbone, example.numpy(), register.model_name, register.alias, tags, files, metrics=scores
+        )
     finally:
         shutil.rmtree(onnx_dir, ignore_errors=True)
     mlflow_run.add_to_description([registration_line(registration)])
