@@ -26,7 +26,7 @@ import yaml
 
 from dinoflow.config import resolve_config, to_dict
 from dinoflow.config.loading import deep_merge, validate
-from dinoflow.data.shards import pack_shard, save_shard
+from dinoflow.data.shards import index_entry, pack_shard, save_shard
 from dinoflow.train import builders
 from dinoflow.train.distributed import DistEnv
 from dinoflow.train.loop import train
@@ -53,8 +53,8 @@ class WindowSink:
 def write_random_dataset(directory: Path, count: int, image_size: int) -> Path:
     """A one-shard train split of random square images, with its index."""
     images = np.random.default_rng(0).integers(0, 256, (count, 3, image_size, image_size), dtype=np.uint8)
-    save_shard(pack_shard(list(images), [0] * count), directory / "train-00000.pt")
-    split = {"count": count, "has_masks": False, "shards": [{"path": "train-00000.pt", "count": count}]}
+    shard = save_shard(pack_shard(list(images), [0] * count), directory / "train-00000.pt")
+    split = {"count": count, "has_masks": False, "shards": [index_entry(shard, count)]}
     (directory / "index.json").write_text(json.dumps({"classes": [], "splits": {"train": split}}))
     return directory
 

@@ -7,7 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
-from dinoflow.data.shards import ImageRecord, ShardReader, build_dataset, plan_shards, stored_shape
+from dinoflow.data.shards import (
+    CorruptShardError,
+    ImageRecord,
+    ShardReader,
+    build_dataset,
+    plan_shards,
+    stored_shape,
+)
 
 
 @pytest.mark.parametrize(
@@ -87,3 +94,47 @@ def test_transparency_is_stored_on_the_background_asked_for_and_a_new_background
     assert ShardReader.from_index(tmp_path / "ds", "train").image(0).min() == 255
     build((0, 0, 0))
     assert ShardReader.from_index(tmp_path / "ds", "train").image(0).max() == 0
+
+
+def _corrupt(shard: Path, how: str) -> None:
+    data = bytearray(shard.read_bytes())
+    if how == "flipped byte":
+        data[len(data) // 2] ^= 0x01  # one bit, in the middle of the pixels
+    elif how == "truncated":
+        data = data[: len(data) - 100]
+    shard.write_bytes(bytes(data))
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize(("how", "message"), [("flipped byte", "damaged bytes"), ("truncated", "truncated")])
+def test_a_damaged_shard_is_named_when_opened_and_rebuilt_when_the_dataset_is_built_again(tmp_path, how, message):
+    records = write_images(tmp_path / "images", [(20, 20)] * 4)
+    build = lambda: build_dataset({"train": records}, [], tmp_path / "ds", [("a", "1", "", "train")],  # noqa: E731
+                                  max_side=16, workers=1, progress=False)  # fmt: skip
+    build()
+    shard = tmp_path / "ds" / "train-00000.pt"
+    pixels = ShardReader.from_index(tmp_path / "ds", "train").image(3).clone()
+    _corrupt(shard, how)
+    with pytest.raises(CorruptShardError, match=f"{shard}.*{message}.*rebuild the dataset: delete .*index.json"):
+        ShardReader.from_index(tmp_path / "ds", "train")
+    build()  # the dataset node finds the damage and writes the shard again
+    assert torch.equal(ShardReader.from_index(tmp_path / "ds", "train").image(3), pixels)
+
+
+@pytest.mark.faults
+def test_a_missing_shard_or_an_index_without_checksums_is_refused_in_words(tmp_path):
+    import json
+
+    records = write_images(tmp_path / "images", [(20, 20)] * 2)
+    build_dataset({"train": records}, [], tmp_path / "ds", [], max_side=16, workers=1, progress=False)
+    index_path = tmp_path / "ds" / "index.json"
+    index = json.loads(index_path.read_text())
+    del index["splits"]["train"]["shards"][0]["sha256"]
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(CorruptShardError, match="no checksums .*older dinoflow"):
+        ShardReader.from_index(tmp_path / "ds", "train")
+    (tmp_path / "ds" / "train-00000.pt").unlink()
+    index["splits"]["train"]["shards"][0]["sha256"] = "0" * 64
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(CorruptShardError, match="train-00000.pt is missing"):
+        ShardReader.from_index(tmp_path / "ds", "train")
