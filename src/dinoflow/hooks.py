@@ -156,8 +156,10 @@ class MlflowRunHook:
         lines.append("Time per node: " + ", ".join(f"{name.removesuffix('_node')} {s:.0f} s" for name, s in slowest)
                      + f" (all: {STAGE_TIMES})")  # fmt: skip
         local = "" if mlflow_run.on_a_server() else "make mlflow-ui, then "
-        lines.append(f"Open the MLflow UI: {local}{mlflow_run.ui_address(run_id=self.run_id)}")
-        Console().print(Panel("\n".join(lines), title="dinoflow run summary", expand=False))
+        console = Console()
+        console.print(Panel("\n".join(lines), title="dinoflow run summary", expand=False))
+        # Below the box, on one line: an address broken over the box's lines could not be clicked.
+        console.print(f"Open the MLflow UI: {local}{mlflow_run.ui_address(run_id=self.run_id)}", soft_wrap=True)
 
 
 class ValidationReportsHook:
