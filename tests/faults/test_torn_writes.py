@@ -3,16 +3,18 @@ hostile checkpoint payloads are refused."""
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import pickle
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from dinoflow.train import checkpoint
 from dinoflow.train.checkpoint import CHECKPOINT_NAME, CheckpointWriteError, load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.faults
@@ -29,9 +31,10 @@ def test_kill_9_in_the_middle_of_a_write_leaves_the_previous_checkpoint(tmp_path
         import os, signal, torch
         from dinoflow.train import checkpoint
         real_save = torch.save
-        def save_then_die(obj, handle):
-            handle.write(b"partial checkpoint bytes")
-            handle.flush()
+        def save_then_die(obj, path):
+            with open(path, "wb") as handle:
+                handle.write(b"partial checkpoint bytes")
+                handle.flush()
             os.kill(os.getpid(), signal.SIGKILL)
         checkpoint.torch.save = save_then_die
         checkpoint.save_checkpoint({{"iteration": 2, "weights": torch.zeros(10_000_000)}}, {str(tmp_path)!r})
@@ -45,37 +48,54 @@ def test_kill_9_in_the_middle_of_a_write_leaves_the_previous_checkpoint(tmp_path
     assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["iteration"] == 3
 
 
-class FullDisk:
-    """A file whose writes fail with ENOSPC after ``room`` bytes, as on a full volume."""
-
-    def __init__(self, path, mode, room: int = 4096):
-        self.file, self.room = open(path, mode), room  # noqa: SIM115
-
-    def write(self, data) -> int:
-        self.room -= len(data)
-        if self.room < 0:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return self.file.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self.file, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.file.close()
+@contextlib.contextmanager
+def small_volume(folder: Path, size: str) -> Iterator[Path]:
+    """A real file system of ``size`` (tmpfs) mounted at ``folder``: writes beyond it fail with ENOSPC."""
+    folder.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
-def test_a_full_disk_fails_loudly_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    save_checkpoint(state(1), tmp_path)
-    monkeypatch.setattr(checkpoint, "open", FullDisk, raising=False)  # the OS boundary of save_checkpoint
-    with pytest.raises(CheckpointWriteError, match="checkpoint of iteration 2.*previous checkpoint is kept") as raised:
-        save_checkpoint(state(2, size=100_000), tmp_path)
-    assert "No space left on device" in repr(raised.value.__cause__.__context__ or raised.value.__cause__)
-    monkeypatch.undo()
-    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["iteration"] == 1
-    assert not (tmp_path / (CHECKPOINT_NAME + ".tmp")).exists()
+def test_a_full_disk_fails_loudly_and_keeps_the_last_good_checkpoint(tmp_path):
+    with small_volume(tmp_path / "volume", "1m") as volume:
+        save_checkpoint(state(1), volume)
+        with pytest.raises(
+            CheckpointWriteError, match="checkpoint of iteration 2 .*MiB free there.*previous checkpoint is kept"
+        ):
+            save_checkpoint(state(2, size=1_000_000), volume)  # 4 MB on a 1 MB volume
+        assert load_checkpoint(volume / CHECKPOINT_NAME)["iteration"] == 1
+        assert sorted(p.name for p in volume.iterdir()) == [CHECKPOINT_NAME]  # no temporary file left
+
+
+def test_a_full_disk_while_writing_shards_or_pictures_names_the_file_and_leaves_no_part_of_it(tmp_path):
+    from PIL import Image
+
+    from dinoflow.atomic import WriteFailedError
+    from dinoflow.data.shards import ImageRecord, build_dataset
+    from dinoflow.eval.pictures import plot_training_curve
+
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(6):  # 6 x 3 x 256 x 256 decoded bytes: more than the volume holds
+        path = tmp_path / "images" / f"{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(path)
+        records.append(ImageRecord(path, label=0, width=256, height=256))
+    with small_volume(tmp_path / "volume", "512k") as volume:
+        with pytest.raises(WriteFailedError, match=r"dataset shard .*train-00000\.pt.*MiB free there"):
+            build_dataset({"train": records}, ["a"], volume / "dataset", [], max_side=256, workers=1, progress=False)
+        assert list((volume / "dataset").iterdir()) == []  # no shard, no index: nothing a later run could reuse
+        with contextlib.suppress(OSError), open(volume / "filler", "wb") as filler:  # fill the volume up
+            filler.write(b"x" * 2**20)
+        records_of_a_run = [{"step": s, "loss": 1.0 / s} for s in range(1, 50)]
+        with pytest.raises(WriteFailedError, match=r"picture .*training_curve\.png"):
+            plot_training_curve(records_of_a_run, volume / "pictures" / "training_curve.png")
+        assert list((volume / "pictures").iterdir()) == []
 
 
 class Payload:

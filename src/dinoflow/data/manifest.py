@@ -33,6 +33,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from dinoflow.atomic import atomic_path
 from dinoflow.data.decode import WHITE, conversion_note, pixel_std, to_rgb
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -236,11 +237,8 @@ def _load_cache(cache_path: Path | None, root: Path, background: tuple[int, int,
 
 
 def _save_cache(cache_path: Path, root: Path, background: tuple[int, int, int], rows: list[dict]) -> None:
-    cache_path = Path(cache_path)
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**_cache_key(root, background), "rows": rows}))
-    tmp.replace(cache_path)
+    with atomic_path(cache_path, "ingest cache") as tmp:
+        tmp.write_text(json.dumps({**_cache_key(root, background), "rows": rows}))
 
 
 def _mark_duplicates(rows: list[dict]) -> list[dict]:

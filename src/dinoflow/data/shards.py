@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from dinoflow.atomic import atomic_path
 from dinoflow.data.decode import WHITE, to_rgb
 
 FORMAT_VERSION = 3  # 3: shard sizes and sha256 in the index
@@ -134,12 +135,10 @@ def pack_shard(images: Sequence[np.ndarray], labels: Sequence[int], masks: Seque
 
 
 def save_shard(shard: dict[str, torch.Tensor], path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(shard, tmp)
-    tmp.replace(path)  # atomic: a reader never sees half a shard
-    return path
+    """Write a shard (raises ``WriteFailedError`` when the disk is full); a reader never sees half of one."""
+    with atomic_path(path, "dataset shard") as tmp:
+        torch.save(shard, tmp)
+    return Path(path)
 
 
 def load_shard(path: Path, mmap: bool = True) -> dict[str, torch.Tensor]:

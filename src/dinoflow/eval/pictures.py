@@ -19,6 +19,7 @@ from matplotlib.figure import Figure  # not pyplot: no GUI backend or global fig
 from PIL import Image
 from torch import nn
 
+from dinoflow.atomic import atomic_path
 from dinoflow.data.multicrop import normalize
 
 
@@ -86,8 +87,8 @@ def save_grid(rows: list[list[np.ndarray]], path: Path, tile: int = 96) -> Path:
     for i, row in enumerate(rows):
         for j, array in enumerate(row):
             canvas.paste(_tile(array, tile), (j * (tile + 2), i * (tile + 2)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    with atomic_path(path, "picture") as tmp:
+        canvas.save(tmp, format="PNG")
     return path
 
 
@@ -138,6 +139,6 @@ def plot_training_curve(records: Sequence[Mapping[str, float]], path: Path) -> P
         axis.tick_params(labelsize=7)
         if len(keys) > 1:
             axis.legend(fontsize=7)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    with atomic_path(path, "picture") as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
     return path

@@ -30,6 +30,7 @@ from mlflow.entities import Metric
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 
+from dinoflow.atomic import atomic_path
 from dinoflow.tracking.mlflow_run import SYSTEM_METRICS_ENV, metric_name
 
 PENDING_NAME = "mlflow_pending.jsonl"
@@ -81,9 +82,8 @@ class MlflowSink:
         self.pending_path.unlink(missing_ok=True)
 
     def _persist(self) -> None:
-        tmp = self.pending_path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.pending))
-        tmp.replace(self.pending_path)
+        with atomic_path(self.pending_path, "buffered metrics") as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.pending))
 
     def close(self) -> None:
         if self.system_metrics is not None:

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from dinoflow.atomic import WriteFailedError, atomic_path
+
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
@@ -30,19 +32,11 @@ def save_checkpoint(state: dict[str, Any], directory: Path, keep: int = 1) -> Pa
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CHECKPOINT_NAME
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except (OSError, RuntimeError) as error:  # ENOSPC surfaces as either (torch's zip writer wraps it)
-        tmp.unlink(missing_ok=True)
-        raise CheckpointWriteError(
-            f"could not write the checkpoint of iteration {state.get('iteration')} to {directory}: {error}; "
-            f"the previous checkpoint is kept"
-        ) from error
-    tmp.replace(path)
+        with atomic_path(path, f"checkpoint of iteration {state.get('iteration')}") as tmp:
+            torch.save(state, tmp)
+    except WriteFailedError as error:
+        raise CheckpointWriteError(f"{error}; the previous checkpoint is kept") from error
     if keep > 1:
         snapshot = directory / f"checkpoint_{state['iteration']:08d}.pt"
         snapshot.unlink(missing_ok=True)
@@ -67,7 +61,6 @@ def export_teacher_backbone(backbone_state: dict[str, torch.Tensor], path: Path)
     """Write the teacher backbone's weights as safetensors with timm's own key names, so they load
     with ``timm.create_model(arch, ...).load_state_dict(load_file(path), strict=True)``."""
     state = {k: v.detach().contiguous().cpu() for k, v in backbone_state.items()}
-    tmp = Path(path).with_suffix(".tmp")
-    save_file(state, tmp)
-    tmp.replace(path)
+    with atomic_path(path, "teacher backbone weights") as tmp:
+        save_file(state, tmp)
     return Path(path)
