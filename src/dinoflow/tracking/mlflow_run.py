@@ -8,8 +8,10 @@ Default store: ``sqlite:///<project>/mlflow.db`` with artifacts in ``<project>/m
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -23,6 +25,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+log = logging.getLogger(__name__)
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 # The experiment tag MLflow 3's UI reads for the experiment's kind (its JS enum; no Python
 # constant exists): without it an experiment opens on the GenAI trace overview, not on its runs.
@@ -144,9 +147,48 @@ def print_ui_address(project_path: Path = Path(), experiment: str = "dinoflow") 
 
 
 def start_run(project_path: Path, experiment: str, run_name: str, tags: Mapping[str, str]) -> str:
-    """Open the pipeline's run in ``experiment`` (see ``ensure_experiment``)."""
-    mlflow.set_experiment(experiment_id=ensure_experiment(project_path, experiment))
+    """Open the pipeline's run in ``experiment`` (see ``ensure_experiment``), tagged with the
+    process that owns it, after closing the runs a killed process of this project left open."""
+    experiment_id = ensure_experiment(project_path, experiment)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    owner = _owner(project_path)
+    end_abandoned_runs(experiment_id, owner)
+    tags = {**tags, **owner, OWNER_PID_TAG: str(os.getpid())}
     return mlflow.start_run(run_name=run_name, tags={k: redact(str(v)) for k, v in tags.items()}).info.run_id
+
+
+OWNER_PID_TAG = "dinoflow.pid"
+
+
+def _owner(project_path: Path) -> dict[str, str]:
+    return {"dinoflow.host": socket.gethostname(), "dinoflow.project": str(Path(project_path).resolve())}
+
+
+def end_abandoned_runs(experiment_id: str, owner: Mapping[str, str]) -> list[str]:
+    """Mark KILLED the runs of this project on this host that are still RUNNING although the
+    pipeline process that opened them is gone (SIGKILL, the OOM killer: no exit hook ran). Runs of
+    other hosts or projects, and runs whose process lives, are left alone. Returns their ids."""
+    query = " and ".join(["attributes.status = 'RUNNING'", *(f"tags.`{k}` = '{v}'" for k, v in owner.items())])
+    ended = []
+    for run in MlflowClient().search_runs([experiment_id], filter_string=query):
+        pid = int(run.data.tags.get(OWNER_PID_TAG, "0"))
+        if pid and not _alive(pid):
+            reason = f"the pipeline process (pid {pid}) ended without closing this run (killed); closed by the next run"
+            finish_run(run.info.run_id, "KILLED", {"error": reason})
+            log.warning("MLflow run %s was left RUNNING by pipeline process %d, which is gone: marked KILLED",
+                        run.info.run_id, pid)  # fmt: skip
+            ended.append(run.info.run_id)
+    return ended
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def run_name(preset: str, data_name: str, config_hash: str, started_ms: int) -> str:
