@@ -21,6 +21,7 @@ from rich.panel import Panel
 
 from dinoflow import project_lock, run_summary
 from dinoflow.config import resolve_config
+from dinoflow.pipelines.data_validation.nodes import DataValidationError
 from dinoflow.tracking import mlflow_run
 
 log = logging.getLogger(__name__)
@@ -196,8 +197,6 @@ class ValidationReportsHook:
 
     @hook_impl
     def on_node_error(self, error: Exception, node) -> None:
-        from dinoflow.pipelines.data_validation.nodes import DataValidationError  # imports GX: only on an error
-
         if isinstance(error, DataValidationError):
             reports = {what: self.paths[name] for name, what in REPORTS_IN_STOP.items() if name in self.paths}
             error.reports = {**reports, **error.reports}

@@ -18,7 +18,6 @@ import pandas as pd
 from dinoflow.config.pipeline_params import DataParams, ValidationParams
 from dinoflow.data.manifest import quarantine_summary, reason_of
 from dinoflow.tracking import mlflow_run
-from dinoflow.validation.manifest_suite import validate_manifest
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +76,10 @@ def validate_manifest_node(
         (rows kept for training, quarantined rows with reasons, validation report), the report and
         every quarantine row carrying the run's identity (``run`` / ``run_id``).
     """
+    # Imported here: Great Expectations takes ~3 s to import, which every `kedro run` would pay
+    # when Kedro loads the pipelines, including runs without validation or refused at once.
+    from dinoflow.validation.manifest_suite import validate_manifest
+
     report = validate_manifest(
         manifest,
         data.min_size,
