@@ -17,6 +17,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["training_curve", "params:evaluate"],
                 None,
                 name="training_curve_picture_node",
-            ),  # fmt: skip
+            ),
         ]
     )
