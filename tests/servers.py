@@ -8,6 +8,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -93,8 +94,14 @@ def mlflow_server(backend_uri: str, artifacts: Path, timeout_s: float = 90, port
         yield url
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 15)
-        process.wait(timeout=30)
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            # uvicorn can sit in a graceful shutdown behind a kept-alive client; the test is over
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
         log.close()
 
 
