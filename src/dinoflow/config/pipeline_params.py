@@ -113,6 +113,8 @@ class EvaluateParams(_Params):
 class RegisterParams(_Params):
     model_name: str = Field(min_length=1)  # registered model name
     alias: str = Field(min_length=1)  # alias of a new version
+    attempts: int = Field(default=3, ge=1)  # tries to reach the registry and upload the model before giving up
+    retry_wait_s: float = Field(default=5.0, ge=0.0)  # wait before the second try; doubled before each next one
 
 
 class Gates(_Params):

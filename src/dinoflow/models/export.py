@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from dinoflow.atomic import atomic_path
+
 INPUT_NAME = "images"
 
 
@@ -23,17 +25,17 @@ def export_onnx(backbone: nn.Module, example: torch.Tensor, path: Path) -> Path:
         example: (B, 3, S, S) with B >= 2 (a size-1 batch would be specialised away).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        backbone.eval(),
-        (example,),
-        str(path),
-        input_names=[INPUT_NAME],
-        output_names=["embeddings"],
-        dynamo=True,
-        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
-        verbose=False,
-    )
+    with atomic_path(path, "ONNX export") as tmp:
+        torch.onnx.export(
+            backbone.eval(),
+            (example,),
+            str(tmp),
+            input_names=[INPUT_NAME],
+            output_names=["embeddings"],
+            dynamo=True,
+            dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+            verbose=False,
+        )
     return path
 
 

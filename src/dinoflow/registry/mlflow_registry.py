@@ -10,8 +10,11 @@ from those tags, are for people: each version's scorecard and the registered mod
 
 from __future__ import annotations
 
+import logging
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +24,64 @@ import torch
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from requests import RequestException
 
 from dinoflow.registry.gates import Decision
 from dinoflow.registry.scorecard import model_description, version_description
 from dinoflow.tracking.mlflow_run import metric_name
 
+log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 FILES_DIR = "backbone_files"
+# What a registry or artifact store that is down, full or read-only raises through the client.
+REGISTRY_ERRORS = (MlflowException, RequestException, OSError)
+
+
+class RegistrationFailedError(RuntimeError):
+    """The registry or its artifact store refused the model on every try; nothing was registered."""
+
+
+@contextmanager
+def _one_request_per_try() -> Iterator[None]:
+    """MLflow's client retries each request up to 7 times with growing waits (minutes when the
+    server is gone); under :func:`with_retries` a try is one request, so its bound holds."""
+    previous = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = previous
+
+
+def with_retries(action: Callable[[], Any], attempts: int, first_wait_s: float, kept: str) -> Any:
+    """``action()``, tried ``attempts`` times with waits of ``first_wait_s``, then doubled, between
+    tries, while the registry or its artifact store fails (``REGISTRY_ERRORS``).
+
+    Args:
+        kept: what the failure message tells the user is kept and how to register it later.
+
+    Raises:
+        RegistrationFailedError: every try failed; the message names the last error and the limit.
+    """
+    wait, attempt = first_wait_s, 1
+    while True:
+        try:
+            with _one_request_per_try():
+                return action()
+        except REGISTRY_ERRORS as error:
+            cause = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+            if attempt >= attempts:
+                raise RegistrationFailedError(
+                    f"the model registry at {mlflow.get_tracking_uri()} failed on all {attempts} tries to register the model "
+                    f"(register.attempts = {attempts}, waits from register.retry_wait_s = {first_wait_s:g} s); "
+                    f"last error: {cause}. The registration did not complete. {kept}"
+                ) from error
+            log.warning("registration try %d of %d failed (%s); trying again in %.0f s", attempt, attempts, cause, wait)
+        time.sleep(wait)
+        wait, attempt = wait * 2, attempt + 1
 
 
 def register_backbone(
@@ -56,7 +110,6 @@ def register_backbone(
         backbone.eval(),
         name="backbone",
         input_example=input_example,
-        registered_model_name=model_name,
         serialization_format="pt2",
         # A pt2 program needs torch only; inferring requirements would load the model in a
         # subprocess and add ~10 s to every registration.
@@ -64,11 +117,11 @@ def register_backbone(
     )
     if metrics:
         mlflow.log_metrics({metric_name(k): float(v) for k, v in metrics.items()}, model_id=info.model_id)
-    client = MlflowClient()
-    version = str(info.registered_model_version)
-    for key, value in tags.items():
-        client.set_model_version_tag(model_name, version, key, str(value))
-    client.set_registered_model_alias(model_name, alias, version)
+    # The version is created with its tags in one call: a registration cut short after it is found
+    # again by ``identical_version`` (its run key and weights tags) instead of registered twice.
+    registered = mlflow.register_model(info.model_uri, model_name, tags={k: str(v) for k, v in tags.items()})
+    version = str(registered.version)
+    MlflowClient().set_registered_model_alias(model_name, alias, version)
     describe(model_name, version)
     return {
         "name": model_name,
