@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from dinoflow import project_lock, run_summary
+from dinoflow.atomic import atomic_path
 from dinoflow.config import resolve_config
 from dinoflow.pipelines.data_validation.nodes import DataValidationError
 from dinoflow.tracking import mlflow_run
@@ -133,9 +134,8 @@ class MlflowRunHook:
     def after_pipeline_run(self, run_params, run_result, pipeline, catalog) -> None:
         pipeline_seconds = time.perf_counter() - self.pipeline_started
         times = {"pipeline_seconds": pipeline_seconds, "nodes": self.stage_seconds}
-        path = self.project_path / STAGE_TIMES
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(times, indent=2) + "\n")
+        with atomic_path(self.project_path / STAGE_TIMES, "stage times") as path:
+            path.write_text(json.dumps(times, indent=2) + "\n")
         mlflow_run.log_metrics({"stage_seconds.pipeline": pipeline_seconds})
         mlflow_run.end_run("FINISHED")
         self._print_summary(pipeline.all_outputs(), catalog)

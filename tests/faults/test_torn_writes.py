@@ -98,6 +98,37 @@ def test_a_full_disk_while_writing_shards_or_pictures_names_the_file_and_leaves_
         assert list((volume / "pictures").iterdir()) == []
 
 
+def test_a_full_disk_while_writing_the_manifest_or_the_onnx_file_names_it_and_keeps_the_previous_one(
+    tmp_path, tiny_config
+):
+    import pandas as pd
+    from kedro.io import DatasetError
+
+    from dinoflow.atomic import WriteFailedError
+    from dinoflow.datasets import AtomicParquetDataset
+    from dinoflow.models.export import export_onnx
+    from dinoflow.train.builders import build_backbone_from_config
+
+    def manifest(rows: int) -> pd.DataFrame:
+        return pd.DataFrame({"path": [f"images/{i:07d}.png" for i in range(rows)], "sha256": ["ab" * 32] * rows})
+
+    with small_volume(tmp_path / "volume", "1m") as volume:
+        dataset = AtomicParquetDataset(filepath=str(volume / "image_manifest.parquet"))  # as conf/base/catalog.yml
+        dataset.save(manifest(10))
+        with pytest.raises(DatasetError, match=r"catalog dataset .*image_manifest\.parquet.*MiB free there"):
+            dataset.save(manifest(200_000))  # ~ 15 MB of text on a 1 MB volume
+        assert len(dataset.load()) == 10  # the previous manifest, whole
+        assert sorted(p.name for p in volume.iterdir()) == ["image_manifest.parquet"]
+
+        with contextlib.suppress(OSError), open(volume / "filler", "wb") as filler:  # fill the volume up
+            filler.write(b"x" * 2**20)
+        backbone = build_backbone_from_config(tiny_config, drop_path=False)
+        size = tiny_config.crops.global_size
+        with pytest.raises(WriteFailedError, match=r"ONNX export .*backbone\.onnx.*MiB free there"):
+            export_onnx(backbone, torch.randn(2, 3, size, size), volume / "backbone.onnx")
+        assert sorted(p.name for p in volume.iterdir()) == ["filler", "image_manifest.parquet"]
+
+
 class Payload:
     """Unpickling this runs code."""
 

@@ -1,0 +1,56 @@
+"""Kedro datasets of the catalog (``conf/base/catalog.yml``) that write whole files or nothing.
+
+kedro-datasets write a local file in place: a full disk or a killed run leaves a truncated
+manifest or report that the next run would load as complete. These subclasses write it under a
+temporary name and rename it when complete (``dinoflow.atomic``); a failed write names the file
+and the free space. Object stores (``s3://`` and the like) are left to fsspec: an object appears
+whole or not at all there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kedro.io.core import DatasetError, get_filepath_str
+from kedro_datasets.json import JSONDataset
+from kedro_datasets.pandas import CSVDataset, ParquetDataset
+
+from dinoflow.atomic import atomic_path
+
+
+class _WriteThenRename:
+    """Mixin for a file dataset whose ``save`` writes to ``self._get_save_path()``."""
+
+    _writing_to: PurePosixPath | None = None
+
+    def save(self, data: Any) -> None:
+        if self._protocol != "file":
+            super().save(data)
+            return
+        final = Path(get_filepath_str(super()._get_save_path(), self._protocol))
+        with atomic_path(final, f"catalog dataset ({type(self).__name__})") as temporary:
+            self._writing_to = PurePosixPath(temporary)
+            try:
+                super().save(data)
+            except DatasetError as error:
+                if isinstance(error.__cause__, OSError):  # a full disk: let atomic_path say where and clean up
+                    raise error.__cause__ from None
+                raise
+            finally:
+                self._writing_to = None
+
+    def _get_save_path(self) -> PurePosixPath:
+        return self._writing_to or super()._get_save_path()
+
+
+class AtomicJSONDataset(_WriteThenRename, JSONDataset):
+    """``json.JSONDataset``, written then renamed."""
+
+
+class AtomicCSVDataset(_WriteThenRename, CSVDataset):
+    """``pandas.CSVDataset``, written then renamed."""
+
+
+class AtomicParquetDataset(_WriteThenRename, ParquetDataset):
+    """``pandas.ParquetDataset``, written then renamed."""
