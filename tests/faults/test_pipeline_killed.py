@@ -1,6 +1,7 @@
-"""`kedro run` itself SIGKILLed mid-training (the OOM killer, a drained node): the training process
-does not run on orphaned, the re-run resumes from its checkpoint and registers one version, and
-the killed run's MLflow run ends KILLED instead of staying RUNNING."""
+"""`kedro run` itself SIGKILLed (the OOM killer, a drained node) during each node in turn: nothing
+keeps running orphaned, each re-run picks up what the killed one left (training resumes from its
+checkpoint), exactly one version is registered in the end, and every killed run's MLflow run ends
+KILLED instead of staying RUNNING."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import mlflow
 import psutil
@@ -29,41 +31,74 @@ PARAMS = ",".join(
         "data.synthetic.val_per_class=5",
     ]
 )
+# In the order the default pipeline runs them; pretrain_node is killed once it has checkpointed.
+NODES = (
+    "materialize_source_node",
+    "build_manifest_node",
+    "validate_manifest_node",
+    "build_dataset_node",
+    "pretrain_node",
+    "evaluate_node",
+    "register_node",
+    "promote_node",
+)
 
 
-def test_a_killed_pipeline_stops_its_trainer_and_the_rerun_resumes_and_closes_the_killed_run(tmp_path):
-    project = make_project_copy(tmp_path / "project")
-    pipeline = subprocess.Popen([bin_path("kedro"), "run", "--params", PARAMS], cwd=project, env=command_env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    models = project / "data" / "06_models" / "pretrain"
+def kill_during(project: Path, node: str, log: Path) -> tuple[int, list[psutil.Process], list[str]]:
+    """Start ``kedro run``, SIGKILL it (it alone) once ``node`` runs; returns its pid, the processes
+    it had started and their command lines."""
+    with log.open("w") as out:
+        pipeline = subprocess.Popen([bin_path("kedro"), "run", "--params", PARAMS], cwd=project,
+                                    env={**command_env(), "PYTHONUNBUFFERED": "1"}, stdout=out,
+                                    stderr=subprocess.STDOUT)  # fmt: skip
+    checkpoints = project / "data" / "06_models" / "pretrain"
+
+    def node_running() -> bool:
+        if node == "pretrain_node":
+            return any(load_checkpoint(c)["iteration"] > 0 for c in checkpoints.glob("*/checkpoint.pt"))
+        return f"Running node: {node}" in log.read_text()
+
     deadline = time.monotonic() + 300
-    while not list(models.glob("*/checkpoint.pt")):
-        assert pipeline.poll() is None and time.monotonic() < deadline, "training never checkpointed"
-        time.sleep(0.5)
-    trainers = psutil.Process(pipeline.pid).children(recursive=True)
-    assert any("dinoflow.train" in " ".join(p.cmdline()) for p in trainers)
-
+    while not node_running():
+        assert pipeline.poll() is None, f"kedro ended before {node}: {log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"{node} never started"
+        time.sleep(0.05)
+    children = psutil.Process(pipeline.pid).children(recursive=True)
+    commands = [" ".join(child.cmdline()) for child in children]
     os.kill(pipeline.pid, signal.SIGKILL)  # only the pipeline process, as the OOM killer does
     pipeline.wait()
-    _, orphans = psutil.wait_procs(trainers, timeout=60)
-    assert orphans == [], f"training kept running after its pipeline died: {orphans}"
-    (checkpoint,) = models.glob("*/checkpoint.pt")
-    stopped_at = load_checkpoint(checkpoint)["iteration"]
-    assert stopped_at > 0
+    return pipeline.pid, children, commands
+
+
+def test_a_pipeline_killed_in_each_node_leaves_no_orphan_and_the_rerun_completes_once(tmp_path):
+    project = make_project_copy(tmp_path / "project")
+    killed_pids, stopped_at = [], 0
+    for node in NODES:
+        pid, children, commands = kill_during(project, node, tmp_path / f"{node}.log")
+        killed_pids.append(pid)
+        _, orphans = psutil.wait_procs(children, timeout=60)
+        assert orphans == [], f"{orphans} kept running after kedro was killed in {node}"
+        if node == "pretrain_node":
+            assert any("dinoflow.train" in command for command in commands)  # the trainer was among them
+            (checkpoint,) = (project / "data" / "06_models" / "pretrain").glob("*/checkpoint.pt")
+            stopped_at = load_checkpoint(checkpoint)["iteration"]
+        if node == "evaluate_node":  # the run after the training kill finished the training first
+            resumed_at = re.search(r"resumed from \S+ at iteration (\d+)", (tmp_path / f"{node}.log").read_text())
+            assert resumed_at and int(resumed_at.group(1)) >= stopped_at > 0
 
     result = kedro_run(project, "--params", PARAMS)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    resumed_at = int(re.search(r"resumed from \S+ at iteration (\d+)", output).group(1))
-    assert resumed_at >= stopped_at
-    assert "was left RUNNING by pipeline process" in output
+    assert f"was left RUNNING by pipeline process {killed_pids[-1]}" in output
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     try:
         client = MlflowClient()
         runs = client.search_runs([client.get_experiment_by_name("dinoflow").experiment_id], order_by=["start_time"])
-        assert [r.info.status for r in runs] == ["KILLED", "FINISHED"]
-        assert f"pid {pipeline.pid}" in runs[0].data.tags["error"]
+        assert [r.info.status for r in runs] == ["KILLED"] * len(NODES) + ["FINISHED"]
+        assert [f"pid {pid}" in r.data.tags["error"] for r, pid in zip(runs[:-1], killed_pids, strict=True)] == [
+            True
+        ] * len(NODES)
         assert [str(v.version) for v in client.search_model_versions("name = 'dinoflow-backbone'")] == ["1"]
     finally:
         mlflow.set_tracking_uri(None)

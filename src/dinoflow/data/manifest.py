@@ -25,7 +25,6 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -35,6 +34,7 @@ from tqdm import tqdm
 
 from dinoflow.atomic import atomic_path
 from dinoflow.data.decode import WHITE, conversion_note, pixel_std, to_rgb
+from dinoflow.parallel import process_map
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLITS = ("train", "val")
@@ -211,11 +211,7 @@ def build_manifest(
     cached = [previous.get(f.relative_to(root).as_posix()) for f in files]
     bar = partial(tqdm, total=len(files), desc="ingest", unit="img", disable=not progress, mininterval=1.0)
     workers = workers or os.cpu_count() or 1
-    if workers == 1:
-        rows = [describe(f, c) for f, c in bar(zip(files, cached, strict=True))]
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            rows = list(bar(pool.map(describe, files, cached, chunksize=64)))
+    rows = list(bar(process_map(describe, files, cached, workers=workers, chunksize=64)))
     if cache_path is not None:
         _save_cache(cache_path, root, rules.background, rows)
     return _mark_duplicates(rows)

@@ -30,7 +30,6 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from tqdm import tqdm
 
 from dinoflow.atomic import atomic_path
 from dinoflow.data.decode import WHITE, to_rgb
+from dinoflow.parallel import process_map
 
 FORMAT_VERSION = 3  # 3: shard sizes and sha256 in the index
 log = logging.getLogger(__name__)
@@ -331,15 +331,9 @@ def build_dataset(
     workers = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
     bar = tqdm(total=len(jobs), desc="shards", unit="shard", disable=not progress)
     entries = []
-    if workers == 1:
-        for job in jobs:
-            entries.append(_write_shard(job))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for entry in pool.map(_write_shard, jobs):
-                entries.append(entry)
-                bar.update()
+    for entry in process_map(_write_shard, jobs, workers=workers):
+        entries.append(entry)
+        bar.update()
     bar.close()
     written = {entry["path"]: entry for entry in entries}
     for split, info in splits.items():

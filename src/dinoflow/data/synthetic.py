@@ -22,12 +22,14 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from dinoflow.atomic import atomic_path
+from dinoflow.parallel import process_map
 
 # Each shape is a membership test on object-centred coordinates (u, v) in [-1, 1].
 ShapeFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -215,13 +217,9 @@ def generate(spec: SyntheticSpec, root: Path, workers: int = 0) -> dict:
         return stamp
     tasks = [(split_id, label) for split_id in (0, 1) for label in range(spec.num_classes)]
     workers = workers or os.cpu_count() or 1
-    if workers == 1:
-        for split_id, label in tasks:
-            _write_class(spec, root, split_id, label)
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(_write_class, *zip(*[(spec, root, s, c) for s, c in tasks], strict=True)))
-    stamp_path.write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
+    list(process_map(_write_class, *zip(*[(spec, root, s, c) for s, c in tasks], strict=True), workers=workers))
+    with atomic_path(stamp_path, "synthetic data stamp") as path:  # written last: a killed run leaves none
+        path.write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
     return stamp
 
 

@@ -7,7 +7,6 @@ streamed to our log as it arrives; Ctrl-C or a timeout stops the whole process g
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -15,7 +14,10 @@ import subprocess
 import sys
 import threading
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
+
+from dinoflow.parallel import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +48,6 @@ def training_command(
     return [sys.executable, "-m", "dinoflow.train", *args]
 
 
-def _stop_when_parent_dies() -> None:
-    """In the child, before exec: ask Linux for SIGTERM when the launching process dies. A pipeline
-    killed with SIGKILL (OOM killer, a drained node) would otherwise leave training running
-    orphaned, and the next run would start a second trainer on the same folder; SIGTERM makes the
-    trainer checkpoint and exit, and the next run resumes from there."""
-    if sys.platform == "linux":
-        PR_SET_PDEATHSIG = 1  # noqa: N806 (the kernel's name, <linux/prctl.h>)
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
 def run_process(command: Sequence[str], env: Mapping[str, str], timeout_s: float, cwd: Path | None = None) -> None:
     """Run ``command``, streaming its output; raise ``TrainingFailedError`` on failure."""
     log.info("launching: %s", " ".join(command))
@@ -68,7 +60,9 @@ def run_process(command: Sequence[str], env: Mapping[str, str], timeout_s: float
         text=True,
         bufsize=1,
         start_new_session=True,  # own process group: we can stop torchrun and its workers together
-        preexec_fn=_stop_when_parent_dies,
+        # SIGTERM when this process dies, even by SIGKILL: the trainer checkpoints and exits instead
+        # of running on orphaned, and the next run resumes from that checkpoint.
+        preexec_fn=partial(die_with_parent, signal.SIGTERM),
     )
     tail: list[str] = []
     timed_out = threading.Event()
