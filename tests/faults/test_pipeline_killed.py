@@ -5,6 +5,7 @@ KILLED instead of staying RUNNING."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -70,13 +71,23 @@ def kill_during(project: Path, node: str, log: Path) -> tuple[int, list[psutil.P
     return pipeline.pid, children, commands
 
 
+def running_in(project: Path) -> list[psutil.Process]:
+    """Processes working in ``project``: also those started after a snapshot of the children."""
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if Path(process.cwd()) == project:
+                found.append(process)
+    return found
+
+
 def test_a_pipeline_killed_in_each_node_leaves_no_orphan_and_the_rerun_completes_once(tmp_path):
     project = make_project_copy(tmp_path / "project")
     killed_pids, stopped_at = [], 0
     for node in NODES:
         pid, children, commands = kill_during(project, node, tmp_path / f"{node}.log")
         killed_pids.append(pid)
-        _, orphans = psutil.wait_procs(children, timeout=60)
+        _, orphans = psutil.wait_procs([*children, *running_in(project)], timeout=60)
         assert orphans == [], f"{orphans} kept running after kedro was killed in {node}"
         if node == "pretrain_node":
             assert any("dinoflow.train" in command for command in commands)  # the trainer was among them

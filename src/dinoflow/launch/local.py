@@ -62,7 +62,7 @@ def run_process(command: Sequence[str], env: Mapping[str, str], timeout_s: float
         start_new_session=True,  # own process group: we can stop torchrun and its workers together
         # SIGTERM when this process dies, even by SIGKILL: the trainer checkpoints and exits instead
         # of running on orphaned, and the next run resumes from that checkpoint.
-        preexec_fn=partial(die_with_parent, signal.SIGTERM),
+        preexec_fn=partial(die_with_parent, signal.SIGTERM, os.getpid()),
     )
     tail: list[str] = []
     timed_out = threading.Event()
