@@ -16,6 +16,14 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding slow tests first (order kept otherwise): under ``make test``'s workers the
+    long files start early instead of running alone at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 TINY_SPEC = SyntheticSpec(num_classes=4, train_per_class=12, val_per_class=6, image_size=32, seed=3)
 
 

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.faults]
 PARAMS = ",".join(
     [
         "pretrain.preset=ci",
-        "pretrain.optim.epochs=40",  # long enough to be killed in the middle
+        "pretrain.optim.epochs=12",  # 72 iterations: killed after the first checkpoint, at 5
         "pretrain.run.checkpoint_every=5",
         "data.synthetic.train_per_class=20",
         "data.synthetic.val_per_class=5",
