@@ -7,11 +7,12 @@ METRICS = {"knn_top1": 0.412, "knn_top1_random_init": 0.2, "knn_top1_raw_pixels"
 
 
 def test_evaluation_lines_set_the_trained_backbone_against_its_baselines():
-    lines = evaluation_lines(METRICS)
+    lines = evaluation_lines(METRICS, k=20, temperature=0.07)
     assert lines[0] == "k-NN top-1 (k=20, T=0.07) on val: trained 0.412 | random init 0.200 | raw pixels 0.250"
+    assert evaluation_lines(METRICS, k=10, temperature=0.1)[0].startswith("k-NN top-1 (k=10, T=0.1) on val")
     assert lines[1] == "Linear probe top-1 (best of the grid): trained 0.500 | random init 0.300"
     seg = {"seg_miou": 0.6, "seg_miou_random_init": 0.4, "seg_miou_majority": 0.1}
-    assert len(evaluation_lines(METRICS)) == 2 and "background everywhere 0.100" in evaluation_lines(METRICS | seg)[2]
+    assert len(lines) == 2 and "background everywhere 0.100" in evaluation_lines(METRICS | seg, 20, 0.07)[2]
 
 
 def test_pretrain_registration_and_promotion_lines():

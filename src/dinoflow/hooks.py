@@ -145,7 +145,10 @@ class MlflowRunHook:
             f"MLflow run: {self.run_id}  (experiment '{self.params.get('tracking', {}).get('experiment', 'dinoflow')}')"
         ]
         if "metrics" in produced:
-            lines += run_summary.evaluation_lines(catalog.load("metrics"))
+            evaluate = self.params["evaluate"]
+            lines += run_summary.evaluation_lines(
+                catalog.load("metrics"), evaluate["knn_k"], evaluate["knn_temperature"]
+            )
         if "registration" in produced:
             lines.append(run_summary.registration_line(catalog.load("registration")))
         written = sorted((name, self.paths[name]) for name in produced if name in self.paths)

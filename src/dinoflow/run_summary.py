@@ -22,10 +22,11 @@ def pretrain_line(preset: str, data_name: str, config_hash: str, summary: Mappin
     )
 
 
-def evaluation_lines(m: Mapping[str, float]) -> list[str]:
-    """k-NN and linear probe (and segmentation when measured) against their baselines."""
+def evaluation_lines(m: Mapping[str, float], k: int, temperature: float) -> list[str]:
+    """k-NN (``k`` neighbours, ``temperature``: ``evaluate.knn_k``, ``evaluate.knn_temperature``) and
+    linear probe (and segmentation when measured) against their baselines."""
     lines = [
-        "k-NN top-1 (k=20, T=0.07) on val: "
+        f"k-NN top-1 (k={k}, T={temperature:g}) on val: "
         f"trained {m.get('knn_top1', NAN):.3f} | random init {m.get('knn_top1_random_init', NAN):.3f} "
         f"| raw pixels {m.get('knn_top1_raw_pixels', NAN):.3f}",
         f"Linear probe top-1 (best of the grid): trained {m.get('linear_top1', NAN):.3f} "

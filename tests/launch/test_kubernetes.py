@@ -18,7 +18,10 @@ from dinoflow.config.pipeline_params import KubernetesParams, LauncherParams
 from dinoflow.launch.kubernetes import run_job
 from dinoflow.launch.local import TrainingFailedError
 from dinoflow.launch.manifests import render_training_job
+from dinoflow.launch.remote import RunNotHereError
+from dinoflow.pipelines.evaluate.nodes import evaluate_node
 from dinoflow.pipelines.pretrain.nodes import pretrain_node
+from tests.eval.test_protocol import project_params
 from tests.k8s.pod_security import restricted_violations
 from tests.launch.fake_kube_api import FakeKubeApi
 from tests.project_copy import PROJECT_ROOT
@@ -125,3 +128,17 @@ def test_dry_run_from_the_pretrain_node_writes_valid_manifests(tiny_shards, tiny
     env = {e["name"] for e in documents[2]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "MLFLOW_TRACKING_URI" not in env  # a sqlite store is not reachable from pods
     assert yaml.safe_load(documents[0]["data"]["config.yaml"])["optim"]["epochs"] == tiny_config.optim.epochs
+    with pytest.raises(RunNotHereError, match=r"evaluate needs .*dry_run is true.*only rendered to .*\.yaml.*pvc://"):
+        evaluate_node(tiny_shards, result, project_params())
+
+
+def test_a_dry_run_renders_its_manifests_even_when_the_same_run_finished_here(tiny_shards, tiny_config, tmp_path,
+                                                                               mlflow_tmp, monkeypatch):  # fmt: skip
+    monkeypatch.chdir(PROJECT_ROOT)
+    local = LauncherParams(kind="local", nproc_per_node=1, timeout_s=300, output_root=str(tmp_path / "models"))
+    trained, _ = pretrain_node(tiny_shards, to_dict(tiny_config), {}, local)
+    dry = local.model_copy(update={"kind": "kubernetes", "kubernetes": KubernetesParams(
+        dry_run=True, manifests_dir=str(tmp_path / "k8s"))})  # fmt: skip
+    reused, curve = pretrain_node(tiny_shards, to_dict(tiny_config), {}, dry)
+    assert reused["config"] == trained["config"] and not curve.empty  # the finished run, ready to evaluate
+    assert [p.name for p in (tmp_path / "k8s").iterdir()] == [f"dinoflow-{trained['config_hash']}.yaml"]

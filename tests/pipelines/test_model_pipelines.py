@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 
 from dinoflow.config import ConfigError, save_config, to_dict
 from dinoflow.config.pipeline_params import EvaluateParams, LauncherParams, RegisterParams, TunedParams
+from dinoflow.eval.protocol import evaluation_protocol
 from dinoflow.pipelines.evaluate import create_pipeline as evaluate
-from dinoflow.pipelines.evaluate.nodes import evaluation_protocol
 from dinoflow.pipelines.pretrain import create_pipeline as pretrain
 from dinoflow.pipelines.pretrain.nodes import pretrain_node, run_key
 from dinoflow.pipelines.register import create_pipeline as register

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from dinoflow.config import save_config
 from dinoflow.config.pipeline_params import EvaluateParams, Gates, PromoteParams, RegisterParams
-from dinoflow.pipelines.evaluate.nodes import evaluation_protocol
+from dinoflow.eval.protocol import evaluation_protocol
 from dinoflow.pipelines.promote.nodes import promote_node
 from dinoflow.registry.mlflow_registry import register_backbone
 from dinoflow.tracking import mlflow_run

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,9 @@ from dinoflow.config.pipeline_params import EvaluateParams
 from dinoflow.data.shards import ShardReader
 from dinoflow.eval.features import evaluation_batches, extract_features
 from dinoflow.eval.pictures import plot_training_curve, render_pictures
-from dinoflow.eval.suite import EvalSet, EvalSettings, evaluate_backbone
+from dinoflow.eval.protocol import eval_set, eval_settings
+from dinoflow.eval.suite import evaluate_backbone
+from dinoflow.launch.remote import require_local_run
 from dinoflow.run_summary import evaluation_lines
 from dinoflow.tracking import mlflow_run
 from dinoflow.train.builders import build_backbone_from_config
@@ -24,44 +24,11 @@ from dinoflow.train.checkpoint import load_checkpoint, teacher_backbone_state
 log = logging.getLogger(__name__)
 
 
-def evaluation_protocol(evaluate: EvaluateParams) -> str:
-    """Names the scoring protocol (k, temperature, probe epochs, batch): scores recorded under the
-    same protocol on the same dataset fingerprint are comparable without re-scoring. The image
-    size is the backbone's own (its config), so it is not part of this name."""
-    fields = evaluate.model_dump(exclude={"pictures", "pictures_dir"})
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def eval_settings(evaluate: EvaluateParams, image_size: int) -> EvalSettings:
-    return EvalSettings(
-        image_size=image_size,
-        k=evaluate.knn_k,
-        ks=tuple(evaluate.knn_ks),
-        temperature=evaluate.knn_temperature,
-        linear_epochs=evaluate.linear_epochs,
-        segmentation_epochs=evaluate.segmentation_epochs,
-        batch_size=evaluate.batch_size,
-    )
-
-
-def eval_set(dataset_index: dict[str, Any], settings: EvalSettings) -> EvalSet:
-    """The dataset's train/val splits as an evaluation set (masks when both splits have them)."""
-    if not dataset_index["classes"]:
-        raise ValueError("k-NN evaluation needs labels: use class sub-folders (see README, 'Bring your own images')")
-    root = Path(dataset_index["dir"])
-    return EvalSet(
-        ShardReader.from_index(root, "train"),
-        ShardReader.from_index(root, "val"),
-        num_classes=len(dataset_index["classes"]),
-        image_size=settings.image_size,
-        with_masks=all(dataset_index["splits"][s]["has_masks"] for s in ("train", "val")),
-    )
-
-
 def evaluate_node(
     dataset_index: dict[str, Any], pretrain_result: dict[str, Any], evaluate: EvaluateParams
 ) -> dict[str, float]:
     """Returns the flat metrics dict written to ``data/08_reporting/metrics.json``."""
+    require_local_run(pretrain_result, "evaluate")
     cfg = load_config_file(Path(pretrain_result["config"]))
     random_init = build_backbone_from_config(cfg, drop_path=False)
     trained = build_backbone_from_config(cfg, drop_path=False)
@@ -79,7 +46,7 @@ def evaluate_node(
     )  # fmt: skip
     mlflow_run.set_tags(details)
     mlflow_run.log_metrics(metrics)
-    mlflow_run.add_to_description(evaluation_lines(metrics))
+    mlflow_run.add_to_description(evaluation_lines(metrics, evaluate.knn_k, evaluate.knn_temperature))
     if evaluate.pictures:
         val = ShardReader.from_index(Path(dataset_index["dir"]), "val")
         images = next(evaluation_batches(val, cfg.crops.global_size, evaluate.pictures))

@@ -16,6 +16,7 @@ from dinoflow.config import resolve_config, save_config, to_dict
 from dinoflow.config.pipeline_params import LauncherParams, TunedParams
 from dinoflow.launch.local import run_process, training_command
 from dinoflow.launch.manifests import job_name, render_training_job, write_manifests
+from dinoflow.launch.remote import remote_result
 from dinoflow.run_summary import pretrain_line
 from dinoflow.tracking import mlflow_run
 from dinoflow.tracking.mlflow_sink import PENDING_NAME, read_pending
@@ -103,14 +104,22 @@ def pretrain_node(
     mlflow_run.log_dataset("training", "train", dataset_index["fingerprint"], dataset_index["dir"])
 
     summary_path = output_dir / "summary.json"
+    rendered_only = launcher.kind == "kubernetes" and launcher.kubernetes.dry_run
+    if rendered_only:  # the manifests are written even when a finished run is reused below
+        launch_on_kubernetes(launcher, key, config_path)
     if summary_path.exists():
         log.info("reusing the finished run in %s (same config, same data)", output_dir)
         mlflow_run.log_metric_history(training_curve(output_dir / "metrics.jsonl").to_dict("records"))
         mlflow_run.set_tags({"pretrain.reused": "true"})
     elif launcher.kind == "kubernetes":
-        job = launch_on_kubernetes(launcher, key, config_path)
+        job = None if rendered_only else launch_on_kubernetes(launcher, key, config_path)
         if job is None or not summary_path.exists():
-            return _remote_result(launcher, key, job), pd.DataFrame()
+            result = remote_result(launcher, key, job, mlflow_run.child_process_env()["MLFLOW_RUN_ID"])
+            if job is not None:
+                log.warning("the checkpoint is at %s; mount that claim at %s where the pipeline runs (the "
+                            "scheduled overlay does) for evaluation to read it", result["checkpoint"],
+                            launcher.output_root)  # fmt: skip
+            return result, pd.DataFrame()
     else:
         command = training_command(
             config_path,
@@ -158,22 +167,6 @@ def launch_on_kubernetes(launcher: LauncherParams, key: str, config_path: Path) 
     if uri is None and metrics_log.exists():
         mlflow_run.log_metric_history(training_curve(metrics_log).to_dict("records"))
     return outcome.name
-
-
-def _remote_result(launcher: LauncherParams, key: str, job: str | None) -> dict[str, Any]:
-    """What a run that lives on the cluster's checkpoints claim (or was only rendered) returns."""
-    params = launcher.kubernetes
-    location = f"pvc://{params.checkpoints_claim}/{key}/checkpoint.pt"
-    if job is not None:
-        log.warning(
-            "the checkpoint is at %s; mount that claim at %s where the pipeline runs (the scheduled "
-            "overlay does) for evaluation to read it",
-            location,
-            launcher.output_root,
-        )
-    return {"dry_run": job is None, "job": job, "checkpoint": location, "config_hash": key,
-            "mlflow_run_id": mlflow_run.child_process_env()["MLFLOW_RUN_ID"],
-            "manifests": str(Path(params.manifests_dir) / f"{job_name(key)}.yaml")}  # fmt: skip
 
 
 def training_curve(metrics_log: Path) -> pd.DataFrame:

@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 from dinoflow.config import load_config_file
 from dinoflow.config.pipeline_params import EvaluateParams, PromoteParams, RegisterParams
 from dinoflow.eval.features import raw_pixel_features
+from dinoflow.eval.protocol import eval_set, eval_settings, evaluation_protocol
 from dinoflow.eval.suite import knn_metrics, score_backbone
-from dinoflow.pipelines.evaluate.nodes import eval_set, eval_settings, evaluation_protocol
 from dinoflow.registry.gates import Evidence, decide
 from dinoflow.registry.mlflow_registry import (
     CHALLENGER,

@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 
 from dinoflow.config import load_config_file
 from dinoflow.config.pipeline_params import EvaluateParams, RegisterParams
+from dinoflow.eval.protocol import evaluation_protocol
 from dinoflow.models.export import export_onnx, onnx_max_abs_diff
-from dinoflow.pipelines.evaluate.nodes import evaluation_protocol
 from dinoflow.registry.mlflow_registry import identical_version, link_version, register_backbone, with_retries
 from dinoflow.run_summary import registration_line
 from dinoflow.tracking import mlflow_run
