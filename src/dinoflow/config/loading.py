@@ -7,13 +7,14 @@ to every checkpoint and logged with every run.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
 from dinoflow.config.schema import PretrainConfig
@@ -35,28 +36,19 @@ class ConfigError(ValueError):
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     """Turn ``["optim.base_lr=1e-3", "crops.local_number=4"]`` into a nested dict (YAML-typed)."""
-    nested: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-        node = nested
-        *parents, leaf = key.strip().split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw)
-    return nested
+    malformed = [item for item in overrides if "=" not in item or not item.partition("=")[0].strip()]
+    if malformed:
+        raise ConfigError(f"override {malformed[0]!r} is not of the form key=value")
+    try:
+        dotlist = [f"{key.strip()}={value.strip()}" for key, _, value in (item.partition("=") for item in overrides)]
+        return OmegaConf.to_container(OmegaConf.from_dotlist(dotlist))
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"overrides {list(overrides)}: {error}") from None
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; values in ``update`` win, nested mappings are merged."""
-    merged = copy.deepcopy(dict(base))
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
+    """Recursive dict merge; values in ``update`` win, nested mappings are merged, lists replaced."""
+    return OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(dict(base)), OmegaConf.create(dict(update))))
 
 
 def validate(raw: Mapping[str, Any], where: str = "pretrain") -> PretrainConfig:
