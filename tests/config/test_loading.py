@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from dinoflow.config import ConfigError, load_config_file, resolve_config, save_config, scaled_lr
+from dinoflow.config.loading import deep_merge, parse_overrides
 from tests.conftest import PROJECT_ROOT
 
 PARAMS = PROJECT_ROOT / "conf" / "base" / "parameters_pretrain.yml"
@@ -40,6 +41,15 @@ def test_wrong_type_is_named():
 def test_unknown_preset_lists_the_choices():
     with pytest.raises(ConfigError, match="unknown preset 'tiny'.*demo"):
         resolve_config({"preset": "tiny"}, project_presets())
+
+
+def test_overrides_are_typed_like_yaml_and_merge_into_nested_keys():
+    assert parse_overrides(["optim.base_lr=1e-3", " run.seed = 3", "crops.local_number=4", "model.fused_attn=false"]) == {
+        "optim": {"base_lr": 0.001}, "run": {"seed": 3}, "crops": {"local_number": 4}, "model": {"fused_attn": False}
+    }  # fmt: skip
+    base = {"optim": {"epochs": 2, "betas": [0.9, 0.999]}, "run": {"seed": 0}}
+    assert deep_merge(base, {"optim": {"betas": [0.8]}}) == {"optim": {"epochs": 2, "betas": [0.8]}, "run": {"seed": 0}}
+    assert base["optim"]["betas"] == [0.9, 0.999]  # inputs untouched
 
 
 def test_malformed_override():
