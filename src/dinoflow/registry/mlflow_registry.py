@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from requests import RequestException
 
+from dinoflow.atomic import WriteFailedError
 from dinoflow.registry.gates import Decision
 from dinoflow.registry.scorecard import model_description, version_description
 from dinoflow.tracking.mlflow_run import metric_name
@@ -71,6 +72,8 @@ def with_retries(action: Callable[[], Any], attempts: int, first_wait_s: float, 
         try:
             with _one_request_per_try():
                 return action()
+        except WriteFailedError:
+            raise  # a local file (the ONNX export) could not be written: not the registry's fault
         except REGISTRY_ERRORS as error:
             cause = f"{type(error).__name__}: {error}".splitlines()[0][:500]
             if attempt >= attempts:
