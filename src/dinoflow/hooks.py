@@ -22,6 +22,7 @@ from rich.panel import Panel
 from dinoflow import project_lock, run_summary
 from dinoflow.atomic import atomic_path
 from dinoflow.config import resolve_config
+from dinoflow.config.pipeline_params import EvaluateParams
 from dinoflow.pipelines.data_validation.nodes import DataValidationError
 from dinoflow.tracking import mlflow_run
 
@@ -145,10 +146,8 @@ class MlflowRunHook:
             f"MLflow run: {self.run_id}  (experiment '{self.params.get('tracking', {}).get('experiment', 'dinoflow')}')"
         ]
         if "metrics" in produced:
-            evaluate = self.params["evaluate"]
-            lines += run_summary.evaluation_lines(
-                catalog.load("metrics"), evaluate["knn_k"], evaluate["knn_temperature"]
-            )
+            evaluate = EvaluateParams.model_validate(self.params["evaluate"])  # Kedro may have validated it
+            lines += run_summary.evaluation_lines(catalog.load("metrics"), evaluate.knn_k, evaluate.knn_temperature)
         if "registration" in produced:
             lines.append(run_summary.registration_line(catalog.load("registration")))
         written = sorted((name, self.paths[name]) for name in produced if name in self.paths)
