@@ -35,6 +35,14 @@ def tiny_dataset_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def planted(tmp_path_factory) -> dict:
+    """A generated folder with planted near-copies and its answer key (``tests/planted.py``)."""
+    from tests.planted import planted_folder
+
+    return planted_folder(tmp_path_factory.mktemp("planted") / "folder")
+
+
 @pytest.fixture
 def tiny_config():
     """A seconds-long pretraining config (fp32, deterministic on CPU)."""

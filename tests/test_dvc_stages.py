@@ -10,7 +10,7 @@ from tests.project_copy import make_project_copy, run_in
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["ingest", "dataset", "pretrain", "evaluate", "register"]
+STAGES = ["ingest", "curate", "dataset", "pretrain", "evaluate", "register"]
 
 
 def set_param(project, file: str, path: list[str], value) -> None:

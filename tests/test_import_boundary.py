@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-CORE = ["models", "losses", "data", "train", "eval", "config"]
+CORE = ["models", "losses", "data", "train", "eval", "config", "curation"]
 FORBIDDEN = {"kedro", "mlflow", "optuna", "great_expectations", "kubernetes", "dvc"}
 SRC = Path(__file__).resolve().parents[1] / "src" / "dinoflow"
 

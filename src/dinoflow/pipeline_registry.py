@@ -5,7 +5,7 @@ from __future__ import annotations
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-DEFAULT_FLOW = ("data_ingestion", "data_validation", "dataset", "pretrain", "evaluate", "register", "promote")
+DEFAULT_FLOW = ("data_ingestion", "data_validation", "curate", "dataset", "pretrain", "evaluate", "register", "promote")
 
 
 def register_pipelines() -> dict[str, Pipeline]:

@@ -14,9 +14,10 @@ from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import CSVDataset
 from PIL import Image
 
-from dinoflow.config.pipeline_params import DataParams, DatasetParams, ValidationParams
+from dinoflow.config.pipeline_params import CurationParams, DataParams, DatasetParams, ValidationParams
 from dinoflow.data.shards import ShardReader
 from dinoflow.hooks import ValidationReportsHook
+from dinoflow.pipelines.curate import create_pipeline as curate
 from dinoflow.pipelines.data_ingestion import create_pipeline as ingestion
 from dinoflow.pipelines.data_ingestion.nodes import build_manifest_node, materialize_source
 from dinoflow.pipelines.data_validation import create_pipeline as validation
@@ -51,6 +52,11 @@ def validation_params(tmp_path, max_quarantine_share: float) -> ValidationParams
     )
 
 
+def curation_params(tmp_path, **overrides) -> CurationParams:
+    params = {"enabled": True, "sampling": {"levels": [8, 2]}, "pictures_dir": str(tmp_path / "curation"), "workers": 1}
+    return CurationParams(**{**params, **overrides})
+
+
 def validate(manifest, data, validation):
     """Both validation nodes, as the pipeline chains them: (clean rows, quarantine, report) or the stop."""
     validated, quarantine, report = validate_manifest_node(manifest, data, validation)
@@ -60,7 +66,8 @@ def validate(manifest, data, validation):
 def test_ingestion_validation_dataset_with_the_runner(tmp_path, mlflow_tmp):
     catalog = file_catalog(tmp_path, data_params(tmp_path))  # the gate node consumes the report
     catalog["params:dataset"] = DatasetParams(max_side=24, workers=1, output_dir=str(tmp_path / "dataset"))
-    outputs = SequentialRunner().run(ingestion() + validation() + dataset(), catalog)
+    catalog["params:curation"] = curation_params(tmp_path, enabled=False)
+    outputs = SequentialRunner().run(ingestion() + validation() + curate() + dataset(), catalog)
     index = outputs["dataset_index"].load()
     assert {split: s["count"] for split, s in index["splits"].items()} == {"train": 24, "val": 12}
     assert index["classes"] == ["00_disc", "01_ring", "02_square"]

@@ -7,6 +7,7 @@ with an error naming the key. The pretraining config has its own schema (``schem
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -67,6 +68,46 @@ class DatasetParams(_Params):
     max_shard_mb: float = Field(default=256.0, gt=0.0)  # decoded pixels per shard file
     workers: int = Field(default=0, ge=0)  # shard-writing processes; 0 = one per CPU core
     output_dir: str  # shards + index.json
+
+
+class CurationSamplingParams(_Params):
+    """Balanced sampling by hierarchical k-means (``curation.sampling``)."""
+
+    levels: list[int] = Field(min_length=1)  # clusters per level, finest first, e.g. [64, 8]
+    target_share: float | None = Field(default=None, gt=0, le=1)  # share of train images kept; null: no sampling
+    target_size: int | None = Field(default=None, ge=1)  # training images kept (wins over target_share)
+    kmeans_iterations: int = Field(default=20, ge=1)  # Lloyd iterations per level
+    seed: int = 0  # k-means initialisation and the draw inside clusters
+
+    @field_validator("levels")
+    @classmethod
+    def _coarser_upwards(cls, levels: list[int]) -> list[int]:
+        for finer, coarser in itertools.pairwise(levels):
+            if coarser > finer or coarser < 1:
+                raise ValueError(f"each level must have between 1 and as many clusters as the level below: {levels}")
+        return levels
+
+
+class CurationParams(_Params):
+    enabled: bool  # false: the validated manifest goes to the dataset node unchanged
+    embedding: str = "pixels"  # pixels, or a registered backbone: models:/<name>@<alias> or models:/<name>/<version>
+    eval_size: int = Field(default=32, ge=8)  # side (px) of the evaluation view every image is embedded from
+    thumbnail: int = Field(default=8, ge=4)  # pixels embedding: side of the grey thumbnail
+    crop_tolerance: float = Field(default=0.06, ge=0.0, le=0.25)  # pixels: side share a copy may lose to a crop
+    duplicate_threshold: float = Field(default=0.965, ge=-1.0, le=1.0)  # cosine at or above which images are copies
+    neighbours: int = Field(default=16, ge=1)  # k of the k-NN graph the copies are found on
+    decontamination_threshold: float = Field(default=0.965, ge=-1.0, le=1.0)  # train images this close to a val one go
+    sampling: CurationSamplingParams  # balanced sampling; no target: off
+    pictures: int = Field(default=8, ge=0)  # duplicate groups and clusters shown in the pictures
+    pictures_dir: str  # near_duplicates.png, cluster_sizes.png, cluster_examples.png
+    workers: int = Field(default=0, ge=0)  # decoding processes; 0 = one per CPU core
+
+    @field_validator("embedding")
+    @classmethod
+    def _known_embedding(cls, value: str) -> str:
+        if value != "pixels" and not value.startswith("models:/"):
+            raise ValueError(f"curation.embedding must be 'pixels' or 'models:/<name>@<alias>', got {value!r}")
+        return value
 
 
 class KubernetesParams(_Params):

@@ -16,7 +16,7 @@ from dinoflow.config import pipeline_params as pp
 from dinoflow.config.schema import PretrainConfig
 
 PIPELINE_SECTIONS = {
-    "data": pp.DataParams, "validation": pp.ValidationParams, "dataset": pp.DatasetParams,
+    "data": pp.DataParams, "validation": pp.ValidationParams, "curation": pp.CurationParams, "dataset": pp.DatasetParams,
     "evaluate": pp.EvaluateParams, "register": pp.RegisterParams, "promote": pp.PromoteParams,
     "tune": pp.TuneParams, "pretrain_launcher": pp.LauncherParams, "pretrain_tuned": pp.TunedParams,
 }  # fmt: skip

@@ -249,6 +249,16 @@ def _mark_duplicates(rows: list[dict]) -> list[dict]:
     return rows
 
 
+def inside(root: Path, relative: str) -> Path:
+    """``root / relative``, refused when it leads outside ``root`` (a tampered manifest). Checked on
+    the path itself: symlinks leaving the root were already quarantined at ingestion, and a DVC
+    cache of symlinks stays usable."""
+    path = Path(os.path.normpath(root / relative))
+    if not path.is_relative_to(os.path.normpath(root)):
+        raise ValueError(f"manifest path {relative!r} resolves outside the data root {root}: refused")
+    return path
+
+
 def is_duplicate(status: str) -> bool:
     """An exact copy of an earlier file: dropped, not broken."""
     return status.startswith(DUPLICATE)

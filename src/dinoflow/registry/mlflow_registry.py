@@ -174,6 +174,23 @@ def version_by_alias(model_name: str, alias: str) -> ModelVersion | None:
         raise
 
 
+def registered_version(uri: str) -> ModelVersion:
+    """``models:/<name>@<alias>`` or ``models:/<name>/<version>`` → that version; a sentence
+    naming the URI when the form is wrong or the registry has no such version."""
+    body = uri.removeprefix("models:/")
+    name, alias = body.split("@", 1) if "@" in body else (body.rsplit("/", 1)[0], None)
+    if body == uri or not name or (alias is None and not body.rsplit("/", 1)[-1].isdigit()):
+        raise ValueError(
+            f"{uri!r} is not a registered model URI: use models:/<name>@<alias> or models:/<name>/<version>"
+        )
+    try:
+        if alias is not None:
+            return MlflowClient().get_model_version_by_alias(name, alias)
+        return MlflowClient().get_model_version(name, body.rsplit("/", 1)[-1])
+    except MlflowException as err:
+        raise LookupError(f"the registry at {mlflow.get_tracking_uri()} has no {uri}: {err.message}") from err
+
+
 def download_backbone_files(version: ModelVersion, destination: Path) -> Path:
     """The version's ``backbone_files/`` (config.yaml, teacher_backbone.safetensors, backbone.onnx)."""
     local = mlflow.artifacts.download_artifacts(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
-from dinoflow.config import PretrainConfig
+from dinoflow.config import PretrainConfig, load_config_file
 from dinoflow.data.masking import BlockMaskGenerator
 from dinoflow.data.multicrop import MultiCropAugmentation
 from dinoflow.losses.dino_loss import DINOLoss
@@ -13,6 +16,7 @@ from dinoflow.losses.ibot_loss import IBOTPatchLoss
 from dinoflow.models.backbone import build_backbone
 from dinoflow.models.heads import DINOHead
 from dinoflow.models.teacher import DINOModel, make_teacher
+from dinoflow.train.checkpoint import BACKBONE_NAME
 from dinoflow.train.schedules import Schedules, build_schedules
 
 
@@ -35,6 +39,16 @@ def build_backbone_from_config(cfg: PretrainConfig, drop_path: bool = True) -> n
         stem=m.stem,
     )
     return backbone
+
+
+def backbone_from_files(folder: Path, weights: bool = True) -> tuple[nn.Module, PretrainConfig]:
+    """The backbone a run or registered version describes in ``folder`` (``config.yaml`` and the
+    teacher's safetensors weights), without drop-path; ``weights=False``: the same net at init."""
+    cfg = load_config_file(Path(folder) / "config.yaml")
+    backbone = build_backbone_from_config(cfg, drop_path=False)
+    if weights:
+        backbone.load_state_dict(load_file(Path(folder) / BACKBONE_NAME), strict=True)
+    return backbone, cfg
 
 
 def build_student_teacher(cfg: PretrainConfig) -> tuple[DINOModel, DINOModel]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,18 +9,9 @@ import pandas as pd
 
 from dinoflow.config.pipeline_params import DataParams, DatasetParams
 from dinoflow.data.decode import parse_background
+from dinoflow.data.manifest import inside
 from dinoflow.data.shards import ImageRecord, build_dataset
 from dinoflow.tracking import mlflow_run
-
-
-def inside(root: Path, relative: str) -> Path:
-    """``root / relative``, refused when it leads outside ``root`` (a tampered manifest). Checked on
-    the path itself: symlinks leaving the root were already quarantined at ingestion, and a DVC
-    cache of symlinks stays usable."""
-    path = Path(os.path.normpath(root / relative))
-    if not path.is_relative_to(os.path.normpath(root)):
-        raise ValueError(f"manifest path {relative!r} resolves outside the data root {root}: refused")
-    return path
 
 
 def build_dataset_node(

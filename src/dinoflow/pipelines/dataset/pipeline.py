@@ -8,7 +8,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 build_dataset_node,
-                ["clean_manifest", "data_source", "params:dataset", "params:data"],
+                ["curated_manifest", "data_source", "params:dataset", "params:data"],
                 "dataset_index",
                 name="build_dataset_node",
             )

@@ -11,8 +11,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file
-
 from dinoflow.config import load_config_file
 from dinoflow.config.pipeline_params import EvaluateParams, PromoteParams, RegisterParams
 from dinoflow.eval.features import raw_pixel_features
@@ -28,8 +26,7 @@ from dinoflow.registry.mlflow_registry import (
 )
 from dinoflow.run_summary import promotion_lines
 from dinoflow.tracking import mlflow_run
-from dinoflow.train.builders import build_backbone_from_config
-from dinoflow.train.checkpoint import BACKBONE_NAME
+from dinoflow.train.builders import backbone_from_files
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +34,7 @@ log = logging.getLogger(__name__)
 def _score(version, dataset_index, evaluate: EvaluateParams, workdir: Path, random_init: bool = False) -> dict:
     """Rebuild a registered version from its ``backbone_files`` and score it (k-NN, segmentation)."""
     files = download_backbone_files(version, workdir / f"v{version.version}")
-    cfg = load_config_file(files / "config.yaml")
-    backbone = build_backbone_from_config(cfg, drop_path=False)
-    if not random_init:
-        backbone.load_state_dict(load_file(files / BACKBONE_NAME), strict=True)
+    backbone, cfg = backbone_from_files(files, weights=not random_init)
     settings = eval_settings(evaluate, cfg.crops.global_size)
     name = f"v{version.version}" + (" random init" if random_init else "")
     return score_backbone(backbone, eval_set(dataset_index, settings), settings, name, linear=False)

@@ -1,0 +1,149 @@
+"""Curation quality: how many planted near-copies each embedding finds, at what cost in distinct
+images removed, and whether pretraining on the curated set beats the uncurated one at equal budget.
+
+1. Detection (seconds): two folders — the embedded generator's shapes (32 px) and Fashion-MNIST
+   photos (Debian's dataset-fashion-mnist; skipped with the reason when it cannot be installed) —
+   get planted near-copies of 10% of their training images (re-encoded JPEG, resized, small crop,
+   small colour cast; equal shares) and copies of 5% of their val images placed in training. For
+   the pixel embedding with and without crop variants, and a random-init backbone (the demo
+   preset's ViT), over a grid of thresholds: share of planted copies removed per kind, share of
+   distinct images removed, share of planted val copies removed.
+2. ``--pretrain``: a skewed, duplicated generated set (class sizes 8:4:2:1:..., every image of the
+   big classes copied once more) trained through ``kedro run`` with and without
+   ``curation.enabled`` at the same time budget, k-NN on the same val split, per seed.
+
+    python benchmarks/curation.py [--pretrain] [--minutes 2] [--seeds 0 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from dinoflow.config import resolve_config
+from dinoflow.curation.curate import NEAR_DUPLICATE, VAL_NEAR_COPY, CurationSettings, curate
+from dinoflow.curation.embeddings import backbone_embeddings, pixel_embeddings
+from dinoflow.curation.planted import COPY_KINDS, plant_copies
+from dinoflow.data.manifest import build_manifest
+from dinoflow.data.synthetic import SyntheticSpec, generate
+from dinoflow.train.builders import build_backbone_from_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fashion_mnist import DatasetUnavailable, write_folder  # noqa: E402
+from quality_common import PARAMS, RESULTS, machine  # noqa: E402
+
+THRESHOLDS = (0.85, 0.88, 0.9, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98)
+
+
+def plant(root: Path, seed: int) -> dict:
+    """Near-copies of 10% of the training images and of 5% of the val images (into training)."""
+    rng = np.random.default_rng(seed)
+    train = sorted(p.relative_to(root).as_posix() for p in root.glob("**/train/**/*.png"))
+    val = sorted(p.relative_to(root).as_posix() for p in root.glob("**/val/**/*.png"))
+    originals = list(rng.choice(train, size=len(train) // 10, replace=False))
+    copies = plant_copies(root, originals, [COPY_KINDS[i % 4] for i in range(len(originals))], seed)
+    val_copies = []
+    for i, original in enumerate(rng.choice(val, size=max(1, len(val) // 20), replace=False)):
+        parts = Path(original).parent.parts  # .../val/<class> → .../train/<class>
+        target = Path(*parts[: parts.index("val")], "train", *parts[parts.index("val") + 1 :]).as_posix()
+        val_copies += plant_copies(root, [original], [COPY_KINDS[i % 4]], seed + 1 + i, target_dir=target)
+    return {"copies": copies, "val_copies": val_copies, "distinct_train": len(train)}
+
+
+def score(frame: pd.DataFrame, vectors: np.ndarray, planted: dict, threshold: float) -> dict:
+    result = curate(
+        frame, vectors, CurationSettings(duplicate_threshold=threshold, decontamination_threshold=threshold)
+    )
+    gone = set(result.removed.loc[result.removed["reason"] == NEAR_DUPLICATE, "path"])
+    decontaminated = set(result.removed.loc[result.removed["reason"] == VAL_NEAR_COPY, "path"])
+    involved = {p for c in planted["copies"] for p in (c.copy, c.original)} | {c.copy for c in planted["val_copies"]}
+    per_kind = {}
+    for kind in COPY_KINDS:
+        pairs = [c for c in planted["copies"] if c.kind == kind]
+        per_kind[kind] = round(sum(c.copy in gone or c.original in gone for c in pairs) / len(pairs), 4)
+    val_copies = {c.copy for c in planted["val_copies"]}
+    return {
+        "threshold": threshold,
+        "copies_removed": round(sum(c.copy in gone or c.original in gone for c in planted["copies"]) / len(planted["copies"]), 4),
+        "copies_removed_by_kind": per_kind,
+        "distinct_removed": round(len((gone | decontaminated) - involved) / planted["distinct_train"], 5),
+        "val_copies_removed": round(len(val_copies & decontaminated) / len(val_copies), 4),
+    }  # fmt: skip
+
+
+def embeddings(frame: pd.DataFrame, root: Path) -> dict[str, tuple[np.ndarray, float]]:
+    """name → ((N, V, D) vectors, seconds)."""
+    paths = [root / p for p in frame["path"]]
+    out = {}
+    for name, tolerance in (("pixels, crop variants (default)", 0.06), ("pixels, plain view only", 0.0)):
+        started = time.perf_counter()
+        out[name] = (pixel_embeddings(paths, size=32, tolerance=tolerance, workers=2), time.perf_counter() - started)
+    demo = resolve_config({"preset": "demo"}, yaml.safe_load(PARAMS.read_text())["pretrain_presets"])
+    started = time.perf_counter()
+    backbone = build_backbone_from_config(demo, drop_path=False)
+    out["random-init backbone (demo ViT)"] = (backbone_embeddings(backbone, paths, 32), time.perf_counter() - started)
+    return out
+
+
+def detection(name: str, root: Path, seed: int) -> dict:
+    planted = plant(root, seed)
+    frame = pd.DataFrame([r for r in build_manifest(root, progress=False) if r["status"] == "ok"])
+    report = {"folder": name, "images": len(frame), "planted_copies": len(planted["copies"]),
+              "planted_val_copies": len(planted["val_copies"]), "embeddings": {}}  # fmt: skip
+    for embedding, (vectors, seconds) in embeddings(frame, root).items():
+        grid = [score(frame, vectors, planted, t) for t in THRESHOLDS]
+        report["embeddings"][embedding] = {"embed_seconds": round(seconds, 1), "grid": grid}
+        print(f"\n{name}: {embedding} ({seconds:.1f} s)")
+        print("  threshold  copies removed (jpeg/resize/crop/colour)   distinct removed  val copies removed")
+        for g in grid:
+            kinds = "/".join(f"{v:.2f}" for v in g["copies_removed_by_kind"].values())
+            print(
+                f"  {g['threshold']:.2f}       {g['copies_removed']:.3f} ({kinds})    {g['distinct_removed']:.4f}            {g['val_copies_removed']:.3f}"
+            )
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pretrain", action="store_true", help="also pretrain on curated vs uncurated data")
+    parser.add_argument("--minutes", type=float, default=2.0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--out", type=Path, default=RESULTS / "curation.json")
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    results = {"machine": machine(), "seed": args.seed, "detection": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        shapes = Path(tmp) / "shapes"
+        generate(
+            SyntheticSpec(num_classes=10, train_per_class=200, val_per_class=50, image_size=32, seed=args.seed), shapes
+        )
+        shutil.rmtree(shapes / "masks")  # planted copies have no mask: keep the folder uniform
+        results["detection"].append(detection("generated shapes, 2,000 + 500", shapes, args.seed))
+        try:
+            photos = write_folder(Path(tmp) / "fashion-mnist", {"train": 5000, "val": 1000})
+            results["detection"].append(detection("Fashion-MNIST photos, 5,000 + 1,000", photos, args.seed))
+        except DatasetUnavailable as err:
+            print(f"Fashion-MNIST skipped: {err}")
+            results["fashion_mnist_skipped"] = str(err)
+        if args.pretrain:
+            from curation_pretrain import compare  # noqa: PLC0415
+
+            results["pretrain"] = compare(Path(tmp), args.minutes, args.seeds)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Image embeddings for curation: every image goes through the evaluation preprocessing
+(``eval.features.evaluation_view``: centred square, bicubic resize), then either
+
+- ``pixel_embedding``: a grey thumbnail standardised per image — brightness, contrast, a small
+  colour cast and re-encoding barely move it, which is what copy detection needs (the first
+  round, before any backbone exists); or
+- ``backbone_embeddings``: the L2-normalised CLS token of a backbone (a registered champion).
+
+Both return (N, V, D) float32 rows of unit norm, V variants per image (the plain view first), so
+an inner product is a cosine similarity (faiss ``IndexFlatIP``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms.v2.functional import gaussian_blur
+from tqdm import tqdm
+
+from dinoflow.data.decode import WHITE
+from dinoflow.data.multicrop import normalize
+from dinoflow.data.shards import load_image
+from dinoflow.eval.features import evaluation_view
+from dinoflow.parallel import process_map
+
+GREY_WEIGHTS = torch.tensor([0.299, 0.587, 0.114])  # ITU-R BT.601 luma
+
+
+def unit_rows(x: torch.Tensor) -> np.ndarray:
+    """(N, D) → float32 numpy rows of unit L2 norm."""
+    return F.normalize(x.float(), dim=1).numpy().astype(np.float32)
+
+
+def load_view(path: Path, size: int, max_side: int = 64, background: tuple[int, int, int] = WHITE) -> torch.Tensor:
+    """A file → (3, size, size) float in [0, 1], exactly as evaluation sees a stored image
+    (decoded and shrunk as the dataset node stores it, then ``evaluation_view``)."""
+    stored = torch.from_numpy(load_image(path, max_side=max(max_side, size), max_aspect=3.0, background=background))
+    return evaluation_view(stored, size)
+
+
+def crop_variants(view: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """(3, S, S) → (V, 3, S, S): the view, then the view with round(tolerance·S) px cut from each
+    non-empty subset of its 4 sides and resized back to S (V = 16; 1 when the cut is 0 px). A
+    near-copy cropped by up to about that much matches one of its original's variants."""
+    cut = round(tolerance * view.shape[-1])
+    if cut == 0:
+        return view[None]
+    size = view.shape[-1]
+    crops = [view[:, top : size - bottom, left : size - right]
+             for left, top, right, bottom in itertools.product((0, cut), repeat=4)]  # fmt: skip
+    return torch.cat([F.interpolate(c[None], size=(size, size), mode="bilinear", antialias=True) for c in crops])
+
+
+def pixel_embedding(views: torch.Tensor, thumbnail: int, blur_sigma: float = 1.0) -> torch.Tensor:
+    """(..., 3, S, S) in [0, 1] → (..., thumbnail²): grey, Gaussian-blurred (``blur_sigma`` px of
+    the view: a pixel of shift costs little), area-averaged to ``thumbnail`` px, zero mean and
+    unit norm (a constant image maps to zeros and matches nothing)."""
+    lead = views.shape[:-3]
+    grey = torch.einsum("c,...chw->...hw", GREY_WEIGHTS, views).reshape(-1, 1, *views.shape[-2:])
+    if blur_sigma > 0:
+        grey = gaussian_blur(grey, [2 * math.ceil(3 * blur_sigma) + 1] * 2, [blur_sigma] * 2)
+    small = F.adaptive_avg_pool2d(grey, thumbnail).flatten(1)
+    centred = small - small.mean(1, keepdim=True)
+    return (centred / centred.norm(dim=1, keepdim=True).clamp_min(1e-6)).reshape(*lead, -1)
+
+
+def _pixel_rows(path: Path, size: int, thumbnail: int, tolerance: float, max_side: int,
+                background: tuple[int, int, int]) -> np.ndarray:  # fmt: skip
+    # One thread per worker process: a forked child inherits the parent's OpenMP pool state, and
+    # more threads than cores spin against each other.
+    torch.set_num_threads(1)
+    return pixel_embedding(crop_variants(load_view(path, size, max_side, background), tolerance), thumbnail).numpy()
+
+
+def pixel_embeddings(
+    paths: Sequence[Path], size: int = 32, thumbnail: int = 8, tolerance: float = 0.06, max_side: int = 64,
+    background: tuple[int, int, int] = WHITE, workers: int = 1, progress: bool = False,
+) -> np.ndarray:  # fmt: skip
+    """(N, V, thumbnail²) float32 unit rows of ``pixel_embedding``: each image's ``crop_variants``,
+    the plain view first (V = 1 when ``tolerance`` cuts no pixel). Decoded in ``workers`` processes."""
+    rows = partial(
+        _pixel_rows, size=size, thumbnail=thumbnail, tolerance=tolerance, max_side=max_side, background=background
+    )
+    out = list(tqdm(process_map(rows, paths, workers=workers, chunksize=64), total=len(paths),
+                    desc="embed (pixels)", unit="img", disable=not progress, mininterval=1.0))  # fmt: skip
+    variants = len(crop_variants(torch.zeros(3, size, size), tolerance))
+    return np.stack(out).astype(np.float32) if out else np.zeros((0, variants, thumbnail * thumbnail), np.float32)
+
+
+@torch.no_grad()
+def backbone_embeddings(
+    backbone: nn.Module, paths: Sequence[Path], size: int, max_side: int = 64,
+    background: tuple[int, int, int] = WHITE, batch_size: int = 256, progress: bool = False,
+) -> np.ndarray:  # fmt: skip
+    """(N, 1, D) float32 unit rows (one variant: the plain view): the backbone's output (CLS token, D = embed dim) on each image's
+    evaluation view, ImageNet-normalised, under bf16 autocast as ``extract_features`` does."""
+    backbone.eval()
+    out = []
+    for start in tqdm(range(0, len(paths), batch_size), desc="embed (backbone)", unit="batch", disable=not progress):
+        views = torch.stack([load_view(p, size, max_side, background) for p in paths[start : start + batch_size]])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out.append(backbone(normalize(views)).float())
+    return unit_rows(torch.cat(out))[:, None] if out else np.zeros((0, 1, 0), np.float32)

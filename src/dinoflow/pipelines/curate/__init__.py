@@ -1,0 +1,3 @@
+from dinoflow.pipelines.curate.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

@@ -1,0 +1,92 @@
+"""Curation: embed the validated images, drop near-duplicates and training near-copies of val
+images, sample evenly across clusters (``dinoflow.curation``); off, the manifest passes unchanged."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dinoflow.config.pipeline_params import CurationParams, DataParams, DatasetParams
+from dinoflow.curation import pictures
+from dinoflow.curation.curate import Curation, CurationSettings, curate
+from dinoflow.curation.embeddings import backbone_embeddings, pixel_embeddings
+from dinoflow.data.decode import parse_background
+from dinoflow.data.manifest import inside
+from dinoflow.registry.mlflow_registry import download_backbone_files, registered_version
+from dinoflow.tracking import mlflow_run
+from dinoflow.train.builders import backbone_from_files
+
+log = logging.getLogger(__name__)
+REMOVED_COLUMNS = ["path", "split", "reason", "detail", "similarity"]
+
+
+def embed(
+    paths: list[Path], curation: CurationParams, max_side: int, background: tuple[int, int, int]
+) -> tuple[np.ndarray, str]:
+    """(N, D) unit embeddings of the images and what made them (for the report)."""
+    if curation.embedding == "pixels":
+        vectors = pixel_embeddings(paths, curation.eval_size, curation.thumbnail, curation.crop_tolerance, max_side,
+                                   background, workers=curation.workers or os.cpu_count() or 1, progress=True)  # fmt: skip
+        return vectors, (f"pixels: blurred grey {curation.thumbnail} px thumbnails of the {curation.eval_size} px "
+                         f"evaluation view, {vectors.shape[1]} crop variant(s) each")  # fmt: skip
+    version = registered_version(curation.embedding)
+    with tempfile.TemporaryDirectory() as tmp:
+        backbone, cfg = backbone_from_files(download_backbone_files(version, Path(tmp)))
+    size = cfg.crops.global_size
+    vectors = backbone_embeddings(backbone, paths, size, max_side, background, progress=True)
+    return vectors, f"{curation.embedding} (version {version.version}): CLS token of the {size} px evaluation view"
+
+
+def settings_of(curation: CurationParams) -> CurationSettings:
+    s = curation.sampling
+    return CurationSettings(curation.duplicate_threshold, curation.neighbours, curation.decontamination_threshold,
+                            tuple(s.levels), s.target_size, s.target_share, s.kmeans_iterations, s.seed)  # fmt: skip
+
+
+def draw_pictures(result: Curation, paths: list[Path], shown: int, out_dir: Path) -> list[Path]:
+    """The duplicate groups, the cluster sizes before / after sampling, examples per top cluster."""
+    drawn = []
+    if result.groups and shown:
+        rows = [[paths[i] for i in group[:8]] for group in result.groups[:shown]]
+        drawn.append(pictures.image_rows(rows, out_dir / "near_duplicates.png"))
+    if result.report["sampling"] and shown:
+        finest = result.report["sampling"]["levels"][0]
+        drawn.append(
+            pictures.cluster_size_histogram(
+                finest["sizes_before"], finest["sizes_after"], out_dir / "cluster_sizes.png"
+            )
+        )
+        top = result.clusters[-1]
+        rows = [[paths[i] for i in np.flatnonzero(top == c)[:8]] for c in np.unique(top[top >= 0])[:shown]]
+        drawn.append(pictures.image_rows(rows, out_dir / "cluster_examples.png"))
+    return drawn
+
+
+def curate_node(
+    clean_manifest: pd.DataFrame,
+    source: dict[str, Any],
+    curation: CurationParams,
+    data: DataParams,
+    dataset: DatasetParams,
+) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
+    """Returns (curated manifest, report, removed rows with their reason)."""
+    if not curation.enabled:
+        return clean_manifest, {"enabled": False}, pd.DataFrame(columns=REMOVED_COLUMNS)
+    frame = clean_manifest.reset_index(drop=True)
+    root = Path(source["root"])
+    paths = [inside(root, p) for p in frame["path"]]
+    vectors, embedding = embed(paths, curation, dataset.max_side, parse_background(data.alpha_background))
+    result = curate(frame, vectors, settings_of(curation))
+    report = {"enabled": True, "embedding": embedding, **result.report}
+    log.info("curation kept %d of %d training images: removed %s", report["images_out"]["train"],
+             report["images_in"]["train"], ", ".join(f"{n} {why}" for why, n in report["removed"].items()))  # fmt: skip
+    for picture in draw_pictures(result, paths, curation.pictures, Path(curation.pictures_dir)):
+        mlflow_run.log_artifact(picture, "curation")
+    mlflow_run.log_metrics({f"curation.removed.{why}": n for why, n in report["removed"].items()})
+    return frame[result.kept].reset_index(drop=True), report, result.removed

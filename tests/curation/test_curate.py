@@ -1,0 +1,79 @@
+"""Curation on real files with planted near-copies: what is removed, what is kept, the sampling's
+effect and determinism. Figures asserted are measured on this folder (see benchmarks/curation.py
+for the same at scale)."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dinoflow.curation.curate import NEAR_DUPLICATE, SAMPLED_OUT, VAL_NEAR_COPY, CurationSettings, curate
+from dinoflow.curation.embeddings import pixel_embeddings
+from dinoflow.data.manifest import build_manifest
+
+
+@pytest.fixture(scope="module")
+def manifest_and_vectors(planted):
+    rows = [r for r in build_manifest(planted["root"], progress=False, workers=1) if r["status"] == "ok"]
+    frame = pd.DataFrame(rows)
+    vectors = pixel_embeddings([planted["root"] / p for p in frame["path"]], size=32, workers=1)
+    return frame, vectors
+
+
+def removed_paths(result, reason):
+    return set(result.removed.loc[result.removed["reason"] == reason, "path"])
+
+
+def test_planted_near_copies_go_and_distinct_images_stay(planted, manifest_and_vectors):
+    frame, vectors = manifest_and_vectors
+    result = curate(frame, vectors, CurationSettings())
+    planted_pairs = {(p.copy, p.original) for p in planted["copies"]}
+    gone = removed_paths(result, NEAR_DUPLICATE)
+    # one of each planted pair goes (the copy or, when the copy has more pixels, the original)
+    found = sum(copy in gone or original in gone for copy, original in planted_pairs)
+    assert found / len(planted_pairs) >= 0.95
+    originals_or_copies = {p for pair in planted_pairs for p in pair}
+    false_removals = gone - originals_or_copies
+    assert len(false_removals) <= 0.01 * planted["distinct_train"]
+    assert result.report["removed"]["near_duplicate"] == len(gone)
+
+
+def test_planted_copies_of_val_images_are_removed_from_training(planted, manifest_and_vectors):
+    frame, vectors = manifest_and_vectors
+    result = curate(frame, vectors, CurationSettings())
+    contaminated = {p.copy for p in planted["val_copies"]}
+    assert len(contaminated & removed_paths(result, VAL_NEAR_COPY)) / len(contaminated) >= 0.95
+    assert removed_paths(result, VAL_NEAR_COPY) <= contaminated  # nothing else
+    assert (frame.loc[result.kept, "split"] == "val").sum() == (frame["split"] == "val").sum()  # val untouched
+
+
+def test_balanced_sampling_flattens_the_cluster_histogram(manifest_and_vectors):
+    frame, vectors = manifest_and_vectors
+    result = curate(frame, vectors, CurationSettings(levels=(16, 4), target_share=0.5))
+    sampling = result.report["sampling"]
+    for level in sampling["levels"]:
+        assert level["evenness_after"] > level["evenness_before"]
+    assert sum(result.report["labels_after"].values()) == sampling["target"]  # labels are reported, not used
+    assert result.report["images_out"]["train"] == sampling["target"]
+    assert len(removed_paths(result, SAMPLED_OUT)) == result.report["removed"]["balanced_sampling"]
+
+
+def test_same_inputs_and_seed_give_the_same_curated_manifest(manifest_and_vectors):
+    frame, vectors = manifest_and_vectors
+    settings = CurationSettings(levels=(16, 4), target_share=0.5, seed=3)
+    first, second = curate(frame, vectors, settings), curate(frame, vectors, settings)
+    assert np.array_equal(first.kept, second.kept)
+    pd.testing.assert_frame_equal(first.removed, second.removed)
+
+
+def test_one_embedding_per_row_is_required(manifest_and_vectors):
+    frame, vectors = manifest_and_vectors
+    with pytest.raises(ValueError, match=f"one embedding per manifest row: {len(vectors) - 1} for {len(frame)} rows"):
+        curate(frame, vectors[:-1], CurationSettings())
+
+
+def test_nothing_is_deleted_from_disk(planted, manifest_and_vectors):
+    frame, vectors = manifest_and_vectors
+    result = curate(frame, vectors, CurationSettings(levels=(16, 4), target_share=0.5))
+    assert all((Path(planted["root"]) / p).is_file() for p in result.removed["path"])

@@ -1,0 +1,77 @@
+"""The curate pipeline with Kedro's runner on a real folder with planted near-copies: off, the
+manifest passes unchanged; on, the copies leave the manifest that the dataset node packs, the
+reports say why, and the pictures reach the MLflow run."""
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog
+from kedro.runner import SequentialRunner
+
+from dinoflow.config.pipeline_params import CurationParams, DatasetParams
+from dinoflow.data.manifest import build_manifest
+from dinoflow.data.shards import ShardReader
+from dinoflow.datasets import AtomicCSVDataset, AtomicJSONDataset, AtomicParquetDataset
+from dinoflow.pipelines.curate import create_pipeline as curate
+from dinoflow.pipelines.dataset import create_pipeline as dataset
+from tests.pipelines.test_data_pipelines import data_params
+
+
+def run(planted, tmp_path, **curation) -> tuple[dict, pd.DataFrame]:
+    manifest = pd.DataFrame(
+        [r for r in build_manifest(planted["root"], progress=False, workers=1) if r["status"] == "ok"]
+    )
+    files = tmp_path / "catalog"  # the curate outputs as conf/base/catalog.yml stores them
+    catalog = DataCatalog({
+        "curated_manifest": AtomicParquetDataset(filepath=str(files / "curated_manifest.parquet")),
+        "curation_report": AtomicJSONDataset(filepath=str(files / "curation_report.json")),
+        "curation_removed": AtomicCSVDataset(filepath=str(files / "curation_removed.csv"), save_args={"index": False}),
+    })  # fmt: skip
+    catalog["clean_manifest"] = manifest
+    catalog["data_source"] = {"root": str(planted["root"])}
+    catalog["params:curation"] = CurationParams(
+        **{
+            "enabled": True,
+            "sampling": {"levels": [16, 4]},
+            "pictures_dir": str(tmp_path / "pictures"),
+            "workers": 1,
+            **curation,
+        }
+    )
+    catalog["params:data"] = data_params(tmp_path)
+    catalog["params:dataset"] = DatasetParams(max_side=32, workers=1, output_dir=str(tmp_path / "dataset"))
+    outputs = SequentialRunner().run(curate() + dataset(), catalog)
+    names = ("curated_manifest", "curation_report", "curation_removed")
+    return {"dataset_index": outputs["dataset_index"].load(), **{n: catalog.load(n) for n in names}}, manifest
+
+
+def test_off_the_validated_manifest_reaches_the_dataset_unchanged(planted, tmp_path, mlflow_tmp):
+    outputs, manifest = run(planted, tmp_path, enabled=False)
+    pd.testing.assert_frame_equal(outputs["curated_manifest"], manifest)
+    assert outputs["curation_report"] == {"enabled": False} and outputs["curation_removed"].empty
+    assert list(outputs["curation_removed"].columns) == ["path", "split", "reason", "detail", "similarity"]
+    assert outputs["dataset_index"]["splits"]["train"]["count"] == (manifest["split"] == "train").sum()
+
+
+def test_on_the_copies_leave_the_dataset_and_the_run_shows_why(planted, tmp_path, mlflow_tmp):
+    outputs, manifest = run(planted, tmp_path, sampling={"levels": [16, 4], "target_share": 0.8})
+    report, removed = outputs["curation_report"], outputs["curation_removed"]
+    planted_copies = {p.copy for p in planted["copies"]} | {p.copy for p in planted["val_copies"]}
+    assert len(planted_copies - set(outputs["curated_manifest"]["path"])) >= 0.95 * len(planted_copies)
+    assert set(removed["reason"]) == {"near-duplicate", "near-copy of a val image", "balanced sampling"}
+    assert sum(report["removed"].values()) == len(removed) == len(manifest) - len(outputs["curated_manifest"])
+    train_count = (outputs["curated_manifest"]["split"] == "train").sum()
+    index = outputs["dataset_index"]
+    assert index["splits"]["train"]["count"] == train_count == report["images_out"]["train"]
+    assert len(ShardReader.from_index(Path(index["dir"]), "train")) == train_count
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(mlflow_tmp, "curation")}
+    assert artifacts == {"curation/near_duplicates.png", "curation/cluster_sizes.png", "curation/cluster_examples.png"}
+    metrics = mlflow.get_run(mlflow_tmp).data.metrics
+    assert metrics["curation.removed.near_duplicate"] == report["removed"]["near_duplicate"]
+
+
+def test_a_registered_model_that_does_not_exist_is_named(planted, tmp_path, mlflow_tmp):
+    with pytest.raises(LookupError, match="has no models:/nothing-here@champion"):
+        run(planted, tmp_path, embedding="models:/nothing-here@champion")
