@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from dinoflow.config import resolve_config
 from dinoflow.data.synthetic import SyntheticSpec, generate
@@ -15,6 +16,12 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker per core: each worker, and every process it starts (kedro,
+    # torchrun ranks), computes on one thread. More threads than cores spin against each other
+    # (OpenMP waits actively).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
