@@ -78,7 +78,7 @@ repro: install  ## re-run the DVC stages whose code, data or parameters changed
 	dvc metrics show
 
 tune: install  ## Optuna study of the teacher temperature/momentum schedules (conf/base/parameters_tune.yml)
-	$(BIN)/kedro run --pipelines data_ingestion,data_validation,dataset,tune
+	$(BIN)/kedro run --pipelines data_ingestion,data_validation,curate,dataset,tune
 
 tune-dashboard: install  ## watch the tuning study live on http://127.0.0.1:8080
 	$(BIN)/optuna-dashboard sqlite:///data/07_model_output/optuna.db --host 127.0.0.1 --port 8080

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fashion_mnist import DatasetUnavailable, write_folder  # noqa: E402
 from quality_common import PARAMS, RESULTS, machine  # noqa: E402
 
-THRESHOLDS = (0.85, 0.88, 0.9, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98)
+THRESHOLDS = (0.85, 0.9, 0.93, 0.95, 0.96, 0.965, 0.97, 0.98)
 
 
 def plant(root: Path, seed: int) -> dict:

@@ -19,7 +19,7 @@ PARAMS = "pretrain.preset=ci,pretrain.run.checkpoint_every=2,data.synthetic.trai
 
 def test_injected_nan_stops_the_run_and_marks_it_failed(tmp_path):
     project = make_project_copy(tmp_path / "project")
-    result = kedro_run(project, "--pipelines", "data_ingestion,data_validation,dataset,pretrain", "--params", PARAMS,
+    result = kedro_run(project, "--pipelines", "data_ingestion,data_validation,curate,dataset,pretrain", "--params", PARAMS,
                        env={"DINOFLOW_FAILPOINTS": "nan_loss@4"})  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode != 0

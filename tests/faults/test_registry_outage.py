@@ -27,7 +27,7 @@ from tests.servers import mlflow_server
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 PARAMS = "pretrain.preset=ci,data.synthetic.train_per_class=20,data.synthetic.val_per_class=5,register.retry_wait_s=0.5"
-UP_TO_EVALUATION = "data_ingestion,data_validation,dataset,pretrain,evaluate"
+UP_TO_EVALUATION = "data_ingestion,data_validation,curate,dataset,pretrain,evaluate"
 REGISTER_LATER = ("--pipelines", "register,promote", "--params", PARAMS)
 MODEL = "dinoflow-backbone"
 

@@ -40,7 +40,7 @@ def test_credentials_reach_no_log_run_artifact_file_or_manifest(tmp_path):
         result = kedro_run(
             project,
             "--pipelines",
-            "data_ingestion,data_validation,dataset,pretrain",
+            "data_ingestion,data_validation,curate,dataset,pretrain",
             "--params",
             params,
             env={"MLFLOW_TRACKING_URI": authed},

@@ -1,0 +1,72 @@
+"""Pretraining on curated vs uncurated data at the same time budget (``curation.py --pretrain``).
+
+The folder: the demo generator's shapes (64 px, demo settings) with a skewed class distribution
+(sizes halve from 480 down to 60) and one near-copy (re-encoded, resized, cropped or colour-cast)
+of every training image of the two largest classes; val stays balanced (50 per class). Each seed
+runs ``kedro run`` with the ``small`` preset and the same training budget, once as is and once with
+``curation.enabled=true`` (near-duplicates removed, then balanced sampling to ``SAMPLED_SHARE`` of
+what is left). Both teachers are then scored with the evaluate node's k-NN against the same memory
+bank (the uncurated training split, as packed by the first run) and the same val split, so the
+figures compare backbones, not k-NN banks.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+from pathlib import Path
+
+from dinoflow.curation.planted import COPY_KINDS, plant_copies
+from dinoflow.data.synthetic import SyntheticSpec, generate
+from dinoflow.eval.suite import EvalSettings
+from dinoflow.train.builders import backbone_from_files
+from e2e import fresh_clone
+from quality import run_pipeline
+from quality_common import score_on
+
+CLASS_SIZES = (480, 240, 120, 60, 60, 60, 60, 60)
+SAMPLED_SHARE = 0.6
+DEMO_LOOK = {"clutter_strokes": 1, "texture_strength": 0.1, "background_noise": 0.03, "min_contrast": 0.3,
+             "light_objects": True, "min_scale": 0.2, "max_scale": 0.45, "position_jitter": 1.0}  # fmt: skip
+
+
+def skewed_duplicated_folder(root: Path, seed: int = 0) -> dict:
+    spec = SyntheticSpec(num_classes=len(CLASS_SIZES), train_per_class=max(CLASS_SIZES), val_per_class=50,
+                         image_size=64, seed=seed, **DEMO_LOOK)  # fmt: skip
+    generate(spec, root / "generated")
+    folder = root / "folder"
+    shutil.copytree(root / "generated" / "images", folder)  # images only: a plain labelled folder
+    copied = []
+    for class_dir, size in zip(sorted((folder / "train").iterdir()), CLASS_SIZES, strict=True):
+        files = sorted(class_dir.glob("*.png"))
+        for extra in files[size:]:
+            extra.unlink()
+        if size >= CLASS_SIZES[1]:
+            copied += [f.relative_to(folder).as_posix() for f in files[:size]]
+    plant_copies(folder, copied, [COPY_KINDS[i % 4] for i in range(len(copied))], seed)
+    return {"folder": folder, "train_images": sum(CLASS_SIZES) + len(copied), "planted_copies": len(copied)}
+
+
+def compare(tmp: Path, minutes: float, seeds: list[int]) -> dict:
+    data = skewed_duplicated_folder(tmp / "skewed")
+    project = fresh_clone(tmp / "project")
+    curated = ["curation.enabled=true", f"curation.sampling.target_share={SAMPLED_SHARE}"]
+    runs, bank = {"uncurated": [], "curated": []}, tmp / "uncurated_dataset"
+    for seed in seeds:
+        for name, params in (("uncurated", []), ("curated", curated)):
+            run = run_pipeline(project, data["folder"], minutes, seed, params)
+            if not bank.exists():
+                shutil.copytree(project / "data" / "05_model_input" / "dataset", bank)
+            backbone, cfg = backbone_from_files(Path(run["config"]).parent)
+            same_bank = score_on(backbone, bank, EvalSettings(image_size=cfg.crops.global_size))["knn_top1"]
+            keys = ("seed", "knn_top1", "knn_top1_random_init", "iterations", "images_seen")
+            runs[name].append({**{k: run[k] for k in keys}, "knn_top1_uncurated_bank": same_bank})
+            print(f"seed {seed} {name}: k-NN {same_bank:.3f} on the uncurated bank, {run['knn_top1']:.3f} on its own "
+                  f"({run['iterations']} iterations)")  # fmt: skip
+    gains = [
+        c["knn_top1_uncurated_bank"] - u["knn_top1_uncurated_bank"]
+        for c, u in zip(runs["curated"], runs["uncurated"], strict=True)
+    ]
+    return {"folder": {k: v for k, v in data.items() if k != "folder"}, "class_sizes": CLASS_SIZES,
+            "sampled_share": SAMPLED_SHARE, "minutes": minutes, "runs": runs, "gain_per_seed": gains,
+            "mean_gain": statistics.mean(gains)}  # fmt: skip
