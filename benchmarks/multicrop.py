@@ -15,6 +15,7 @@ import json
 import platform
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ import torch
 from PIL import Image, ImageFilter, ImageOps
 from torchvision import transforms
 
-from dinoflow.data.loader import epoch_loader, epoch_order
+from dinoflow.data.loader import epoch_order, run_loader
 from dinoflow.data.multicrop import IMAGENET_MEAN, IMAGENET_STD, MultiCropAugmentation
 from dinoflow.data.shards import ImageRecord, ShardReader, build_dataset
 
@@ -95,10 +96,10 @@ def time_dinoflow(dataset: Path, augment: MultiCropAugmentation, batch: int) -> 
     augment it."""
     start = time.perf_counter()
     reader = ShardReader.from_index(dataset, "train")
-    order = epoch_order(len(reader), seed=0, epoch=0, rank=0, world_size=1, batch=batch)
-    for data in epoch_loader(reader, order, start=0, workers=0, pin_memory=False):
+    order_of = partial(epoch_order, len(reader), 0, rank=0, world_size=1, batch=batch)
+    for data in run_loader(reader, order_of, start=0, workers=0, pin_memory=False, stop=len(order_of(0))):
         augment(data["images"], data["indices"].tolist(), data["sizes"])
-    return order.size / (time.perf_counter() - start)
+    return order_of(0).size / (time.perf_counter() - start)
 
 
 def main() -> None:

@@ -94,22 +94,16 @@ def _sample(frame: pd.DataFrame, vectors: np.ndarray, train: np.ndarray, setting
     per_row = [np.full(len(frame), -1, dtype=np.int64) for _ in clusters]
     for full, level in zip(per_row, clusters, strict=True):
         full[train] = level
-    sizes = [{"before": np.bincount(level).tolist(), "after": np.bincount(level[chosen], minlength=level.max() + 1).tolist()}
-             for level in clusters]  # fmt: skip
-    report = {
-        "target": int(target),
-        "levels": [
-            {
-                "clusters": len(s["before"]),
-                "sizes_before": s["before"],
-                "sizes_after": s["after"],
-                "evenness_before": round(evenness(np.array(s["before"])), 4),
-                "evenness_after": round(evenness(np.array(s["after"])), 4),
-            }
-            for s in sizes
-        ],  # fmt: skip
-    }
+    report = {"target": int(target), "levels": [_level_sizes(level, chosen) for level in clusters]}
     return train[chosen], removed, per_row, report
+
+
+def _level_sizes(level: np.ndarray, chosen: np.ndarray) -> dict:
+    """Cluster sizes of one level before and after sampling, with their evenness."""
+    before = np.bincount(level)
+    after = np.bincount(level[chosen], minlength=len(before))
+    return {"clusters": len(before), "sizes_before": before.tolist(), "sizes_after": after.tolist(),
+            "evenness_before": round(evenness(before), 4), "evenness_after": round(evenness(after), 4)}  # fmt: skip
 
 
 def _label_counts(frame: pd.DataFrame, rows: np.ndarray) -> dict[str, int]:

@@ -1,11 +1,11 @@
-"""The training loader: one epoch's batches of a rank, read from shards by DataLoader workers.
+"""The training loader: a rank's batches, epoch after epoch, read from shards by DataLoader workers.
 
 The epoch's sample order is a permutation seeded by (seed, epoch) only, so every rank and every
 resumed run agrees on it. Rank r takes every ``world``-th sample of it (no overlap between ranks);
 within a rank, batch b is assembled by worker ``b mod num_workers``, and PyTorch's DataLoader
 collects workers round-robin, so the batches arrive in order 0, 1, 2, ... whatever the number of
-workers. Resuming at batch ``start`` (the sample position ``start x batch`` of the rank's share)
-replays exactly the batches an uninterrupted run would have seen next.
+workers. Resuming at iteration ``start`` replays exactly the batches an uninterrupted run would
+have seen next.
 
 Batches are raw uint8 images padded to the batch's largest height and width, with each image's
 true size; the multi-crop transform samples its crops inside the true size and runs batched
@@ -18,6 +18,7 @@ either way.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -54,52 +55,64 @@ def pad_batch(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return batch, sizes
 
 
-class EpochBatches(IterableDataset):
-    """The batches ``order[start:]`` of one rank and epoch, split across DataLoader workers.
+class RunBatches(IterableDataset):
+    """One rank's batches from iteration ``start`` on, epoch after epoch (until ``stop``, or without
+    end), split across DataLoader workers: iteration ``it`` is batch ``it mod E`` of epoch
+    ``it div E``'s order (E batches per epoch). One loader serves the whole run: a loader per epoch
+    started its workers again at every epoch, which on a folder of a few batches per epoch cost
+    more than the training steps.
+
+    Args:
+        order_of: epoch → this rank's (E, batch) sample indices (``epoch_order``).
+        seed_of: (epoch, sample index) → the sample's augmentation seed, with ``augment``.
 
     Yields ``{"images", "sizes", "indices"}``; with ``augment`` (called as ``augment(images,
-    seeds, sizes)``, seeds from ``seed_of(sample index)``) ``{"crops", "indices"}`` instead.
+    seeds, sizes)``) ``{"crops", "indices"}`` instead.
     """
 
     def __init__(
         self,
         reader: ShardReader,
-        order: np.ndarray,
+        order_of: Callable[[int], np.ndarray],
         start: int = 0,
+        stop: int | None = None,
         augment: Callable | None = None,
-        seed_of: Callable[[int], int] | None = None,
+        seed_of: Callable[[int, int], int] | None = None,
     ) -> None:
-        self.reader, self.order, self.start = reader, order, start
+        self.reader, self.order_of, self.start, self.stop = reader, order_of, start, stop
         self.augment, self.seed_of = augment, seed_of
-
-    def __len__(self) -> int:
-        return max(0, len(self.order) - self.start)
+        self.per_epoch = len(order_of(0))
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        for b in range(self.start + worker, len(self.order), workers):
-            indices = self.order[b]
+        order, order_epoch = None, -1
+        for it in range(self.start + worker, sys.maxsize if self.stop is None else self.stop, workers):
+            epoch, b = divmod(it, self.per_epoch)
+            if epoch != order_epoch:
+                order, order_epoch = self.order_of(epoch), epoch
+            indices = order[b]
             images, sizes = pad_batch([self.reader.image(int(i)) for i in indices])
             if self.augment is None:
                 yield {"images": images, "sizes": sizes, "indices": torch.from_numpy(indices.copy())}
             else:
-                crops = self.augment(images, [self.seed_of(int(i)) for i in indices], sizes)
+                crops = self.augment(images, [self.seed_of(epoch, int(i)) for i in indices], sizes)
                 yield {"crops": crops, "indices": torch.from_numpy(indices.copy())}
 
 
-def epoch_loader(
+def run_loader(
     reader: ShardReader,
-    order: np.ndarray,
+    order_of: Callable[[int], np.ndarray],
     start: int,
     workers: int,
     pin_memory: bool,
     augment: Callable | None = None,
-    seed_of: Callable[[int], int] | None = None,
+    seed_of: Callable[[int, int], int] | None = None,
+    stop: int | None = None,
 ) -> DataLoader:
-    """A DataLoader over ``EpochBatches`` (batches are built in the workers, not collated)."""
+    """A DataLoader over ``RunBatches`` (batches are built in the workers, not collated)."""
     return DataLoader(
-        EpochBatches(reader, order, start, augment, seed_of),
+        RunBatches(reader, order_of, start, stop, augment, seed_of),
         batch_size=None,
         num_workers=workers,
         pin_memory=pin_memory,

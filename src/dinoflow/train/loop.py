@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from dinoflow.config import PretrainConfig, scaled_lr, to_dict
-from dinoflow.data.loader import epoch_loader, epoch_order
+from dinoflow.data.loader import epoch_order, run_loader
 from dinoflow.data.masking import sample_batch_masks
 from dinoflow.data.shards import ShardReader
 from dinoflow.models.backbone import use_fused_attention
@@ -77,15 +77,13 @@ class BatchStream:
     def get(self, it: int) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """(crops, masks) of iteration ``it``; also seeds torch for the step (drop path)."""
         cfg, env = self.cfg, self.env
-        epoch, step_in_epoch = divmod(it, self.iters_per_epoch)
-        if self._batches is None or step_in_epoch == 0 or it != self._next_it:
-            order = epoch_order(len(self.images), cfg.run.seed, epoch, env.rank, env.world_size, self.batch)
-            in_loader = (self.augment, partial(sample_seed, cfg.run.seed, epoch)) if self.augment_in_loader else ()
-            self._batches = iter(
-                epoch_loader(
-                    self.images, order, step_in_epoch, cfg.run.loader_workers, self.device.type == "cuda", *in_loader
-                )
-            )
+        epoch = it // self.iters_per_epoch
+        if self._batches is None or it != self._next_it:
+            order_of = partial(epoch_order, len(self.images), cfg.run.seed, rank=env.rank, world_size=env.world_size,
+                               batch=self.batch)  # fmt: skip
+            in_loader = (self.augment, partial(sample_seed, cfg.run.seed)) if self.augment_in_loader else ()
+            pin = self.device.type == "cuda"
+            self._batches = iter(run_loader(self.images, order_of, it, cfg.run.loader_workers, pin, *in_loader))
         data = next(self._batches)
         self._next_it, self.indices = it + 1, data["indices"]  # (B,) sample indices of this batch
         torch.manual_seed(step_seed(cfg.run.seed, it, env.rank))  # drop path and other torch RNG users
