@@ -5,17 +5,22 @@ reports say why, and the pictures reach the MLflow run."""
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 
+from dinoflow.config import save_config
 from dinoflow.config.pipeline_params import CurationParams, DatasetParams
 from dinoflow.data.manifest import build_manifest
 from dinoflow.data.shards import ShardReader
 from dinoflow.datasets import AtomicCSVDataset, AtomicJSONDataset, AtomicParquetDataset
 from dinoflow.pipelines.curate import create_pipeline as curate
 from dinoflow.pipelines.dataset import create_pipeline as dataset
+from dinoflow.registry.mlflow_registry import register_backbone
+from dinoflow.train.builders import build_backbone_from_config
+from dinoflow.train.checkpoint import BACKBONE_NAME, export_teacher_backbone
 from tests.pipelines.test_data_pipelines import data_params
 
 
@@ -75,3 +80,18 @@ def test_on_the_copies_leave_the_dataset_and_the_run_shows_why(planted, tmp_path
 def test_a_registered_model_that_does_not_exist_is_named(planted, tmp_path, mlflow_tmp):
     with pytest.raises(LookupError, match="has no models:/nothing-here@champion"):
         run(planted, tmp_path, embedding="models:/nothing-here@champion")
+
+
+def test_a_registered_backbone_embeds_the_images(planted, tmp_path, mlflow_tmp, tiny_config):
+    """``curation.embedding: models:/...`` rebuilds the version from its registered files and
+    embeds every image with its CLS token at the version's own crop size."""
+    backbone = build_backbone_from_config(tiny_config, drop_path=False)
+    files = [save_config(tiny_config, tmp_path / "config.yaml"),
+             export_teacher_backbone(backbone.state_dict(), tmp_path / BACKBONE_NAME)]  # fmt: skip
+    size = tiny_config.crops.global_size
+    example = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32)
+    register_backbone(backbone, example, "curation-test", "champion", tags={}, files=files)
+    outputs, _ = run(planted, tmp_path, embedding="models:/curation-test@champion")
+    report = outputs["curation_report"]
+    assert report["embedding"].startswith("models:/curation-test@champion (version 1): CLS token of the 16 px")
+    assert report["removed"]["near_duplicate"] > 0
