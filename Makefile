@@ -70,7 +70,7 @@ bench-quality: install  ## real-data quality: Fashion-MNIST, 10-minute budget, l
 	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable '.[dev,bench]'
 	python benchmarks/quality.py
 
-bench-curation: install  ## curation: planted near-copies found per embedding and threshold, then curated vs uncurated pretraining (~15 min)
+bench-curation: install  ## curation: planted near-copies found per embedding and threshold, curated vs uncurated pretraining (~25 min)
 	python benchmarks/curation.py --pretrain
 
 gpu-check: install  ## on a machine with an NVIDIA GPU: CUDA tests + GPU train-step benchmark (~5 min)

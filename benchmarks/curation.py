@@ -12,14 +12,20 @@ images removed, and whether pretraining on the curated set beats the uncurated o
    big classes copied once more) trained through ``kedro run`` with and without
    ``curation.enabled`` at the same time budget, k-NN on the same val split, per seed.
 
-    python benchmarks/curation.py [--pretrain] [--minutes 2] [--seeds 0 1]
+3. ``--scale``: embeddings → curation decisions for N = 10k, 100k and 1M random embeddings (64
+   dims, 16 variants each as the pixel embedding has, 1% planted copies, 10% val), balanced
+   sampling to half; wall time and peak memory, each N in its own process.
+
+    python benchmarks/curation.py [--pretrain] [--minutes 2] [--seeds 0 1] [--scale]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -105,7 +111,9 @@ def detection(name: str, root: Path, seed: int) -> dict:
         grid = [score(frame, vectors, planted, t) for t in THRESHOLDS]
         report["embeddings"][embedding] = {"embed_seconds": round(seconds, 1), "grid": grid}
         print(f"\n{name}: {embedding} ({seconds:.1f} s)")
-        print("  threshold  copies removed (jpeg/resize/crop/colour)   distinct removed  val copies removed (any reason)")
+        print(
+            "  threshold  copies removed (jpeg/resize/crop/colour)   distinct removed  val copies removed (any reason)"
+        )
         for g in grid:
             kinds = "/".join(f"{v:.2f}" for v in g["copies_removed_by_kind"].values())
             print(
@@ -114,14 +122,60 @@ def detection(name: str, root: Path, seed: int) -> dict:
     return report
 
 
+def scale_point(n: int, variants: int = 16, dim: int = 64) -> dict:
+    """Time and peak memory of ``curate`` on n random unit embeddings with 1% planted copies."""
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((n, variants, dim), dtype=np.float32)
+    copies = rng.choice(n, size=n // 100, replace=False)
+    vectors[copies] = vectors[(copies + 1) % n] + 0.02 * rng.standard_normal(
+        (len(copies), variants, dim), dtype=np.float32
+    )
+    vectors /= np.linalg.norm(vectors, axis=2, keepdims=True)
+    frame = pd.DataFrame({"path": [f"{i:07d}.png" for i in range(n)], "split": np.where(rng.random(n) < 0.1, "val", "train"),
+                          "label": "", "width": 32, "height": 32})  # fmt: skip
+    started = time.perf_counter()
+    result = curate(frame, vectors, CurationSettings(target_share=0.5))
+    seconds = time.perf_counter() - started
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return {"n": n, "seconds": round(seconds, 1), "peak_memory_gb": round(peak_gb, 2), "removed": result.report["removed"],
+            "planted_copies": len(copies), "embeddings_gb": round(vectors.nbytes / 2**30, 2)}  # fmt: skip
+
+
+def scaling(sizes: list[int]) -> list[dict]:
+    points = []
+    for n in sizes:
+        run = subprocess.run([sys.executable, __file__, "--scale-one", str(n)], capture_output=True, text=True)
+        if run.returncode:
+            points.append({"n": n, "failed": run.stderr[-2000:]})
+            print(f"N = {n:,}: failed\n{run.stderr[-2000:]}")
+            continue
+        points.append(json.loads(run.stdout.strip().splitlines()[-1]))
+        p = points[-1]
+        print(
+            f"N = {n:,}: {p['seconds']} s, peak {p['peak_memory_gb']} GB (embeddings {p['embeddings_gb']} GB), removed {p['removed']}"
+        )
+    return points
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pretrain", action="store_true", help="also pretrain on curated vs uncurated data")
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--scale", action="store_true", help="time and memory for 10k, 100k and 1M embeddings")
+    parser.add_argument("--scale-one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS / "curation.json")
     args = parser.parse_args()
+    if args.scale_one:
+        print(json.dumps(scale_point(args.scale_one)))
+        return
+    if args.scale:
+        report = {"machine": machine(), "scaling": scaling([10_000, 100_000, 1_000_000])}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.out}")
+        return
     torch.manual_seed(args.seed)
     results = {"machine": machine(), "seed": args.seed, "detection": []}
     with tempfile.TemporaryDirectory() as tmp:

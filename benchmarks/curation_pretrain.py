@@ -3,11 +3,11 @@
 The folder: the demo generator's shapes (64 px, demo settings) with a skewed class distribution
 (sizes halve from 480 down to 60) and one near-copy (re-encoded, resized, cropped or colour-cast)
 of every training image of the two largest classes; val stays balanced (50 per class). Each seed
-runs ``kedro run`` with the ``small`` preset and the same training budget, once as is and once with
-``curation.enabled=true`` (near-duplicates removed, then balanced sampling to ``SAMPLED_SHARE`` of
-what is left). Both teachers are then scored with the evaluate node's k-NN against the same memory
-bank (the uncurated training split, as packed by the first run) and the same val split, so the
-figures compare backbones, not k-NN banks.
+runs ``kedro run`` with the ``small`` preset and the same training budget on the folder as is,
+curated (``curation.enabled=true``: near-duplicates and val copies removed), and curated then
+balanced-sampled to ``SAMPLED_SHARE`` of what is left. Every teacher is then scored with the
+evaluate node's k-NN against the same memory bank (the uncurated training split, as packed by the
+first run) and the same val split, so the figures compare backbones, not k-NN banks.
 """
 
 from __future__ import annotations
@@ -50,10 +50,11 @@ def skewed_duplicated_folder(root: Path, seed: int = 0) -> dict:
 def compare(tmp: Path, minutes: float, seeds: list[int]) -> dict:
     data = skewed_duplicated_folder(tmp / "skewed")
     project = fresh_clone(tmp / "project")
-    curated = ["curation.enabled=true", f"curation.sampling.target_share={SAMPLED_SHARE}"]
-    runs, bank = {"uncurated": [], "curated": []}, tmp / "uncurated_dataset"
+    arms = {"uncurated": [], "deduplicated": ["curation.enabled=true"],
+            "deduplicated + sampled": ["curation.enabled=true", f"curation.sampling.target_share={SAMPLED_SHARE}"]}  # fmt: skip
+    runs, bank = {name: [] for name in arms}, tmp / "uncurated_dataset"
     for seed in seeds:
-        for name, params in (("uncurated", []), ("curated", curated)):
+        for name, params in arms.items():
             run = run_pipeline(project, data["folder"], minutes, seed, params)
             if not bank.exists():
                 shutil.copytree(project / "data" / "05_model_input" / "dataset", bank)
@@ -63,10 +64,9 @@ def compare(tmp: Path, minutes: float, seeds: list[int]) -> dict:
             runs[name].append({**{k: run[k] for k in keys}, "knn_top1_uncurated_bank": same_bank})
             print(f"seed {seed} {name}: k-NN {same_bank:.3f} on the uncurated bank, {run['knn_top1']:.3f} on its own "
                   f"({run['iterations']} iterations)")  # fmt: skip
-    gains = [
-        c["knn_top1_uncurated_bank"] - u["knn_top1_uncurated_bank"]
-        for c, u in zip(runs["curated"], runs["uncurated"], strict=True)
-    ]
+    base = [u["knn_top1_uncurated_bank"] for u in runs["uncurated"]]
+    gains = {name: [c["knn_top1_uncurated_bank"] - b for c, b in zip(runs[name], base, strict=True)]
+             for name in arms if name != "uncurated"}  # fmt: skip
     return {"folder": {k: v for k, v in data.items() if k != "folder"}, "class_sizes": CLASS_SIZES,
             "sampled_share": SAMPLED_SHARE, "minutes": minutes, "runs": runs, "gain_per_seed": gains,
-            "mean_gain": statistics.mean(gains)}  # fmt: skip
+            "mean_gain": {name: statistics.mean(g) for name, g in gains.items()}}  # fmt: skip

@@ -55,3 +55,16 @@ def test_a_copy_matching_a_variant_of_its_original_joins_it():
 def test_a_single_image_has_no_group():
     groups = near_duplicate_groups(unit(angle(0)), threshold=0.5)
     assert groups.members() == [] and groups.best_match.tolist() == [-1.0]
+
+
+def test_the_ivf_index_beyond_the_exact_limit_finds_the_same_groups():
+    """With every list probed (few lists for few vectors) the IVF path must agree with exact search."""
+    rng = np.random.default_rng(0)
+    originals = rng.standard_normal((150, 16)).astype(np.float32)
+    copies = originals[:30] + 0.05 * rng.standard_normal((30, 16)).astype(np.float32)
+    vectors = np.concatenate([originals, copies])
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True))[:, None]
+    exact = near_duplicate_groups(vectors, threshold=0.98)
+    approximate = near_duplicate_groups(vectors, threshold=0.98, exact_pairs=0)
+    assert [g.tolist() for g in approximate.members()] == [g.tolist() for g in exact.members()]
+    assert len(exact.members()) == 30

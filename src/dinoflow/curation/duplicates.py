@@ -2,13 +2,14 @@
 graph, edges above a cosine similarity, connected components, one image kept per component;
 training images too close to an evaluation image removed).
 
-The k-NN search is exact (``faiss.IndexFlatIP``): a brute-force pass costs N · N·V · D
-multiply-adds (V crop variants per image), about 20 s for 60,000 images x 16 variants x 64 on two
-cores; past a few million images an IVF index is the next step.
+The k-NN search is exact (``faiss.IndexFlatIP``) up to ``EXACT_PAIRS`` (query, reference vector)
+pairs: a brute-force pass costs N · N·V · D multiply-adds (V crop variants per image). Beyond, an
+IVF index keeps it near N^1.5 (``benchmarks/curation.py --scale`` gives the times and memory).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import faiss
@@ -16,29 +17,55 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+EXACT_PAIRS = 10**11  # queries x reference vectors searched exactly (about a minute); beyond, an IVF index
+QUERY_CHUNK = 8192  # queries per search call: bounds the (chunk, k x V) hit arrays
 
-def _search(queries: np.ndarray, references: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+
+def _index(vectors: np.ndarray, exact: bool) -> faiss.Index:
+    """An exact inner-product index, or an IVF index of sqrt(n) lists, 16 of them probed per query
+    (approximate: a rare true neighbour in an unprobed list is missed), trained on a fixed sample
+    so the same vectors give the same index."""
+    n, d = vectors.shape
+    if exact:
+        index = faiss.IndexFlatIP(d)
+    else:
+        lists = int(math.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(0).choice(n, size=min(n, 64 * lists), replace=False)
+        index.train(vectors[np.sort(sample)])
+        index.nprobe = 16
+    index.add(vectors)
+    return index
+
+
+def _search(
+    queries: np.ndarray, references: np.ndarray, k: int, exact_pairs: int = EXACT_PAIRS
+) -> tuple[np.ndarray, np.ndarray]:
     """Nearest references of each query, one hit per reference image.
 
     Args:
         queries: (Q, D) unit rows; references: (R, V, D), V variants of each reference image.
         k: reference images wanted per query.
+        exact_pairs: exact search up to this many (query, reference vector) pairs; beyond, IVF.
 
     Returns:
         ((Q, k') cosine similarities, best variant per image, decreasing; (Q, k') image indices,
         -1 where fewer were found), k' = min(k, R).
     """
     r, v, d = references.shape
-    index = faiss.IndexFlatIP(d)
-    index.add(np.ascontiguousarray(references.reshape(r * v, d), dtype=np.float32))
-    similarity, hit = index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k * v, r * v))
-    owner = np.where(hit >= 0, hit // v, -1)
+    vectors = np.ascontiguousarray(references.reshape(r * v, d), dtype=np.float32)
+    index = _index(vectors, exact=len(queries) * len(vectors) <= exact_pairs)
     k = min(k, r)
     best_sim, best_owner = np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
-    for q in range(len(queries)):  # hits are sorted: the first hit of each image is its best variant
-        _, first = np.unique(owner[q], return_index=True)
-        first = np.sort(first[owner[q][first] >= 0])[:k]
-        best_sim[q, : len(first)], best_owner[q, : len(first)] = similarity[q, first], owner[q, first]
+    for start in range(0, len(queries), QUERY_CHUNK):
+        chunk = np.ascontiguousarray(queries[start : start + QUERY_CHUNK], dtype=np.float32)
+        similarity, hit = index.search(chunk, min(k * v, r * v))
+        owner = np.where(hit >= 0, hit // v, -1)
+        for q in range(len(chunk)):  # hits are sorted: the first hit of each image is its best variant
+            _, first = np.unique(owner[q], return_index=True)
+            first = np.sort(first[owner[q][first] >= 0])[:k]
+            best_sim[start + q, : len(first)] = similarity[q, first]
+            best_owner[start + q, : len(first)] = owner[q, first]
     return best_sim, best_owner
 
 
@@ -61,7 +88,9 @@ class DuplicateGroups:
         return sorted(groups, key=lambda g: (-len(g), int(g[0])))
 
 
-def near_duplicate_groups(vectors: np.ndarray, threshold: float, neighbours: int = 16) -> DuplicateGroups:
+def near_duplicate_groups(
+    vectors: np.ndarray, threshold: float, neighbours: int = 16, exact_pairs: int = EXACT_PAIRS
+) -> DuplicateGroups:
     """Group images whose embeddings are within ``threshold`` cosine similarity.
 
     Args:
@@ -70,11 +99,12 @@ def near_duplicate_groups(vectors: np.ndarray, threshold: float, neighbours: int
             from j matches the variant of j cropped alike.
         threshold: an edge joins i and j when their best similarity is >= threshold.
         neighbours: k of the k-NN graph; a group larger than k is still found through its chains.
+        exact_pairs: exact search up to N x N·V pairs; beyond, an approximate IVF index.
     """
     n = len(vectors)
     if n < 2:
         return DuplicateGroups(np.arange(n), np.full(n, -1.0, np.float32))
-    similarity, neighbour = _search(vectors[:, 0], vectors, neighbours + 1)  # +1: each image finds itself
+    similarity, neighbour = _search(vectors[:, 0], vectors, neighbours + 1, exact_pairs)  # +1: it finds itself
     rows = np.repeat(np.arange(n), similarity.shape[1])
     others = (neighbour.ravel() != rows) & (neighbour.ravel() >= 0)
     edge = others & (similarity.ravel() >= threshold)
