@@ -91,8 +91,9 @@ def pixel_embeddings(
     )
     out = list(tqdm(process_map(rows, paths, workers=workers, chunksize=64), total=len(paths),
                     desc="embed (pixels)", unit="img", disable=not progress, mininterval=1.0))  # fmt: skip
-    variants = len(crop_variants(torch.zeros(3, size, size), tolerance))
-    return np.stack(out).astype(np.float32) if out else np.zeros((0, variants, thumbnail * thumbnail), np.float32)
+    if not out:
+        return np.zeros((0, len(crop_variants(torch.zeros(3, size, size), tolerance)), thumbnail**2), np.float32)
+    return np.stack(out).astype(np.float32)
 
 
 @torch.no_grad()

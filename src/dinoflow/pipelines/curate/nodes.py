@@ -29,7 +29,7 @@ REMOVED_COLUMNS = ["path", "split", "reason", "detail", "similarity"]
 def embed(
     paths: list[Path], curation: CurationParams, max_side: int, background: tuple[int, int, int]
 ) -> tuple[np.ndarray, str]:
-    """(N, D) unit embeddings of the images and what made them (for the report)."""
+    """(N, V, D) unit embeddings of the images (V variants each) and what made them (for the report)."""
     if curation.embedding == "pixels":
         vectors = pixel_embeddings(paths, curation.eval_size, curation.thumbnail, curation.crop_tolerance, max_side,
                                    background, workers=curation.workers or os.cpu_count() or 1, progress=True)  # fmt: skip
