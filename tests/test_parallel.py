@@ -23,12 +23,13 @@ def test_process_map_keeps_order_in_processes_and_in_this_one():
 
 
 def test_workers_are_killed_when_their_parent_is_killed():
+    # Each worker writes its pid in one write(2): two print() calls can interleave on the shared pipe.
     script = textwrap.dedent(
         """
         import os, sys, time
         from dinoflow.parallel import process_map
         def hang(_):
-            print(os.getpid(), flush=True)
+            os.write(1, b"%d\\n" % os.getpid())
             time.sleep(600)
         list(process_map(hang, range(2), workers=2))
         """
