@@ -90,6 +90,15 @@ mlflow-ui: install  ## serve the MLflow UI on http://127.0.0.1:5000 (prints the 
 	@$(BIN)/python -c "from dinoflow.tracking.mlflow_run import print_ui_address; print_ui_address()"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
+# `make serve PORT=5002 MODEL=<name>`: another port or registered model. MLFLOW_TRACKING_URI, when
+# set, names the registry (a team server); otherwise the project's mlflow.db.
+PORT ?= 5001
+MODEL ?= dinoflow-backbone
+.PHONY: serve
+serve: install  ## serve the registered champion on http://127.0.0.1:5001 (PORT=, MODEL=): images in, embeddings out
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
+	  $(BIN)/mlflow models serve -m models:/$(MODEL)@champion --env-manager local --host 127.0.0.1 --port $(PORT)
+
 viz: install  ## serve the Kedro-Viz pipeline picture on http://127.0.0.1:4141
 	$(BIN)/kedro viz run --host 127.0.0.1 --no-browser
 

@@ -1,5 +1,5 @@
-"""Real servers for the tests: a throw-away PostgreSQL cluster and an ``mlflow server``, both on
-loopback, started for the test and stopped afterwards."""
+"""Real servers for the tests: a throw-away PostgreSQL cluster, an ``mlflow server`` and an
+``mlflow models serve`` scoring server, all on loopback, started for the test and stopped afterwards."""
 
 from __future__ import annotations
 
@@ -73,11 +73,34 @@ def postgres_cluster() -> Iterator[str]:
 def mlflow_server(backend_uri: str, artifacts: Path, timeout_s: float = 90, port: int | None = None) -> Iterator[str]:
     """``mlflow server`` on 127.0.0.1 serving artifacts from ``artifacts``; yields its URL."""
     port = port or free_port()
-    log = open(artifacts.parent / f"mlflow-server-{port}.log", "w")  # noqa: SIM115
     command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend_uri,
                "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
                "--workers", "1"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with _serving("mlflow server", command, port, artifacts.parent / f"mlflow-server-{port}.log", timeout_s) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def model_server(model_uri: str, tracking_uri: str, log_dir: Path, timeout_s: float = 120) -> Iterator[str]:
+    """``mlflow models serve --env-manager local`` of ``model_uri`` (read from ``tracking_uri``) on
+    127.0.0.1; yields its URL once ``/health`` answers (the model is loaded)."""
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    command = [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
+    # The scoring server execs `uvicorn` by name: the virtualenv's scripts must be on PATH.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    with _serving("mlflow models serve", command, port, log_dir / f"model-server-{port}.log", timeout_s, env) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _serving(
+    name: str, command: list[str], port: int, log_path: Path, timeout_s: float, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """Start ``command`` in its own session, wait for ``/health`` on ``port``, stop it afterwards."""
+    log = open(log_path, "w")  # noqa: SIM115
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout_s
@@ -89,7 +112,7 @@ def mlflow_server(backend_uri: str, artifacts: Path, timeout_s: float = 90, port
             except OSError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {Path(log.name).read_text()[-3000:]}")
+                raise RuntimeError(f"{name} did not start: {log_path.read_text()[-3000:]}")
             time.sleep(0.5)
         yield url
     finally:

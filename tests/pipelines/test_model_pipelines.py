@@ -124,6 +124,15 @@ def test_an_identical_rerun_links_to_the_registered_version(catalog, tiny_config
     digest = hashlib.sha256((output_dir / BACKBONE_NAME).read_bytes()).hexdigest()
     assert version.tags["weights_sha256"] == digest and version.tags["config_hash"] == "abc123def456"
     assert json.loads(version.tags["label_set"]) == catalog.load("dataset_index")["classes"]
+    # The image-in flavour prepares served images as the dataset stored them and evaluation viewed them.
+    model_dir = Path(
+        mlflow.artifacts.download_artifacts(f"models:/tiny-backbone/{first['version']}", dst_path=str(tmp_path))
+    )
+    settings = catalog.load("dataset_index")["settings"]
+    assert json.loads((model_dir / "data/backbone/preprocessing.json").read_text()) == {
+        "image_size": tiny_config.crops.global_size, "max_side": settings["max_side"],
+        "max_aspect": settings["max_aspect"], "background": settings["background"],
+    }  # fmt: skip
     mlflow_run.end_run()
 
     rerun = mlflow_run.start_run(tmp_path, "test", "rerun", tags={})

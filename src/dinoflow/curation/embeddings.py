@@ -27,8 +27,7 @@ from tqdm import tqdm
 
 from dinoflow.data.decode import WHITE
 from dinoflow.data.multicrop import normalize
-from dinoflow.data.shards import load_image
-from dinoflow.eval.features import evaluation_view
+from dinoflow.eval.features import ImagePreprocessing, image_view
 from dinoflow.parallel import process_map
 
 GREY_WEIGHTS = torch.tensor([0.299, 0.587, 0.114])  # ITU-R BT.601 luma
@@ -42,8 +41,9 @@ def unit_rows(x: torch.Tensor) -> np.ndarray:
 def load_view(path: Path, size: int, max_side: int = 64, background: tuple[int, int, int] = WHITE) -> torch.Tensor:
     """A file → (3, size, size) float in [0, 1], exactly as evaluation sees a stored image
     (decoded and shrunk as the dataset node stores it, then ``evaluation_view``)."""
-    stored = torch.from_numpy(load_image(path, max_side=max(max_side, size), max_aspect=3.0, background=background))
-    return evaluation_view(stored, size)
+    return image_view(
+        path, ImagePreprocessing(size, max_side=max(max_side, size), max_aspect=3.0, background=background)
+    )
 
 
 def crop_variants(view: torch.Tensor, tolerance: float) -> torch.Tensor:

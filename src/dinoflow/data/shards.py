@@ -32,6 +32,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -87,9 +88,11 @@ def _fit(image: Image.Image, max_side: int, max_aspect: float, resample: Image.R
     return image if image.size == (width, height) else image.resize((width, height), resample)
 
 
-def load_image(path: Path, max_side: int, max_aspect: float, background: tuple[int, int, int] = WHITE) -> np.ndarray:
-    """Decode → EXIF-orient → RGB (``decode.to_rgb``, transparency on ``background``) → ``stored_shape``
-    (bicubic) → (3, h, w) uint8."""
+def load_image(
+    path: Path | BinaryIO, max_side: int, max_aspect: float, background: tuple[int, int, int] = WHITE
+) -> np.ndarray:
+    """Decode (a file, or an open binary stream of its bytes) → EXIF-orient → RGB (``decode.to_rgb``,
+    transparency on ``background``) → ``stored_shape`` (bicubic) → (3, h, w) uint8."""
     with Image.open(path) as image:
         rgb = to_rgb(image, background)
     return np.ascontiguousarray(

@@ -1,19 +1,24 @@
-"""Evaluation inputs: the evaluation view of each stored image, the frozen backbone's features
-(one pass serves k-NN, linear and segmentation probes), and the raw-pixel baseline."""
+"""Evaluation inputs: the evaluation view of each stored image (and of any encoded image, for
+serving), the frozen backbone's features (one pass serves k-NN, linear and segmentation probes),
+and the raw-pixel baseline."""
 
 from __future__ import annotations
 
+import io
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from dinoflow.data.decode import WHITE
 from dinoflow.data.multicrop import normalize
-from dinoflow.data.shards import ShardReader
+from dinoflow.data.shards import ShardReader, load_image
 
 
 def centre_square(image: torch.Tensor) -> tuple[slice, slice]:
@@ -32,6 +37,39 @@ def evaluation_view(image: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
     return x[0].clamp(0, 1)
+
+
+@dataclass(frozen=True)
+class ImagePreprocessing:
+    """How an image file becomes what evaluation feeds the backbone: the dataset node's storage
+    step (``load_image``), then ``evaluation_view``.
+
+    image_size: side S of the evaluation view (the training's global crop size).
+    max_side, max_aspect, background: the dataset's storage settings (its ``index.json``).
+    """
+
+    image_size: int
+    max_side: int
+    max_aspect: float = 3.0
+    background: tuple[int, int, int] = WHITE
+
+    @classmethod
+    def of_dataset(cls, settings: Mapping[str, Any], image_size: int) -> ImagePreprocessing:
+        """From a dataset index's ``settings`` (as ``build_dataset`` records them)."""
+        return cls(image_size, settings["max_side"], settings["max_aspect"], tuple(settings["background"]))
+
+
+def image_view(source: Path | str | bytes, preprocessing: ImagePreprocessing) -> torch.Tensor:
+    """An image file, or its encoded bytes (PNG, JPEG, ...) → (3, S, S) float in [0, 1]: exactly the
+    view evaluation gets of that image once the dataset node has stored it.
+
+    Raises:
+        PIL.UnidentifiedImageError, OSError, ValueError: the source is not a decodable image.
+    """
+    p = preprocessing
+    file = io.BytesIO(source) if isinstance(source, bytes) else Path(source)
+    stored = load_image(file, max_side=p.max_side, max_aspect=p.max_aspect, background=p.background)
+    return evaluation_view(torch.from_numpy(stored), p.image_size)
 
 
 def evaluation_batches(reader: ShardReader, size: int, batch_size: int) -> Iterator[torch.Tensor]:

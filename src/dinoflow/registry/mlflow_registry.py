@@ -27,6 +27,8 @@ from mlflow.tracking import MlflowClient
 from requests import RequestException
 
 from dinoflow.atomic import WriteFailedError
+from dinoflow.eval.features import ImagePreprocessing
+from dinoflow.registry import image_model
 from dinoflow.registry.gates import Decision
 from dinoflow.registry.scorecard import model_description, version_description
 from dinoflow.tracking.mlflow_run import metric_name
@@ -93,30 +95,30 @@ def register_backbone(
     model_name: str,
     alias: str,
     tags: Mapping[str, Any],
-    files: Sequence[Path] = (),
+    files: Sequence[Path],
     metrics: Mapping[str, float] = {},  # noqa: B006 (read-only)
+    preprocessing: ImagePreprocessing | None = None,
 ) -> dict[str, Any]:
-    """Log ``backbone`` as a pt2 (torch.export) model in the active run, with ``files`` under
+    """Log ``backbone`` in the active run as one model with a pt2 (torch.export) ``pytorch`` flavour
+    and an image-in ``python_function`` flavour (``registry.image_model``), with ``files`` under
     ``backbone_files/``, register it and point ``alias`` at the new version. ``metrics`` (the
     evaluation's flat keys) are linked to the logged model, so MLflow 3's model pages and the
     experiment's model list show its scores.
 
     Args:
         input_example: (B, 3, S, S) float32 with B >= 2, normalised like training images.
+        files: must hold ``config.yaml`` and the safetensors weights (the image-in flavour's data).
+        preprocessing: how served images are prepared, from the dataset's storage settings; None:
+            as a dataset stored at the evaluation size S (max_side S, max_aspect 3, white background).
 
     Returns:
         ``{"name", "version", "alias", "model_uri", "logged_model_uri", "logged_model_id"}``.
     """
     for path in files:
         mlflow.log_artifact(str(path), FILES_DIR)
-    info = mlflow.pytorch.log_model(
-        backbone.eval(),
-        name="backbone",
-        input_example=input_example,
-        serialization_format="pt2",
-        # A pt2 program needs torch only; inferring requirements would load the model in a
-        # subprocess and add ~10 s to every registration.
-        pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
+    size = int(input_example.shape[-1])
+    info = image_model.log_model(
+        backbone.eval(), input_example, files, preprocessing or ImagePreprocessing(image_size=size, max_side=size)
     )
     if metrics:
         mlflow.log_metrics({metric_name(k): float(v) for k, v in metrics.items()}, model_id=info.model_id)

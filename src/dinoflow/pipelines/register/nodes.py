@@ -1,4 +1,5 @@
-"""Register: log the teacher backbone to MLflow, register a version, alias it ``challenger``."""
+"""Register: log the teacher backbone to MLflow (pt2 and image-in flavours), register a version, alias it
+``challenger``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from safetensors.torch import load_file
 
 from dinoflow.config import load_config_file
 from dinoflow.config.pipeline_params import EvaluateParams, RegisterParams
+from dinoflow.eval.features import ImagePreprocessing
 from dinoflow.eval.protocol import evaluation_protocol
 from dinoflow.models.export import export_onnx, onnx_max_abs_diff
 from dinoflow.registry.mlflow_registry import identical_version, link_version, register_backbone, with_retries
@@ -77,8 +79,10 @@ def register_node(
             **onnx_check,
         }
         files = [Path(pretrain_result["config"]), weights, onnx_path]
+        # Served images are prepared as evaluation saw this dataset's images (stored, then viewed).
+        preprocessing = ImagePreprocessing.of_dataset(dataset_index["settings"], size)
         registration = register_backbone(
-            backbone, example.numpy(), register.model_name, register.alias, tags, files, metrics=scores
+            backbone, example.numpy(), register.model_name, register.alias, tags, files, scores, preprocessing
         )
         mlflow_run.add_to_description([registration_line(registration)])
         return registration

@@ -1,0 +1,54 @@
+"""``image_view``: an encoded image is prepared for the backbone exactly as evaluation prepares the
+same image once the dataset node has stored it."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dinoflow.data.shards import ImageRecord, ShardReader, build_shard, save_shard
+from dinoflow.eval.features import ImagePreprocessing, evaluation_batches, image_view
+
+PREPROCESSING = ImagePreprocessing(image_size=16, max_side=24, max_aspect=1.5, background=(0, 0, 0))
+
+
+def encoded(width: int, height: int, mode: str, fmt: str, seed: int) -> bytes:
+    """A random image of ``mode`` encoded as ``fmt``."""
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def stored_views(files: list[Path], preprocessing: ImagePreprocessing) -> torch.Tensor:
+    """(N, 3, S, S): the evaluation pipeline's views of ``files``: shard written by the dataset
+    node's ``build_shard``, read back by ``evaluation_batches``."""
+    p = preprocessing
+    shard = build_shard([ImageRecord(f) for f in files], p.max_side, p.max_aspect, p.background)
+    path = save_shard(shard, files[0].parent / "eval-00000.pt")
+    return next(evaluation_batches(ShardReader([path], [len(files)]), p.image_size, batch_size=len(files)))
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "mode", "fmt"),
+    [(40, 28, "RGB", "PNG"), (20, 20, "RGBA", "PNG"), (33, 70, "L", "PNG"), (48, 36, "RGB", "JPEG")],
+)
+def test_encoded_bytes_get_the_evaluation_view(tmp_path, width, height, mode, fmt):
+    data = encoded(width, height, mode, fmt, seed=width)
+    file = tmp_path / f"image.{fmt.lower()}"
+    file.write_bytes(data)
+    expected = stored_views([file], PREPROCESSING)[0]
+    assert torch.equal(image_view(data, PREPROCESSING), expected)  # bytes, as a request carries them
+    assert torch.equal(image_view(file, PREPROCESSING), expected)  # a path, for batch use
+    assert expected.shape == (3, 16, 16)
+
+
+def test_bytes_that_are_no_image_raise():
+    with pytest.raises(OSError, match="cannot identify image file"):
+        image_view(b"this is not an image", PREPROCESSING)
