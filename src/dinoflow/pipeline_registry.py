@@ -6,6 +6,7 @@ from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
 DEFAULT_FLOW = ("data_ingestion", "data_validation", "curate", "dataset", "pretrain", "evaluate", "register", "promote")
+# Registered too, run by name only: tune, and embed (`kedro run --pipeline embed --params embed.source=...`).
 
 
 def register_pipelines() -> dict[str, Pipeline]:

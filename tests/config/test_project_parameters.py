@@ -7,6 +7,7 @@ from dinoflow.config import resolve_config
 from dinoflow.config.pipeline_params import (
     DataParams,
     DatasetParams,
+    EmbedParams,
     EvaluateParams,
     LauncherParams,
     PromoteParams,
@@ -21,7 +22,7 @@ from tests.project_copy import PROJECT_ROOT
 MODELS = {
     "data": DataParams, "validation": ValidationParams, "dataset": DatasetParams, "evaluate": EvaluateParams,
     "register": RegisterParams, "promote": PromoteParams, "tune": TuneParams, "pretrain_launcher": LauncherParams,
-    "pretrain_tuned": TunedParams,
+    "pretrain_tuned": TunedParams, "embed": EmbedParams,
 }  # fmt: skip
 
 

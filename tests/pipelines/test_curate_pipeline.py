@@ -82,15 +82,22 @@ def test_a_registered_model_that_does_not_exist_is_named(planted, tmp_path, mlfl
         run(planted, tmp_path, embedding="models:/nothing-here@champion")
 
 
+def register_tiny_backbone(config, folder: Path, model_name: str) -> dict:
+    """A random-init backbone of ``config`` registered as ``models:/<model_name>@champion`` in the
+    active run (``mlflow_tmp``), with the files a pipeline registers (config, weights)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    backbone = build_backbone_from_config(config, drop_path=False)
+    files = [save_config(config, folder / "config.yaml"),
+             export_teacher_backbone(backbone.state_dict(), folder / BACKBONE_NAME)]  # fmt: skip
+    size = config.crops.global_size
+    example = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32)
+    return register_backbone(backbone, example, model_name, "champion", tags={}, files=files)
+
+
 def test_a_registered_backbone_embeds_the_images(planted, tmp_path, mlflow_tmp, tiny_config):
     """``curation.embedding: models:/...`` rebuilds the version from its registered files and
     embeds every image with its CLS token at the version's own crop size."""
-    backbone = build_backbone_from_config(tiny_config, drop_path=False)
-    files = [save_config(tiny_config, tmp_path / "config.yaml"),
-             export_teacher_backbone(backbone.state_dict(), tmp_path / BACKBONE_NAME)]  # fmt: skip
-    size = tiny_config.crops.global_size
-    example = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32)
-    register_backbone(backbone, example, "curation-test", "champion", tags={}, files=files)
+    register_tiny_backbone(tiny_config, tmp_path, "curation-test")
     outputs, _ = run(planted, tmp_path, embedding="models:/curation-test@champion")
     report = outputs["curation_report"]
     assert report["embedding"].startswith("models:/curation-test@champion (version 1): CLS token of the 16 px")

@@ -19,6 +19,7 @@ PIPELINE_SECTIONS = {
     "data": pp.DataParams, "validation": pp.ValidationParams, "curation": pp.CurationParams, "dataset": pp.DatasetParams,
     "evaluate": pp.EvaluateParams, "register": pp.RegisterParams, "promote": pp.PromoteParams,
     "tune": pp.TuneParams, "pretrain_launcher": pp.LauncherParams, "pretrain_tuned": pp.TunedParams,
+    "embed": pp.EmbedParams,
 }  # fmt: skip
 _FIELD_LINE = re.compile(r"^\s+(\w+):[^#]*?(?:#\s*(.*))?$")
 

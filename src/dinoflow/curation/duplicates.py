@@ -21,10 +21,10 @@ EXACT_PAIRS = 10**11  # queries x reference vectors searched exactly (about a mi
 QUERY_CHUNK = 8192  # queries per search call: bounds the (chunk, k x V) hit arrays
 
 
-def _index(vectors: np.ndarray, exact: bool) -> faiss.Index:
-    """An exact inner-product index, or an IVF index of sqrt(n) lists, 16 of them probed per query
-    (approximate: a rare true neighbour in an unprobed list is missed), trained on a fixed sample
-    so the same vectors give the same index."""
+def build_index(vectors: np.ndarray, exact: bool) -> faiss.Index:
+    """(N, D) float32 unit rows → an exact inner-product index, or an IVF index of sqrt(N) lists,
+    16 of them probed per query (approximate: a rare true neighbour in an unprobed list is missed),
+    trained on a fixed sample so the same vectors give the same index. Row i is id i."""
     n, d = vectors.shape
     if exact:
         index = faiss.IndexFlatIP(d)
@@ -54,7 +54,7 @@ def _search(
     """
     r, v, d = references.shape
     vectors = np.ascontiguousarray(references.reshape(r * v, d), dtype=np.float32)
-    index = _index(vectors, exact=len(queries) * len(vectors) <= exact_pairs)
+    index = build_index(vectors, exact=len(queries) * len(vectors) <= exact_pairs)
     k = min(k, r)
     best_sim, best_owner = np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
     for start in range(0, len(queries), QUERY_CHUNK):
