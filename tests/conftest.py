@@ -77,22 +77,23 @@ def mlflow_tmp(tmp_path, monkeypatch):
     mlflow_run.end_run()
 
 
-@pytest.fixture(scope="session")
-def tiny_shards(tiny_dataset_root, tmp_path_factory) -> dict:
-    """The tiny dataset packed into train/val shards at 32 px (the dataset index, with ``dir``)."""
+def shards_of(root: Path, output_dir: Path) -> dict:
+    """The generated folder ``root`` packed into train/val shards at 32 px (the dataset index, with ``dir``)."""
     from dinoflow.data.manifest import build_manifest
     from dinoflow.data.shards import ImageRecord, build_dataset
 
-    rows = build_manifest(tiny_dataset_root, progress=False)
+    rows = build_manifest(root, progress=False)
     classes = sorted({r["label"] for r in rows})
     records: dict[str, list] = {}
     for r in rows:
         records.setdefault(r["split"], []).append(
-            ImageRecord(
-                tiny_dataset_root / r["path"],
-                classes.index(r["label"]),
-                tiny_dataset_root / r["mask_path"],
-            )
+            ImageRecord(root / r["path"], classes.index(r["label"]), root / r["mask_path"])
         )
     fingerprint_rows = [(r["path"], r["sha256"], r["label"], r["split"]) for r in rows]
-    return build_dataset(records, classes, tmp_path_factory.mktemp("shards"), fingerprint_rows, max_side=32, workers=1)
+    return build_dataset(records, classes, output_dir, fingerprint_rows, max_side=32, workers=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tiny_dataset_root, tmp_path_factory) -> dict:
+    """The tiny dataset packed into train/val shards at 32 px (the dataset index, with ``dir``)."""
+    return shards_of(tiny_dataset_root, tmp_path_factory.mktemp("shards"))

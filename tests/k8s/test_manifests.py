@@ -103,6 +103,8 @@ def test_scheduled_overlay_runs_the_whole_pipeline_without_overlaps():
     parameters = {}
     for path in (PROJECT_ROOT / "conf" / "base").glob("parameters*.yml"):
         parameters.update(yaml.safe_load(path.read_text()) or {})
+    # Each weekly run continues pretraining from the champion of the model the pipeline registers.
+    assert overrides["pretrain.init_from"] == f"models:/{parameters['register']['model_name']}@champion"
     for key in overrides:  # each override names a real parameter
         node = parameters
         for part in key.split("."):

@@ -93,3 +93,18 @@ def test_raw_pixel_gate_checks_every_promotion_and_names_the_figures():
 def test_raw_pixel_gate_is_off_by_default():
     decision = decide(evidence(knn=0.20), None, GATES, random_init_knn_top1=0.10, raw_pixels_knn_top1=0.90)
     assert decision.promote and not any("raw pixels" in r for r in decision.reasons)
+
+
+def test_teacher_share_gate_divides_the_students_knn_by_its_teachers():
+    gates = GATES.model_copy(update={"min_share_of_teacher_knn": 0.8})
+    teacher = evidence("dinoflow-backbone/3", knn=0.50)
+    passed = decide(evidence(knn=0.42), None, gates, random_init_knn_top1=0.10, teacher=teacher)
+    assert passed.promote  # 0.42 / 0.50 = 0.84
+    assert "k-NN share of teacher dinoflow-backbone/3 0.8400 (0.4200 vs 0.5000, min 0.8000)" in passed.reasons
+    failed = decide(evidence(knn=0.35), None, gates, random_init_knn_top1=0.10, teacher=teacher)
+    assert not failed.promote  # 0.35 / 0.50 = 0.70
+    assert "k-NN share of teacher dinoflow-backbone/3 0.7000 (0.3500 vs 0.5000, min 0.8000)" in failed.reasons
+    undistilled = decide(evidence(knn=0.42), None, gates, random_init_knn_top1=0.10)
+    assert undistilled.promote and any(r.startswith("not distilled") for r in undistilled.reasons)
+    off = decide(evidence(knn=0.10), None, GATES, random_init_knn_top1=0.0, teacher=teacher)
+    assert not any("share of teacher" in r for r in off.reasons)

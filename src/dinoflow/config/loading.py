@@ -27,6 +27,12 @@ RECIPES: dict[str, dict[str, Any]] = {
         "loss": {"centering": "sinkhorn_knopp", "ibot_weight": 1.0, "koleo_weight": 0.1},
         "optim": {"layer_decay": 0.9, "patch_embed_lr_mult": 0.2, "momentum_teacher": 0.994},
     },
+    # A frozen trained teacher, DINO + iBOT (on every patch of the global crops) + KoLeo, Sinkhorn-Knopp
+    # (stateless, so the frozen teacher's targets need no centre re-learnt) (Oquab et al. 2023, §5).
+    "distill": {
+        "loss": {"centering": "sinkhorn_knopp", "ibot_weight": 1.0, "koleo_weight": 0.1},
+        "optim": {"layer_decay": 0.9, "patch_embed_lr_mult": 0.2, "momentum_teacher": 0.994},
+    },
 }
 
 

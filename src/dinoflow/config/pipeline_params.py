@@ -110,6 +110,26 @@ class CurationParams(_Params):
         return value
 
 
+class EmbedParams(_Params):
+    """``kedro run --pipeline embed``: a folder → embeddings (Parquet) + a nearest-neighbour index."""
+
+    source: str | None = None  # the folder of images to embed (required: --params embed.source=/path/to/images)
+    model: str = "models:/dinoflow-backbone@champion"  # registered version: models:/<name>@<alias> or .../<version>
+    output_dir: str  # embeddings.parquet, index.faiss, index.json: what python -m dinoflow.search --index reads
+    batch_size: int = Field(default=64, ge=1)  # images per forward pass
+    flush_every: int = Field(default=16, ge=1)  # batches per chunk saved: a killed run loses at most one chunk
+    index: Literal["auto", "exact", "ivf"] = "auto"  # auto: exact (IndexFlatIP) up to N x D = 5e7, IVF beyond
+    ingest_cache: str  # the folder's own ingest cache (the training data's cache stays as it is)
+    docs_root: str  # the folder's Great Expectations context and data docs
+
+    @field_validator("model")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if not value.startswith("models:/"):
+            raise ValueError(f"embed.model must be models:/<name>@<alias> or models:/<name>/<version>, got {value!r}")
+        return value
+
+
 class KubernetesParams(_Params):
     """Where and how big a training Job is when ``pretrain_launcher.kind`` is ``kubernetes``."""
 
@@ -168,6 +188,7 @@ class Gates(_Params):
     first_min_gain_over_random_init: float  # no champion yet: k-NN gain over the same net at init
     min_gain_over_raw_pixels: float | None = None  # k-NN gain over standardised raw pixels (null: no such gate)
     allow_label_set_change: bool = False  # promote over a champion trained for other class names (another domain)
+    min_share_of_teacher_knn: float | None = Field(default=None, gt=0.0)  # distilled: student / teacher k-NN top-1
 
 
 class PromoteParams(_Params):

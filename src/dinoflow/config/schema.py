@@ -123,7 +123,14 @@ class PretrainConfig(_Section):
     """The whole pretraining run; ``preset`` names the starting point it was resolved from."""
 
     preset: str = "custom"  # named starting point from pretrain_presets (demo, small, ci, vit_s16, vit_b16)
-    recipe: Literal["dino", "dinov2"] = "dino"  # dino, or dinov2 (iBOT + KoLeo + Sinkhorn-Knopp + LayerScale defaults)
+    # dinov2: iBOT + KoLeo + Sinkhorn-Knopp + LayerScale defaults; distill: those of DINOv2 §5 (needs distill_from).
+    recipe: Literal["dino", "dinov2", "distill"] = "dino"  # dino, dinov2 or distill (defaults: loading.RECIPES)
+    # Continual pretraining: a fresh run loads that backbone into student and teacher (heads start anew);
+    # a resumed run takes its weights from its checkpoint. pretrain.model.* must match the source's.
+    init_from: str | None = None  # warm start: models:/<name>@<alias>, models:/<name>/<version> or a run folder
+    # Distillation (DINOv2 §5): the trained backbone and heads there, frozen, give the targets; the configured
+    # model is the student (no masking, no drop path). Its head.out_dim must be the teacher's.
+    distill_from: str | None = None  # frozen teacher: models:/<name>@<alias>, models:/<name>/<version> or a run folder
     model: ModelConfig = ModelConfig()
     head: HeadConfig = HeadConfig()
     crops: CropsConfig = CropsConfig()
@@ -137,4 +144,9 @@ class PretrainConfig(_Section):
             raise ValueError("crops.local_size must not exceed crops.global_size")
         if self.optim.warmup_epochs > self.optim.epochs:
             raise ValueError("optim.warmup_epochs must not exceed optim.epochs")
+        if self.recipe == "distill" and self.distill_from is None:
+            raise ValueError(
+                "recipe 'distill' needs a teacher and distill_from is null: set it to models:/<name>@<alias> or a run"
+                " folder"
+            )
         return self

@@ -39,6 +39,7 @@ def decide(
     gates: Gates,
     random_init_knn_top1: float | None = None,
     raw_pixels_knn_top1: float | None = None,
+    teacher: Evidence | None = None,
 ) -> Decision:
     """Every gate is checked and reported, passed or not, so the record explains the decision.
 
@@ -47,6 +48,8 @@ def decide(
             only for the first promotion (no champion).
         raw_pixels_knn_top1: k-NN top-1 of standardised raw pixels on the same evaluation set;
             used by ``gates.min_gain_over_raw_pixels``.
+        teacher: the distillation teacher of a distilled challenger, scored on the same evaluation
+            set (``version`` is its ``<name>/<version>``); used by ``gates.min_share_of_teacher_knn``.
     """
     checks: list[tuple[bool, str]] = []
     if gates.require_validation_passed:
@@ -62,6 +65,8 @@ def decide(
         )
     if gates.min_gain_over_raw_pixels is not None:
         checks.append(_beats_raw_pixels(challenger.knn_top1, raw_pixels_knn_top1, gates.min_gain_over_raw_pixels))
+    if gates.min_share_of_teacher_knn is not None:
+        checks.append(_share_of_teacher(challenger.knn_top1, teacher, gates.min_share_of_teacher_knn))
     if champion is None:
         gain = challenger.knn_top1 - (random_init_knn_top1 if random_init_knn_top1 is not None else 0.0)
         checks.append((
@@ -118,3 +123,16 @@ def _beats_raw_pixels(ours: float, raw: float | None, min_gain: float) -> tuple[
         return False, "k-NN gain over raw pixels unknown (no raw-pixel score on this evaluation set)"
     gain = ours - raw
     return gain >= min_gain, f"k-NN gain over raw pixels {gain:+.4f} ({ours:.4f} vs {raw:.4f}, min {min_gain:+.4f})"
+
+
+def _share_of_teacher(ours: float, teacher: Evidence | None, min_share: float) -> tuple[bool, str]:
+    """A distilled student keeps at least ``min_share`` of its teacher's k-NN top-1 (DINOv2 §5);
+    a challenger that was not distilled has no teacher and passes."""
+    if teacher is None:
+        return True, "not distilled: no teacher to compare with (min_share_of_teacher_knn not applied)"
+    if teacher.knn_top1 <= 0:
+        return False, f"k-NN share of teacher {teacher.version} unknown: the teacher scores {teacher.knn_top1:.4f}"
+    share = ours / teacher.knn_top1
+    return share >= min_share, (
+        f"k-NN share of teacher {teacher.version} {share:.4f} ({ours:.4f} vs {teacher.knn_top1:.4f}, min {min_share:.4f})"
+    )

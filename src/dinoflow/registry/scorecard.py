@@ -56,8 +56,10 @@ def _gate_lines(tags: Mapping[str, str]) -> list[str]:
 
 def _lineage_line(tags: Mapping[str, str]) -> str:
     collapsed = "raised" if tags.get("collapsed") == "true" else "not raised"
+    parent = f"warm-started from `{tags['parent_model_version']}`, " if "parent_model_version" in tags else ""
+    parent += f"distilled from `{tags['distilled_from']}`, " if "distilled_from" in tags else ""
     return (
-        f"**Lineage**: run `{tags.get('run_id', 'unknown')}`, git `{tags.get('git_sha', 'unknown')[:10]}`, "
+        f"**Lineage**: {parent}run `{tags.get('run_id', 'unknown')}`, git `{tags.get('git_sha', 'unknown')[:10]}`, "
         f"config `{tags.get('config_hash', 'unknown')}`, evaluation protocol `{tags.get('evaluation_protocol', '?')}`; "
         f"collapse flag {collapsed}; ONNX export max abs diff {tags.get('onnx_max_abs_diff', '?')}."
     )

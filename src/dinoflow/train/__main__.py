@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as stopped:
         logging.getLogger("dinoflow.train").warning("%s", stopped)
         return EXIT_CODE
+    except ConfigError as err:  # e.g. a warm-start source of another architecture: retrying cannot help
+        print(f"error: {err}", file=sys.stderr)  # noqa: T201
+        return 2
     finally:
         if sink is not None:
             sink.close()

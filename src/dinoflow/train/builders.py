@@ -51,25 +51,25 @@ def backbone_from_files(folder: Path, weights: bool = True) -> tuple[nn.Module, 
     return backbone, cfg
 
 
-def build_student_teacher(cfg: PretrainConfig) -> tuple[DINOModel, DINOModel]:
-    backbone = build_backbone_from_config(cfg)
+def build_heads(cfg: PretrainConfig, num_features: int) -> tuple[DINOHead, DINOHead | None]:
+    """The DINO head and the iBOT patch head: its own when ``head.ibot_separate``, else the same
+    module; None without iBOT (``loss.ibot_weight`` 0)."""
     h = cfg.head
 
     def make_head() -> DINOHead:
-        return DINOHead(
-            backbone.num_features,
-            h.out_dim,
-            h.hidden_dim,
-            h.bottleneck_dim,
-            h.nlayers,
-            h.norm_last_layer,
-        )
+        return DINOHead(num_features, h.out_dim, h.hidden_dim, h.bottleneck_dim, h.nlayers, h.norm_last_layer)
 
     head = make_head()
     patch_head = None
     if cfg.loss.ibot_weight > 0:
         patch_head = make_head() if h.ibot_separate else head
-    student = DINOModel(backbone, head, patch_head)
+    return head, patch_head
+
+
+def build_student_teacher(cfg: PretrainConfig) -> tuple[DINOModel, DINOModel]:
+    """Student and EMA teacher; a distilling student (``distill_from``) has no drop path (DINOv2 §5)."""
+    backbone = build_backbone_from_config(cfg, drop_path=cfg.distill_from is None)
+    student = DINOModel(backbone, *build_heads(cfg, backbone.num_features))
     teacher = make_teacher(student)
     teacher.eval()  # no drop path in the teacher, as in DINO
     return student, teacher

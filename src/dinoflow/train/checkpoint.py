@@ -23,6 +23,9 @@ class CheckpointWriteError(OSError):
 
 
 BACKBONE_NAME = "teacher_backbone.safetensors"
+# The teacher's DINO head (and iBOT patch head when separate): what a distillation teacher's targets need.
+HEAD_NAME = "teacher_head.safetensors"
+HEAD_PREFIXES = ("head.", "patch_head.")
 
 
 def save_checkpoint(state: dict[str, Any], directory: Path, keep: int = 1) -> Path:
@@ -55,6 +58,11 @@ def teacher_backbone_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor
     """The teacher's backbone weights (what downstream users evaluate and deploy)."""
     prefix = "backbone."
     return {k[len(prefix) :]: v for k, v in checkpoint["teacher"].items() if k.startswith(prefix)}
+
+
+def teacher_head_state(teacher_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The teacher's head weights from its ``DINOModel`` state dict (``head.*``, ``patch_head.*``)."""
+    return {k: v for k, v in teacher_state.items() if k.startswith(HEAD_PREFIXES)}
 
 
 def export_teacher_backbone(backbone_state: dict[str, torch.Tensor], path: Path) -> Path:

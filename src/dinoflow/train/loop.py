@@ -1,12 +1,13 @@
 """The DINO training loop: one readable function, phases marked.
 
 - [0]: Caron et al., DINO, 2021, https://arxiv.org/abs/2104.14294 (Alg. 1)
-- [1]: Oquab et al., DINOv2, 2023, https://arxiv.org/abs/2304.07193 (KoLeo)
+- [1]: Oquab et al., DINOv2, 2023, https://arxiv.org/abs/2304.07193 (KoLeo; §5 distillation)
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -20,20 +21,22 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from dinoflow.config import PretrainConfig, scaled_lr, to_dict
+from dinoflow.config import ConfigError, PretrainConfig, scaled_lr, to_dict
 from dinoflow.data.loader import epoch_order, run_loader
 from dinoflow.data.masking import sample_batch_masks
 from dinoflow.data.shards import ShardReader
 from dinoflow.models.backbone import use_fused_attention
-from dinoflow.train import builders, sharding
+from dinoflow.train import builders, distill, sharding
 from dinoflow.train.budget import Calibration, iterations_for_budget, keep_calibrating, step_seconds
 from dinoflow.train.checkpoint import (
     BACKBONE_NAME,
     CHECKPOINT_NAME,
+    HEAD_NAME,
     export_teacher_backbone,
     load_checkpoint,
     save_checkpoint,
     teacher_backbone_state,
+    teacher_head_state,
 )
 from dinoflow.train.distributed import DistEnv, all_reduce_max, all_reduce_mean, ensure_process_group
 from dinoflow.train.health import teacher_health, warn_on_collapse
@@ -42,6 +45,7 @@ from dinoflow.train.preemption import Preempted, PreemptionFlag
 from dinoflow.train.schedules import Schedules
 from dinoflow.train.sinks import MetricsSink
 from dinoflow.train.step import NonFiniteLossError, StepResult, TrainParts, train_step
+from dinoflow.train.warm_start import RECORD_NAME, init_folder, warm_start
 
 __all__ = ["BatchStream", "NonFiniteLossError", "sample_seed", "step_seed", "train"]
 
@@ -104,11 +108,32 @@ class BatchStream:
         self._batches = None  # shuts the loader workers down
 
 
-def _build(cfg: PretrainConfig, env: DistEnv, device: torch.device, probe) -> TrainParts:
+def _frozen_teacher(cfg: PretrainConfig, folder: Path | None, student: nn.Module) -> nn.Module | None:
+    """The distillation teacher from ``folder`` (None: no distillation); refused under FSDP."""
+    if folder is None:
+        return None
+    if cfg.run.parallelism == "fsdp":
+        raise ConfigError(
+            f"pretrain.distill_from={cfg.distill_from!r} with run.parallelism='fsdp': distillation runs under ddp "
+            "only (the frozen teacher is not sharded yet); set pretrain.run.parallelism: ddp"
+        )
+    distill.prepare_student(student)
+    return distill.load_teacher(folder, cfg)
+
+
+def _build(
+    cfg: PretrainConfig, env: DistEnv, device: torch.device, probe, init: Path | None, teacher_dir: Path | None = None
+) -> tuple[TrainParts, dict[str, str] | None]:
+    """The networks, optimizer and losses; with ``init``, warm-started (returns the warm-start record);
+    with ``teacher_dir``, with the frozen distillation teacher read from there."""
     student, teacher = builders.build_student_teacher(cfg)
+    # Before DDP broadcasts rank 0's weights and FSDP shards them; every rank reads the same files.
+    record = warm_start(student, teacher, init, cfg) if init is not None else None
+    frozen = _frozen_teacher(cfg, teacher_dir, student)
     student, teacher = student.to(device), teacher.to(device)
+    frozen = frozen.to(device) if frozen is not None else None
     if cfg.model.fused_attn is None:
-        for network in (student, teacher):
+        for network in (student, teacher, *([frozen] if frozen is not None else [])):
             use_fused_attention(network, device.type == "cuda")
     dino_loss, ibot_loss = builders.build_losses(cfg)
     if cfg.run.compile:  # in place, per block: parameter names (and checkpoints) stay unchanged
@@ -131,8 +156,8 @@ def _build(cfg: PretrainConfig, env: DistEnv, device: torch.device, probe) -> Tr
     optimizer = build_optimizer(student, len(student.backbone.blocks), m.layer_decay, m.patch_embed_lr_mult)
     return TrainParts(
         cfg, device, student, teacher, model, optimizer, dino_loss.to(device),
-        ibot_loss.to(device) if ibot_loss is not None else None,
-    )  # fmt: skip
+        ibot_loss.to(device) if ibot_loss is not None else None, frozen,
+    ), record  # fmt: skip
 
 
 def _calibrate(
@@ -178,8 +203,10 @@ def train(
 ) -> dict:
     """Pretrain on the train split of the dataset in ``dataset_dir``; checkpoints go to ``output_dir``.
 
-    Resumes from ``output_dir/checkpoint.pt`` when present. With ``optim.time_budget_minutes`` a
-    fresh run first calibrates its iteration count (``_calibrate``). Returns a summary dict.
+    Resumes from ``output_dir/checkpoint.pt`` when present; a fresh run with ``init_from`` first
+    loads that backbone into student and teacher (``warm_start``; its record: ``warm_start.json``).
+    With ``optim.time_budget_minutes`` a fresh run first calibrates its iteration count
+    (``_calibrate``). Returns a summary dict.
 
     Args:
         preemption: when it reports a SIGTERM, checkpoint and raise ``Preempted``.
@@ -195,9 +222,22 @@ def train(
         raise ValueError(
             f"optim.batch_size_per_rank={batch} x {env.world_size} ranks exceeds the {len(images)} training images"
         )
-    parts = _build(cfg, env, device, probe)
-    student, teacher, optimizer = parts.student, parts.teacher, parts.optimizer
     fsdp = cfg.run.parallelism == "fsdp"
+    # A resumed run's checkpoint holds every weight: the warm start is for a run's first start only.
+    resuming = (output_dir / (sharding.SHARDED_CHECKPOINT_NAME if fsdp else CHECKPOINT_NAME)).exists()
+    if resuming and cfg.init_from is not None:
+        log.info("resuming from the checkpoint in %s: the warm start from %s is not applied again", output_dir,
+                 cfg.init_from)  # fmt: skip
+    teacher_dir = distill.teacher_folder(cfg, output_dir)  # resumed too: the frozen teacher is not checkpointed
+    parts, record = _build(
+        cfg, env, device, probe, None if resuming else init_folder(cfg.init_from, output_dir), teacher_dir
+    )
+    if record is not None and env.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n")
+    if parts.distill_teacher is not None and env.is_main:
+        distill.write_record(output_dir, parts.distill_teacher, parts.student, cfg, teacher_dir)
+    student, teacher, optimizer = parts.student, parts.teacher, parts.optimizer
     stream = BatchStream(images, cfg, env, device, student.backbone.patch_embed.patch_size[0])
     peak_lr = scaled_lr(cfg.optim.base_lr, batch, env.world_size)
     networks = {"student": student, "teacher": teacher}
@@ -207,10 +247,10 @@ def train(
 
     # --- resume (a budgeted run keeps the iteration count it calibrated) -----------------
     start_iter, calibration = 0, None
-    if fsdp and (output_dir / sharding.SHARDED_CHECKPOINT_NAME).exists():
+    if fsdp and resuming:
         start_iter = sharding.load_sharded(networks, optimizer, loss_state, output_dir)["iteration"]
         log.info("resumed from %s at iteration %d", output_dir / sharding.SHARDED_CHECKPOINT_NAME, start_iter)
-    elif not fsdp and (output_dir / CHECKPOINT_NAME).exists():
+    elif resuming:
         state = load_checkpoint(output_dir / CHECKPOINT_NAME)
         parts.load_state(state)
         start_iter = state["iteration"]
@@ -285,8 +325,13 @@ def train(
         if env.is_main:
             save_checkpoint({**full, "iteration": total, **run_state}, output_dir)
             export_teacher_backbone(teacher_backbone_state(full), output_dir / BACKBONE_NAME)
+            export_teacher_backbone(teacher_head_state(full["teacher"]), output_dir / HEAD_NAME)
     elif env.is_main:
         export_teacher_backbone(teacher.backbone.state_dict(), output_dir / BACKBONE_NAME)
+        # The heads too, so that this run (or its registered version) can teach a distillation.
+        export_teacher_backbone(teacher_head_state(teacher.state_dict()), output_dir / HEAD_NAME)
+    if parts.distill_teacher is not None and env.is_main:  # proof that the teacher stayed frozen
+        distill.write_record(output_dir, parts.distill_teacher)
     return {
         "iterations": total,
         "loop_seconds": time.perf_counter() - train_started,  # this process's iterations (not setup)

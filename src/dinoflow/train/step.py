@@ -2,7 +2,8 @@
 DINO (+ KoLeo, + iBOT) loss, backward, per-parameter clipping, AdamW, teacher EMA.
 
 - [0]: Caron et al., DINO, 2021, https://arxiv.org/abs/2104.14294 (Alg. 1, §3.1)
-- [1]: Oquab et al., DINOv2, 2023, https://arxiv.org/abs/2304.07193 (KoLeo, iBOT patch loss)
+- [1]: Oquab et al., DINOv2, 2023, https://arxiv.org/abs/2304.07193 (KoLeo, iBOT patch loss;
+  §5 distillation: a frozen teacher, no student masking, iBOT on every global-crop patch)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dinoflow.losses.ibot_loss import IBOTPatchLoss
 from dinoflow.losses.koleo_loss import koleo_loss
 from dinoflow.models.teacher import update_teacher
 from dinoflow.train import failpoints
+from dinoflow.train.distill import all_patches
 from dinoflow.train.health import clip_gradients
 from dinoflow.train.optim import apply_schedules
 from dinoflow.train.schedules import Schedules
@@ -32,7 +34,8 @@ class NonFiniteLossError(RuntimeError):
 @dataclass
 class TrainParts:
     """What a step needs: the networks (``model`` is the student, DDP-wrapped when distributed),
-    the optimizer and the losses (their centres are state)."""
+    the optimizer and the losses (their centres are state). ``distill_teacher``, when distilling,
+    is the frozen teacher whose outputs are the targets; ``teacher`` stays the student's EMA."""
 
     cfg: PretrainConfig
     device: torch.device
@@ -42,6 +45,7 @@ class TrainParts:
     optimizer: torch.optim.Optimizer
     dino_loss: DINOLoss
     ibot_loss: IBOTPatchLoss | None
+    distill_teacher: nn.Module | None = None  # frozen: rebuilt from its files, never checkpointed
 
     def state(self) -> dict:
         """Everything a step changes, for checkpoints (and for undoing calibration steps)."""
@@ -85,15 +89,19 @@ def train_step(
 
     Args:
         crops: [2 global (B, 3, G, G), then local (B, 3, L, L)...] normalised views.
-        masks: (2B, h*w) bool iBOT masks of the global crops, or None.
+        masks: (2B, h*w) bool iBOT masks of the global crops, or None. When distilling they are
+            replaced by all-True masks and the student sees every patch (DINOv2 §5).
     """
     cfg, batch = parts.cfg, crops[0].shape[0]
+    distilling = parts.distill_teacher is not None
+    if distilling and parts.ibot_loss is not None:
+        masks = all_patches(crops[0], parts.student.backbone.patch_embed.patch_size[0])
     apply_schedules(parts.optimizer, schedules.lr[it], schedules.weight_decay[it], schedules.last_layer_lr_scale[it])
     teacher_temp = float(schedules.teacher_temp[it])
     with _autocast(parts.device, cfg.run.precision):
         with torch.no_grad():
-            teacher_out = parts.teacher(crops[:2], masks, apply_masks=False)
-        student_out = parts.model(crops, masks)
+            teacher_out = (parts.distill_teacher if distilling else parts.teacher)(crops[:2], masks, apply_masks=False)
+        student_out = parts.model(crops, masks, apply_masks=not distilling)
         losses = {
             "loss_dino": parts.dino_loss(student_out.cls_logits, teacher_out.cls_logits, teacher_temp, len(crops))
         }

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,14 @@ from dinoflow.config.pipeline_params import LauncherParams, TunedParams
 from dinoflow.launch.local import run_process, training_command
 from dinoflow.launch.manifests import job_name, render_training_job, write_manifests
 from dinoflow.launch.remote import remote_result
+from dinoflow.registry.mlflow_registry import download_backbone_files, registered_version
 from dinoflow.run_summary import pretrain_line
 from dinoflow.tracking import mlflow_run
 from dinoflow.tracking.mlflow_sink import PENDING_NAME, read_pending
+from dinoflow.train.checkpoint import BACKBONE_NAME
+from dinoflow.train.distill import KEY as DISTILL_KEY
+from dinoflow.train.distill import TEACHER_DIR, TEACHER_FILES
+from dinoflow.train.warm_start import INIT_DIR, INIT_FILES, require_backbone_files
 
 log = logging.getLogger(__name__)
 K8S_BASE = Path("k8s") / "base"  # the kustomize base the Kubernetes launcher renders from
@@ -70,11 +77,59 @@ def tuned_overrides(tuned: TunedParams) -> list[str]:
     return [f"{key}={value}" for key, value in record["overrides"].items()]
 
 
-def run_key(config: dict[str, Any], dataset_fingerprint: str, code: str = "") -> str:
-    """Checkpoint directory name: same config, data and training code → same directory → resume
-    an interrupted run or reuse a finished one."""
-    payload = json.dumps({"config": config, "data": dataset_fingerprint, "code": code}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+def run_key(config: dict[str, Any], dataset_fingerprint: str, code: str = "", init_weights: str = "") -> str:
+    """Checkpoint directory name: same config, data, training code and warm-start weights (their
+    sha256; "" for a cold start) → same directory → resume an interrupted run or reuse a finished
+    one. The weights count, not only ``init_from``: ``@champion`` moves between runs."""
+    payload = {"config": config, "data": dataset_fingerprint, "code": code, "init": init_weights}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def init_source(
+    init_from: str, workdir: Path, files: tuple[str, ...] = INIT_FILES, key: str = "pretrain.init_from"
+) -> tuple[Path, dict[str, str]]:
+    """The folder holding the warm-start source's backbone files (a registered version's are
+    downloaded into ``workdir``) and its lineage tags: ``parent_model_version`` (``<name>/<version>``,
+    or the folder as given) and ``parent_weights_sha256``. ``files`` and ``key``: what the folder must
+    hold and the config key its error names (a distillation teacher needs its heads too)."""
+    if init_from.startswith("models:/"):
+        version = registered_version(init_from)
+        folder, parent = download_backbone_files(version, workdir), f"{version.name}/{version.version}"
+    else:
+        folder, parent = Path(init_from), init_from
+    require_backbone_files(folder, init_from, files, key)
+    with (folder / BACKBONE_NAME).open("rb") as f:
+        weights_sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+    return folder, {"parent_model_version": parent, "parent_weights_sha256": weights_sha256}
+
+
+def stage_init(source: Path, output_dir: Path, subdir: str = INIT_DIR, files: tuple[str, ...] = INIT_FILES) -> Path:
+    """Copy the source's ``files`` (``config.yaml`` and weights) into ``<output_dir>/<subdir>``, where
+    the training process reads them (pods too: the run folder is on the checkpoints claim). Done once
+    per run folder; the copy is renamed into place whole, so a present folder is complete."""
+    staged = output_dir / subdir
+    if not staged.is_dir():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=f".{subdir}-", dir=output_dir))
+        for name in files:
+            shutil.copyfile(source / name, partial / name)
+        partial.rename(staged)
+    return staged
+
+
+def _sources(cfg, workdir: Path) -> tuple[dict[str, str], list[tuple[Path, str, tuple[str, ...]]]]:
+    """Lineage tags and the (folder, subdir, files) to stage of the warm-start source and of the
+    distillation teacher; the teacher's tags are ``distilled_from`` and ``teacher_weights_sha256``."""
+    lineage, sources = {}, []
+    if cfg.init_from is not None:  # continual pretraining: the process reads <run folder>/init
+        folder, lineage = init_source(cfg.init_from, workdir / INIT_DIR)
+        sources.append((folder, INIT_DIR, INIT_FILES))
+    if cfg.distill_from is not None:  # distillation: the process reads its frozen teacher in <run folder>/teacher
+        folder, teacher = init_source(cfg.distill_from, workdir / TEACHER_DIR, TEACHER_FILES, DISTILL_KEY)
+        lineage |= {"distilled_from": teacher["parent_model_version"],
+                    "teacher_weights_sha256": teacher["parent_weights_sha256"]}  # fmt: skip
+        sources.append((folder, TEACHER_DIR, TEACHER_FILES))
+    return lineage, sources
 
 
 def pretrain_node(
@@ -90,16 +145,24 @@ def pretrain_node(
         ``{"output_dir", "checkpoint", "config", "config_hash", "summary", "mlflow_run_id"}`` and the
         training curve. With ``pretrain_launcher.kind: kubernetes`` the pods write to the checkpoints
         claim; when it is not mounted at ``output_root`` here (or after a dry run), the result names
-        the checkpoint's location on the claim and the Job instead, and the curve is empty.
+        the checkpoint's location on the claim and the Job instead, and the curve is empty. With
+        ``pretrain.init_from``, both also hold ``parent_model_version`` and ``parent_weights_sha256``
+        (tags of the MLflow run too); with ``pretrain.distill_from``, ``distilled_from`` and
+        ``teacher_weights_sha256``.
     """
     cfg = resolve_config(pretrain, presets, tuned_overrides(tuned) if tuned is not None else ())
     config = to_dict(cfg)
-    key = run_key(config, dataset_index["fingerprint"], training_code_fingerprint())
-    output_dir = Path(launcher.output_root) / key
+    with tempfile.TemporaryDirectory(prefix="dinoflow-init-") as workdir:
+        lineage, sources = _sources(cfg, Path(workdir))
+        weights = lineage.get("parent_weights_sha256", "") + lineage.get("teacher_weights_sha256", "")
+        key = run_key(config, dataset_index["fingerprint"], training_code_fingerprint(), weights)
+        output_dir = Path(launcher.output_root) / key
+        for source, subdir, files in sources:
+            stage_init(source, output_dir, subdir, files)
     config_path = save_config(cfg, output_dir / "config.yaml")
     mlflow_run.log_params(config, prefix="pretrain.")
     mlflow_run.log_artifact(config_path, "config")
-    mlflow_run.set_tags({"config_hash": key, "preset": cfg.preset})
+    mlflow_run.set_tags({"config_hash": key, "preset": cfg.preset, **lineage})
     mlflow_run.name_run(cfg.preset, key)
     mlflow_run.log_dataset("training", "train", dataset_index["fingerprint"], dataset_index["dir"])
 
@@ -114,7 +177,7 @@ def pretrain_node(
     elif launcher.kind == "kubernetes":
         job = None if rendered_only else launch_on_kubernetes(launcher, key, config_path)
         if job is None or not summary_path.exists():
-            result = remote_result(launcher, key, job, mlflow_run.child_process_env()["MLFLOW_RUN_ID"])
+            result = {**remote_result(launcher, key, job, mlflow_run.child_process_env()["MLFLOW_RUN_ID"]), **lineage}
             if job is not None:
                 log.warning("the checkpoint is at %s; mount that claim at %s where the pipeline runs (the "
                             "scheduled overlay does) for evaluation to read it", result["checkpoint"],
@@ -138,6 +201,7 @@ def pretrain_node(
         "config_hash": key,
         "summary": json.loads(summary_path.read_text()),
         "mlflow_run_id": mlflow_run.child_process_env()["MLFLOW_RUN_ID"],
+        **lineage,  # register tags the version with it
     }
     mlflow_run.add_to_description([pretrain_line(cfg.preset, mlflow_run.data_name(), key, result["summary"])])
     return result, training_curve(output_dir / "metrics.jsonl")

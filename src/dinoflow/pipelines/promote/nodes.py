@@ -22,6 +22,7 @@ from dinoflow.registry.mlflow_registry import (
     CHAMPION,
     download_backbone_files,
     record_decision,
+    registered_version,
     version_by_alias,
 )
 from dinoflow.run_summary import promotion_lines
@@ -34,10 +35,33 @@ log = logging.getLogger(__name__)
 def _score(version, dataset_index, evaluate: EvaluateParams, workdir: Path, random_init: bool = False) -> dict:
     """Rebuild a registered version from its ``backbone_files`` and score it (k-NN, segmentation)."""
     files = download_backbone_files(version, workdir / f"v{version.version}")
+    return _score_files(files, dataset_index, evaluate, f"v{version.version}", random_init)
+
+
+def _score_files(files: Path, dataset_index, evaluate: EvaluateParams, name: str, random_init: bool = False) -> dict:
+    """Score the backbone a folder of ``config.yaml`` + weights describes (a version's files or a run folder)."""
     backbone, cfg = backbone_from_files(files, weights=not random_init)
     settings = eval_settings(evaluate, cfg.crops.global_size)
-    name = f"v{version.version}" + (" random init" if random_init else "")
+    name += " random init" if random_init else ""
     return score_backbone(backbone, eval_set(dataset_index, settings), settings, name, linear=False)
+
+
+def _teacher(challenger, dataset_index, evaluate: EvaluateParams) -> tuple[Evidence, dict] | None:
+    """The distillation teacher of a distilled challenger (its ``distilled_from`` tag: ``<name>/<version>``
+    or a run folder) and its scores on this evaluation set (recorded or re-scored); None if not distilled."""
+    source = challenger.tags.get("distilled_from")
+    if source is None:
+        return None
+    name, _, number = source.rpartition("/")
+    registered = bool(name) and number.isdigit() and not Path(source).is_dir()
+    with tempfile.TemporaryDirectory() as tmp:
+        if registered:
+            version = registered_version(f"models:/{source}")
+            scores = _recorded(version, dataset_index["fingerprint"], evaluation_protocol(evaluate))
+            scores = scores or _score(version, dataset_index, evaluate, Path(tmp))
+        else:
+            scores = _score_files(Path(source), dataset_index, evaluate, source)
+    return Evidence(source, scores["knn"]["top1"], scores.get("seg"), True, False), scores
 
 
 def _recorded(version, fingerprint: str, protocol: str, random_init: bool = False) -> dict | None:
@@ -119,6 +143,9 @@ def promote_node(
         mlflow_run.add_to_description(promotion_lines(unchanged))
         return unchanged
     scores, origin = _scores(challenger, champion, dataset_index, evaluate)
+    teacher = _teacher(challenger, dataset_index, evaluate) if promote.gates.min_share_of_teacher_knn else None
+    if teacher is not None:
+        scores["teacher"], origin["teacher"] = teacher[1], teacher[0].version
     log.info("scores: %s", ", ".join(f"{role} {how}" for role, how in origin.items()))
     decision = decide(
         _evidence(challenger, scores["challenger"]),
@@ -130,6 +157,7 @@ def promote_node(
             if promote.gates.min_gain_over_raw_pixels is not None
             else None
         ),
+        teacher=teacher[0] if teacher is not None else None,
     )
     record_decision(
         name,

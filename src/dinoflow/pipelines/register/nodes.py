@@ -24,12 +24,13 @@ from dinoflow.run_summary import registration_line
 from dinoflow.tracking import mlflow_run
 from dinoflow.tracking.mlflow_run import metric_name
 from dinoflow.train.builders import build_backbone_from_config
-from dinoflow.train.checkpoint import BACKBONE_NAME
+from dinoflow.train.checkpoint import BACKBONE_NAME, HEAD_NAME
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 log = logging.getLogger(__name__)
+LINEAGE_TAGS = ("parent_model_version", "parent_weights_sha256", "distilled_from", "teacher_weights_sha256")
 
 
 def register_node(
@@ -78,7 +79,9 @@ def register_node(
             "preset": cfg.preset,
             **onnx_check,
         }
-        files = [Path(pretrain_result["config"]), weights, onnx_path]
+        # The heads make the version usable as a distillation teacher (runs before they were exported lack them).
+        head = Path(pretrain_result["output_dir"]) / HEAD_NAME
+        files = [Path(pretrain_result["config"]), weights, onnx_path, *([head] if head.is_file() else [])]
         # Served images are prepared as evaluation saw this dataset's images (stored, then viewed).
         preprocessing = ImagePreprocessing.of_dataset(dataset_index["settings"], size)
         registration = register_backbone(
@@ -134,6 +137,9 @@ def _version_tags(
         "validation_status": "passed" if validation_report["success"] else "failed",
         "collapsed": str(bool(summary.get("collapse_uniform") or summary.get("collapse_one_prototype"))).lower(),
         "run_id": mlflow_run.active_run_id(),
+        # Continual pretraining: the version it was warm-started from (<name>/<version>, or a run folder).
+        # Distillation: the teacher's version (distilled_from) and weights.
+        **{k: pretrain_result[k] for k in LINEAGE_TAGS if k in pretrain_result},
         **{
             f"metric.{k}": f"{v:.6f}" for k, v in metrics.items() if k.startswith(("knn_top", "linear_top", "seg_miou"))
         },

@@ -54,6 +54,9 @@ def tune_node(
 ) -> dict[str, Any]:
     """Returns the study summary (``data/08_reporting/tuning_summary.json``)."""
     base = to_dict(resolve_config(pretrain, presets))
+    if base["init_from"] is not None:  # trials are short runs from scratch; a warm start is not staged for each
+        log.info("tuning trials start cold: pretrain.init_from=%s applies to `kedro run` only", base["init_from"])
+        base["init_from"] = None
     mlflow_run.set_tags({"optuna.study": tune.study_name, "optuna.storage": mlflow_run.redact(tune.storage)})
     prepare_study(base, tune)  # tables and the baseline trial exist before the workers race for them
     with tempfile.TemporaryDirectory() as tmp:
