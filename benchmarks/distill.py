@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +39,9 @@ from dinoflow.train.distributed import DistEnv
 from dinoflow.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from quality_common import machine  # noqa: E402
+
 PRESETS = yaml.safe_load((ROOT / "conf" / "base" / "parameters_pretrain.yml").read_text())["pretrain_presets"]
 STUDENT_MODEL = {"embed_dim": 64, "depth": 2, "num_heads": 2}
 EVALUATE = EvaluateParams(knn_k=20, knn_ks=[20], knn_temperature=0.07, linear_epochs=1, segmentation_epochs=1,
@@ -122,8 +125,9 @@ def main() -> None:
         "student_speedup_over_teacher": round(s["images_per_s"] / t["images_per_s"], 2),
         "student_params_share": round(s["backbone_params"] / t["backbone_params"], 4),
     }
-    record = {"args": {k: v for k, v in vars(args).items() if k != "output"}, "machine": platform.processor() or platform.machine(),
-              "threads": torch.get_num_threads(), "runs": results, **summary}  # fmt: skip
+    # The CPU kind and its bf16/fp32 GEMM peaks measured now: speed figures mean little without them.
+    record = {"args": {k: v for k, v in vars(args).items() if k != "output"}, "machine": machine(), "runs": results,
+              **summary}  # fmt: skip
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))  # noqa: T201
