@@ -25,7 +25,6 @@ import argparse
 import json
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ from dinoflow.train.builders import build_backbone_from_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fashion_mnist import DatasetUnavailable, write_folder  # noqa: E402
-from quality_common import PARAMS, RESULTS, machine  # noqa: E402
+from quality_common import PARAMS, RESULTS, in_own_process, machine  # noqa: E402
 
 THRESHOLDS = (0.85, 0.9, 0.93, 0.95, 0.96, 0.965, 0.97, 0.98)
 
@@ -144,13 +143,10 @@ def scale_point(n: int, variants: int = 16, dim: int = 64) -> dict:
 def scaling(sizes: list[int]) -> list[dict]:
     points = []
     for n in sizes:
-        run = subprocess.run([sys.executable, __file__, "--scale-one", str(n)], capture_output=True, text=True)
-        if run.returncode:
-            points.append({"n": n, "failed": run.stderr[-2000:]})
-            print(f"N = {n:,}: failed\n{run.stderr[-2000:]}")
+        p = in_own_process(__file__, "--scale-one", n)
+        points.append(p)
+        if "failed" in p:
             continue
-        points.append(json.loads(run.stdout.strip().splitlines()[-1]))
-        p = points[-1]
         print(
             f"N = {n:,}: {p['seconds']} s, peak {p['peak_memory_gb']} GB (embeddings {p['embeddings_gb']} GB), removed {p['removed']}"
         )

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ from dinoflow.registry.image_model import ImageEmbedder
 from dinoflow.train.builders import build_backbone_from_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality_common import PARAMS, RESULTS, machine  # noqa: E402
+from quality_common import PARAMS, RESULTS, in_own_process, machine  # noqa: E402
 
 DIM, QUERIES, BATCH_QUERIES, K = 128, 100, 1000, 10
 
@@ -119,13 +118,10 @@ def index_point(n: int, seed: int = 0) -> dict:
 def index_scaling(sizes: list[int]) -> list[dict]:
     points = []
     for n in sizes:
-        run = subprocess.run([sys.executable, __file__, "--index-one", str(n)], capture_output=True, text=True)
-        if run.returncode:
-            points.append({"n": n, "failed": run.stderr[-2000:]})
-            print(f"N = {n:,}: failed\n{run.stderr[-2000:]}")
+        p = in_own_process(__file__, "--index-one", n)
+        points.append(p)
+        if "failed" in p:
             continue
-        points.append(json.loads(run.stdout.strip().splitlines()[-1]))
-        p = points[-1]
         for kind in ("exact", "ivf"):
             k = p[kind]
             print(f"N = {n:,} {kind:5s}: build {k['build_s']} s, query {k['query_ms_median']} ms, "

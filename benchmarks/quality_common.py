@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -57,3 +58,13 @@ def score_on(backbone: nn.Module, dataset: Path, settings: EvalSettings, linear:
     )
     scores = score_backbone(backbone, data, settings, "supervised", linear=linear)
     return {"knn_top1": scores["knn"]["top1"], **({"linear_top1": scores["linear"]} if linear else {})}
+
+
+def in_own_process(script: str, flag: str, n: int) -> dict:
+    """``python script flag n`` in a fresh process, so the peak memory it reports is its own: the
+    JSON of its last stdout line, or ``{"n", "failed"}`` with the end of its stderr."""
+    run = subprocess.run([sys.executable, script, flag, str(n)], capture_output=True, text=True)
+    if run.returncode:
+        print(f"N = {n:,}: failed\n{run.stderr[-2000:]}")  # noqa: T201
+        return {"n": n, "failed": run.stderr[-2000:]}
+    return json.loads(run.stdout.strip().splitlines()[-1])
