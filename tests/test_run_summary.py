@@ -23,3 +23,5 @@ def test_pretrain_registration_and_promotion_lines():
     assert registration_line(registration) == "Registered model: m version 2 alias @challenger → models:/m@challenger"
     promotion = {"challenger": "2", "decision": "rejected", "champion": "1", "reasons": ["k-NN worse", "ok"]}
     assert promotion_lines(promotion) == ["Promotion: v2 rejected -> @champion is v1", "  - k-NN worse", "  - ok"]
+    first = {"challenger": "1", "decision": "rejected", "champion": None, "reasons": []}
+    assert promotion_lines(first) == ["Promotion: v1 rejected -> no @champion yet"]

@@ -46,5 +46,6 @@ def registration_line(r: Mapping[str, Any]) -> str:
 
 def promotion_lines(p: Mapping[str, Any]) -> list[str]:
     """The decision and each gate's reason."""
-    head = f"Promotion: v{p['challenger']} {p['decision']} -> @champion is v{p.get('champion')}"
+    champion = f"@champion is v{p['champion']}" if p.get("champion") else "no @champion yet"
+    head = f"Promotion: v{p['challenger']} {p['decision']} -> {champion}"
     return [head] + [f"  - {reason}" for reason in p.get("reasons", [])]
