@@ -32,7 +32,7 @@ demo: install  ## run the default pipeline on the embedded synthetic data (demo 
 
 # One worker per core, a test file per worker at a time (its module fixtures are built once);
 # each worker computes on one thread (tests/conftest.py). On a fresh clone with 2 AMD EPYC cores:
-# 345 tests in 10:34, 12:38 with the install.
+# 390 tests in 11:58, 14:14 with the install.
 test: install browser  ## run the whole test suite, end-to-end `kedro run` included
 	$(BIN)/pytest -n auto --dist loadfile
 
