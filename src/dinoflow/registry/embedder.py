@@ -58,4 +58,4 @@ def load_embedder(uri: str, destination: Path) -> VersionEmbedder:
         size = cfg.crops.global_size
         return VersionEmbedder(image_model.ImageEmbedder(backbone, ImagePreprocessing(size, size)), pinned)
     # The flavour's own loader (MLflow's loader_module entry point): what `mlflow models serve` runs.
-    return VersionEmbedder(image_model._load_pyfunc(folder), pinned)  # noqa: SLF001
+    return VersionEmbedder(image_model.load_embedder(folder), pinned)

@@ -167,12 +167,16 @@ def _encoded_bytes(value: Any, row: int, rows: int) -> bytes:
     )
 
 
-def _load_pyfunc(data_path: str) -> ImageEmbedder:
-    """MLflow's entry point for the ``python_function`` flavour (``loader_module``)."""
+def load_embedder(data_path: str | Path) -> ImageEmbedder:
+    """The image embedder saved in a model's pyfunc data folder (``config.yaml``, the weights and
+    ``preprocessing.json``)."""
     folder = Path(data_path)
     backbone, _ = backbone_from_files(folder)
     spec = json.loads((folder / PREPROCESSING_FILE).read_text())
     return ImageEmbedder(backbone, ImagePreprocessing(**{**spec, "background": tuple(spec["background"])}))
+
+
+_load_pyfunc = load_embedder  # the name MLflow's loader_module contract calls
 
 
 def example_images(size: int) -> pd.DataFrame:
