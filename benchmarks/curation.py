@@ -8,15 +8,16 @@ images removed, and whether pretraining on the curated set beats the uncurated o
    the pixel embedding with and without crop variants, and a random-init backbone (the demo
    preset's ViT), over a grid of thresholds: share of planted copies removed per kind, share of
    distinct images removed, share of planted val copies removed.
-2. ``--pretrain``: a skewed, duplicated generated set (class sizes 8:4:2:1:..., every image of the
-   big classes copied once more) trained through ``kedro run`` with and without
+2. ``--pretrain``: a duplicated generated set trained through ``kedro run`` with and without
    ``curation.enabled`` at the same time budget, k-NN on the same val split, per seed.
+   ``--scenario bursts`` (default): half the folder is near-copies of 16 images; ``skewed``: class
+   sizes 8:4:2:1:..., every image of the big classes copied once more (``curation_pretrain.py``).
 
 3. ``--scale``: embeddings → curation decisions for N = 10k, 100k and 1M random embeddings (64
    dims, 16 variants each as the pixel embedding has, 1% planted copies, 10% val), balanced
    sampling to half; wall time and peak memory, each N in its own process.
 
-    python benchmarks/curation.py [--pretrain] [--minutes 2] [--seeds 0 1] [--scale]
+    python benchmarks/curation.py [--pretrain] [--scenario bursts|skewed] [--minutes 2] [--seeds 0 1] [--scale]
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pretrain", action="store_true", help="also pretrain on curated vs uncurated data")
+    parser.add_argument("--scenario", choices=["bursts", "skewed"], default="bursts", help="the --pretrain folder")
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--scale", action="store_true", help="time and memory for 10k, 100k and 1M embeddings")
@@ -190,7 +192,7 @@ def main() -> None:
         if args.pretrain:
             from curation_pretrain import compare  # noqa: PLC0415
 
-            results["pretrain"] = compare(Path(tmp), args.minutes, args.seeds)
+            results["pretrain"] = compare(Path(tmp), args.minutes, args.seeds, args.scenario)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.out}")

@@ -1,13 +1,19 @@
 """Pretraining on curated vs uncurated data at the same time budget (``curation.py --pretrain``).
 
-The folder: the demo generator's shapes (64 px, demo settings) with a skewed class distribution
-(sizes halve from 480 down to 60) and one near-copy (re-encoded, resized, cropped or colour-cast)
-of every training image of the two largest classes; val stays balanced (50 per class). Each seed
-runs ``kedro run`` with the ``small`` preset and the same training budget on the folder as is,
-curated (``curation.enabled=true``: near-duplicates and val copies removed), and curated then
-balanced-sampled to ``SAMPLED_SHARE`` of what is left. Every teacher is then scored with the
-evaluate node's k-NN against the same memory bank (the uncurated training split, as packed by the
-first run) and the same val split, so the figures compare backbones, not k-NN banks.
+Two folders of the demo generator's shapes (64 px, demo settings), val balanced in both:
+
+- ``bursts`` (default): 150 distinct training images per class, and 75 near-copies (re-encoded,
+  resized, cropped or colour-cast) of each of 8 images of each of the two first classes: half the
+  folder is copies of 16 images, as in folders filled from video frames, burst shots or
+  re-posted pictures. Arms: as is, and deduplicated (``curation.enabled=true``).
+- ``skewed``: class sizes halving from 480 down to 60, and one near-copy of every training image
+  of the two largest classes. Arms: as is, deduplicated, and deduplicated then balanced-sampled to
+  ``SAMPLED_SHARE`` of what is left.
+
+Each seed runs ``kedro run`` with the ``small`` preset and the same training budget per arm. Every
+teacher is then scored with the evaluate node's k-NN against the same memory bank (the uncurated
+training split, as packed by the first run) and the same val split, so the figures compare
+backbones, not k-NN banks.
 """
 
 from __future__ import annotations
@@ -26,16 +32,33 @@ from quality_common import score_on
 
 CLASS_SIZES = (480, 240, 120, 60, 60, 60, 60, 60)
 SAMPLED_SHARE = 0.6
+BURST_CLASSES, BURST_IMAGES_PER_CLASS, COPIES_PER_BURST, DISTINCT_PER_CLASS = 2, 8, 75, 150
 DEMO_LOOK = {"clutter_strokes": 1, "texture_strength": 0.1, "background_noise": 0.03, "min_contrast": 0.3,
              "light_objects": True, "min_scale": 0.2, "max_scale": 0.45, "position_jitter": 1.0}  # fmt: skip
 
 
-def skewed_duplicated_folder(root: Path, seed: int = 0) -> dict:
-    spec = SyntheticSpec(num_classes=len(CLASS_SIZES), train_per_class=max(CLASS_SIZES), val_per_class=50,
+def _generated_folder(root: Path, train_per_class: int, val_per_class: int, seed: int) -> Path:
+    spec = SyntheticSpec(num_classes=len(CLASS_SIZES), train_per_class=train_per_class, val_per_class=val_per_class,
                          image_size=64, seed=seed, **DEMO_LOOK)  # fmt: skip
     generate(spec, root / "generated")
     folder = root / "folder"
     shutil.copytree(root / "generated" / "images", folder)  # images only: a plain labelled folder
+    return folder
+
+
+def burst_duplicated_folder(root: Path, seed: int = 0) -> dict:
+    folder = _generated_folder(root, DISTINCT_PER_CLASS, 100, seed)
+    bursts = [f.relative_to(folder).as_posix() for class_dir in sorted((folder / "train").iterdir())[:BURST_CLASSES]
+              for f in sorted(class_dir.glob("*.png"))[:BURST_IMAGES_PER_CLASS]]  # fmt: skip
+    copied = [original for original in bursts for _ in range(COPIES_PER_BURST)]
+    plant_copies(folder, copied, [COPY_KINDS[i % 4] for i in range(len(copied))], seed)
+    distinct = DISTINCT_PER_CLASS * len(CLASS_SIZES)
+    return {"folder": folder, "train_images": distinct + len(copied), "distinct_train_images": distinct,
+            "planted_copies": len(copied), "copied_images": len(bursts)}  # fmt: skip
+
+
+def skewed_duplicated_folder(root: Path, seed: int = 0) -> dict:
+    folder = _generated_folder(root, max(CLASS_SIZES), 50, seed)
     copied = []
     for class_dir, size in zip(sorted((folder / "train").iterdir()), CLASS_SIZES, strict=True):
         files = sorted(class_dir.glob("*.png"))
@@ -44,14 +67,21 @@ def skewed_duplicated_folder(root: Path, seed: int = 0) -> dict:
         if size >= CLASS_SIZES[1]:
             copied += [f.relative_to(folder).as_posix() for f in files[:size]]
     plant_copies(folder, copied, [COPY_KINDS[i % 4] for i in range(len(copied))], seed)
-    return {"folder": folder, "train_images": sum(CLASS_SIZES) + len(copied), "planted_copies": len(copied)}
+    return {"folder": folder, "train_images": sum(CLASS_SIZES) + len(copied), "planted_copies": len(copied),
+            "class_sizes": CLASS_SIZES, "sampled_share": SAMPLED_SHARE}  # fmt: skip
 
 
-def compare(tmp: Path, minutes: float, seeds: list[int]) -> dict:
-    data = skewed_duplicated_folder(tmp / "skewed")
+SCENARIOS = {
+    "bursts": (burst_duplicated_folder, {"uncurated": [], "deduplicated": ["curation.enabled=true"]}),
+    "skewed": (skewed_duplicated_folder, {"uncurated": [], "deduplicated": ["curation.enabled=true"],
+               "deduplicated + sampled": ["curation.enabled=true", f"curation.sampling.target_share={SAMPLED_SHARE}"]}),
+}  # fmt: skip
+
+
+def compare(tmp: Path, minutes: float, seeds: list[int], scenario: str = "bursts") -> dict:
+    make_folder, arms = SCENARIOS[scenario]
+    data = make_folder(tmp / scenario)
     project = fresh_clone(tmp / "project")
-    arms = {"uncurated": [], "deduplicated": ["curation.enabled=true"],
-            "deduplicated + sampled": ["curation.enabled=true", f"curation.sampling.target_share={SAMPLED_SHARE}"]}  # fmt: skip
     runs, bank = {name: [] for name in arms}, tmp / "uncurated_dataset"
     for seed in seeds:
         for name, params in arms.items():
@@ -67,6 +97,5 @@ def compare(tmp: Path, minutes: float, seeds: list[int]) -> dict:
     base = [u["knn_top1_uncurated_bank"] for u in runs["uncurated"]]
     gains = {name: [c["knn_top1_uncurated_bank"] - b for c, b in zip(runs[name], base, strict=True)]
              for name in arms if name != "uncurated"}  # fmt: skip
-    return {"folder": {k: v for k, v in data.items() if k != "folder"}, "class_sizes": CLASS_SIZES,
-            "sampled_share": SAMPLED_SHARE, "minutes": minutes, "runs": runs, "gain_per_seed": gains,
+    return {"scenario": scenario, "folder": {k: v for k, v in data.items() if k != "folder"}, "minutes": minutes, "runs": runs, "gain_per_seed": gains,
             "mean_gain": {name: statistics.mean(g) for name, g in gains.items()}}  # fmt: skip
