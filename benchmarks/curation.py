@@ -10,8 +10,9 @@ images removed, and whether pretraining on the curated set beats the uncurated o
    distinct images removed, share of planted val copies removed.
 2. ``--pretrain``: a duplicated generated set trained through ``kedro run`` with and without
    ``curation.enabled`` at the same time budget, k-NN on the same val split, per seed.
-   ``--scenario bursts`` (default): half the folder is near-copies of 16 images; ``skewed``: class
-   sizes 8:4:2:1:..., every image of the big classes copied once more (``curation_pretrain.py``).
+   ``--scenario bursts`` (default): 90% of the folder (``--duplicate-share``) is near-copies of 16
+   images; ``skewed``: class sizes 8:4:2:1:..., every image of the big classes copied once more
+   (``curation_pretrain.py``).
 
 3. ``--scale``: embeddings → curation decisions for N = 10k, 100k and 1M random embeddings (64
    dims, 16 variants each as the pixel embedding has, 1% planted copies, 10% val), balanced
@@ -159,6 +160,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pretrain", action="store_true", help="also pretrain on curated vs uncurated data")
     parser.add_argument("--scenario", choices=["bursts", "skewed"], default="bursts", help="the --pretrain folder")
+    parser.add_argument("--duplicate-share", type=float, default=0.9, help="--scenario bursts: copies' share")
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--scale", action="store_true", help="time and memory for 10k, 100k and 1M embeddings")
@@ -192,7 +194,13 @@ def main() -> None:
         if args.pretrain:
             from curation_pretrain import compare  # noqa: PLC0415
 
-            results["pretrain"] = compare(Path(tmp), args.minutes, args.seeds, args.scenario)
+            results["pretrain"] = compare(
+                Path(tmp),
+                args.minutes,
+                args.seeds,
+                args.scenario,
+                **({"duplicate_share": args.duplicate_share} if args.scenario == "bursts" else {}),
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {args.out}")

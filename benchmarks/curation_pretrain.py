@@ -2,10 +2,10 @@
 
 Two folders of the demo generator's shapes (64 px, demo settings), val balanced in both:
 
-- ``bursts`` (default): 150 distinct training images per class, and 75 near-copies (re-encoded,
-  resized, cropped or colour-cast) of each of 8 images of each of the two first classes: half the
-  folder is copies of 16 images, as in folders filled from video frames, burst shots or
-  re-posted pictures. Arms: as is, and deduplicated (``curation.enabled=true``).
+- ``bursts`` (default): 150 distinct training images per class, and near-copies (re-encoded,
+  resized, cropped or colour-cast) of 8 images of each of the two first classes, as many as make
+  ``duplicate_share`` of the folder (default 0.9), as in folders filled from video frames, burst
+  shots or re-posted pictures. Arms: as is, and deduplicated (``curation.enabled=true``).
 - ``skewed``: class sizes halving from 480 down to 60, and one near-copy of every training image
   of the two largest classes. Arms: as is, deduplicated, and deduplicated then balanced-sampled to
   ``SAMPLED_SHARE`` of what is left.
@@ -32,7 +32,7 @@ from quality_common import score_on
 
 CLASS_SIZES = (480, 240, 120, 60, 60, 60, 60, 60)
 SAMPLED_SHARE = 0.6
-BURST_CLASSES, BURST_IMAGES_PER_CLASS, COPIES_PER_BURST, DISTINCT_PER_CLASS = 2, 8, 75, 150
+BURST_CLASSES, BURST_IMAGES_PER_CLASS, DISTINCT_PER_CLASS = 2, 8, 150
 DEMO_LOOK = {"clutter_strokes": 1, "texture_strength": 0.1, "background_noise": 0.03, "min_contrast": 0.3,
              "light_objects": True, "min_scale": 0.2, "max_scale": 0.45, "position_jitter": 1.0}  # fmt: skip
 
@@ -46,15 +46,17 @@ def _generated_folder(root: Path, train_per_class: int, val_per_class: int, seed
     return folder
 
 
-def burst_duplicated_folder(root: Path, seed: int = 0) -> dict:
+def burst_duplicated_folder(root: Path, seed: int = 0, duplicate_share: float = 0.9) -> dict:
     folder = _generated_folder(root, DISTINCT_PER_CLASS, 100, seed)
+    distinct = DISTINCT_PER_CLASS * len(CLASS_SIZES)
     bursts = [f.relative_to(folder).as_posix() for class_dir in sorted((folder / "train").iterdir())[:BURST_CLASSES]
               for f in sorted(class_dir.glob("*.png"))[:BURST_IMAGES_PER_CLASS]]  # fmt: skip
-    copied = [original for original in bursts for _ in range(COPIES_PER_BURST)]
+    copies_per_image = round(distinct * duplicate_share / (1 - duplicate_share) / len(bursts))
+    copied = [original for original in bursts for _ in range(copies_per_image)]
     plant_copies(folder, copied, [COPY_KINDS[i % 4] for i in range(len(copied))], seed)
-    distinct = DISTINCT_PER_CLASS * len(CLASS_SIZES)
     return {"folder": folder, "train_images": distinct + len(copied), "distinct_train_images": distinct,
-            "planted_copies": len(copied), "copied_images": len(bursts)}  # fmt: skip
+            "planted_copies": len(copied), "copied_images": len(bursts),
+            "duplicate_share": duplicate_share}  # fmt: skip
 
 
 def skewed_duplicated_folder(root: Path, seed: int = 0) -> dict:
@@ -78,9 +80,9 @@ SCENARIOS = {
 }  # fmt: skip
 
 
-def compare(tmp: Path, minutes: float, seeds: list[int], scenario: str = "bursts") -> dict:
+def compare(tmp: Path, minutes: float, seeds: list[int], scenario: str = "bursts", **folder_args) -> dict:
     make_folder, arms = SCENARIOS[scenario]
-    data = make_folder(tmp / scenario)
+    data = make_folder(tmp / scenario, **folder_args)
     project = fresh_clone(tmp / "project")
     runs, bank = {name: [] for name in arms}, tmp / "uncurated_dataset"
     for seed in seeds:
