@@ -41,6 +41,9 @@ def run_pipeline(project: Path, folder: Path, minutes: float, seed: int, params:
                  f"pretrain.run.seed={seed}", *params]  # fmt: skip
     env = {**os.environ, "DO_NOT_TRACK": "true", "KEDRO_DISABLE_TELEMETRY": "1", "DVC_NO_ANALYTICS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    # The project's committed code, in kedro and in the training process it starts alike (the
+    # installed package may be an editable checkout with changes in progress).
+    env["PYTHONPATH"] = os.pathsep.join([str(project / "src"), *filter(None, [env.get("PYTHONPATH")])])
     started = time.perf_counter()
     run = subprocess.run([kedro, "run", "--params", ",".join(overrides)], cwd=project, env=env, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
