@@ -25,9 +25,9 @@ from torch import nn
 
 from dinoflow.config import load_config_file, scaled_lr
 from dinoflow.eval.suite import EvalSettings
+from dinoflow.train.batches import BatchStream
 from dinoflow.train.builders import build_backbone_from_config
 from dinoflow.train.distributed import DistEnv
-from dinoflow.train.loop import BatchStream
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality_common import PARAMS, RESULTS, machine, score_on  # noqa: E402

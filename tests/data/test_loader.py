@@ -10,7 +10,7 @@ from PIL import Image
 from dinoflow.data.loader import epoch_order, run_loader
 from dinoflow.data.multicrop import MultiCropAugmentation
 from dinoflow.data.shards import ImageRecord, ShardReader, build_dataset
-from dinoflow.train.loop import sample_seed
+from dinoflow.train.batches import sample_seed
 
 NUM_IMAGES, BATCH = 43, 4
 
