@@ -8,7 +8,6 @@ from typing import Any
 
 import pandas as pd
 
-from dinoflow.config import load_config_file
 from dinoflow.config.pipeline_params import EvaluateParams
 from dinoflow.data.shards import ShardReader
 from dinoflow.eval.features import evaluation_batches, extract_features
@@ -18,8 +17,7 @@ from dinoflow.eval.suite import evaluate_backbone
 from dinoflow.launch.remote import require_local_run
 from dinoflow.run_summary import evaluation_lines
 from dinoflow.tracking import mlflow_run
-from dinoflow.train.builders import build_backbone_from_config
-from dinoflow.train.checkpoint import load_checkpoint, teacher_backbone_state
+from dinoflow.train.builders import backbone_from_files
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +27,9 @@ def evaluate_node(
 ) -> dict[str, float]:
     """Returns the flat metrics dict written to ``data/08_reporting/metrics.json``."""
     require_local_run(pretrain_result, "evaluate")
-    cfg = load_config_file(Path(pretrain_result["config"]))
-    random_init = build_backbone_from_config(cfg, drop_path=False)
-    trained = build_backbone_from_config(cfg, drop_path=False)
-    trained.load_state_dict(teacher_backbone_state(load_checkpoint(Path(pretrain_result["checkpoint"]))))
+    # The exported teacher backbone: the very file register uploads, so the version carries the scored weights.
+    trained, cfg = backbone_from_files(Path(pretrain_result["output_dir"]))
+    random_init, _ = backbone_from_files(Path(pretrain_result["output_dir"]), weights=False)
     settings = eval_settings(evaluate, cfg.crops.global_size)
     mlflow_run.log_dataset("evaluation", "val", dataset_index["fingerprint"], dataset_index["dir"])
     metrics, details = evaluate_backbone(trained, random_init, eval_set(dataset_index, settings), settings)

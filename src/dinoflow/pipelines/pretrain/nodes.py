@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,20 @@ def _sources(cfg, workdir: Path) -> tuple[dict[str, str], list[tuple[Path, str, 
     return lineage, sources
 
 
+@dataclass(frozen=True)
+class RunFolder:
+    """Where one (config, data, code, warm-start weights) run lives, and the lineage tags it carries."""
+
+    key: str
+    output_dir: Path
+    config_path: Path
+    lineage: dict[str, str]
+
+    @property
+    def summary_path(self) -> Path:
+        return self.output_dir / "summary.json"
+
+
 def pretrain_node(
     dataset_index: dict[str, Any],
     pretrain: dict[str, Any],
@@ -151,60 +166,72 @@ def pretrain_node(
         ``teacher_weights_sha256``.
     """
     cfg = resolve_config(pretrain, presets, tuned_overrides(tuned) if tuned is not None else ())
+    run = prepare_run_folder(cfg, dataset_index["fingerprint"], Path(launcher.output_root))
+    _log_run_inputs(cfg, run, dataset_index)
+    remote = _train(launcher, run, Path(dataset_index["dir"]))
+    if remote is not None:
+        return remote, pd.DataFrame()
+    result = {
+        "output_dir": str(run.output_dir),
+        "checkpoint": str(run.output_dir / "checkpoint.pt"),
+        "config": str(run.config_path),
+        "config_hash": run.key,
+        "summary": json.loads(run.summary_path.read_text()),
+        "mlflow_run_id": mlflow_run.child_process_env()["MLFLOW_RUN_ID"],
+        **run.lineage,  # register tags the version with it
+    }
+    mlflow_run.add_to_description([pretrain_line(cfg.preset, mlflow_run.data_name(), run.key, result["summary"])])
+    return result, training_curve(run.output_dir / "metrics.jsonl")
+
+
+def prepare_run_folder(cfg, dataset_fingerprint: str, output_root: Path) -> RunFolder:
+    """The run's folder, named by its key, holding its ``config.yaml`` and the staged warm-start
+    source and distillation teacher (their weights are part of the key)."""
     config = to_dict(cfg)
     with tempfile.TemporaryDirectory(prefix="dinoflow-init-") as workdir:
         lineage, sources = _sources(cfg, Path(workdir))
         weights = lineage.get("parent_weights_sha256", "") + lineage.get("teacher_weights_sha256", "")
-        key = run_key(config, dataset_index["fingerprint"], training_code_fingerprint(), weights)
-        output_dir = Path(launcher.output_root) / key
+        key = run_key(config, dataset_fingerprint, training_code_fingerprint(), weights)
+        output_dir = output_root / key
         for source, subdir, files in sources:
             stage_init(source, output_dir, subdir, files)
-    config_path = save_config(cfg, output_dir / "config.yaml")
+    return RunFolder(key, output_dir, save_config(cfg, output_dir / "config.yaml"), lineage)
+
+
+def _log_run_inputs(cfg, run: RunFolder, dataset_index: dict[str, Any]) -> None:
+    config = to_dict(cfg)
     mlflow_run.log_params(config, prefix="pretrain.")
-    mlflow_run.log_artifact(config_path, "config")
-    mlflow_run.set_tags({"config_hash": key, "preset": cfg.preset, **lineage})
-    mlflow_run.name_run(cfg.preset, key)
+    mlflow_run.log_artifact(run.config_path, "config")
+    mlflow_run.set_tags({"config_hash": run.key, "preset": cfg.preset, **run.lineage})
+    mlflow_run.name_run(cfg.preset, run.key)
     mlflow_run.log_dataset("training", "train", dataset_index["fingerprint"], dataset_index["dir"])
 
-    summary_path = output_dir / "summary.json"
+
+def _train(launcher: LauncherParams, run: RunFolder, dataset_dir: Path) -> dict[str, Any] | None:
+    """Train here or on Kubernetes, resume, or reuse a finished run. None when the run folder here
+    holds the finished run; otherwise the remote result (the pods' folder is not readable here)."""
     rendered_only = launcher.kind == "kubernetes" and launcher.kubernetes.dry_run
     if rendered_only:  # the manifests are written even when a finished run is reused below
-        launch_on_kubernetes(launcher, key, config_path)
-    if summary_path.exists():
-        log.info("reusing the finished run in %s (same config, same data)", output_dir)
-        mlflow_run.log_metric_history(training_curve(output_dir / "metrics.jsonl").to_dict("records"))
+        launch_on_kubernetes(launcher, run.key, run.config_path)
+    if run.summary_path.exists():
+        log.info("reusing the finished run in %s (same config, same data)", run.output_dir)
+        mlflow_run.log_metric_history(training_curve(run.output_dir / "metrics.jsonl").to_dict("records"))
         mlflow_run.set_tags({"pretrain.reused": "true"})
-    elif launcher.kind == "kubernetes":
-        job = None if rendered_only else launch_on_kubernetes(launcher, key, config_path)
-        if job is None or not summary_path.exists():
-            result = {**remote_result(launcher, key, job, mlflow_run.child_process_env()["MLFLOW_RUN_ID"]), **lineage}
-            if job is not None:
-                log.warning("the checkpoint is at %s; mount that claim at %s where the pipeline runs (the "
-                            "scheduled overlay does) for evaluation to read it", result["checkpoint"],
-                            launcher.output_root)  # fmt: skip
-            return result, pd.DataFrame()
-    else:
-        command = training_command(
-            config_path,
-            Path(dataset_index["dir"]),
-            output_dir,
-            launcher.nproc_per_node,
-            sinks=["mlflow"],
-        )
+        return None
+    if launcher.kind != "kubernetes":
+        command = training_command(run.config_path, dataset_dir, run.output_dir, launcher.nproc_per_node, ["mlflow"])
         env = mlflow_run.child_process_env(launcher.system_metrics_interval_s)
         run_process(command, env=env, timeout_s=launcher.timeout_s)
-        replay_buffered_metrics(output_dir / PENDING_NAME)
-    result = {
-        "output_dir": str(output_dir),
-        "checkpoint": str(output_dir / "checkpoint.pt"),
-        "config": str(config_path),
-        "config_hash": key,
-        "summary": json.loads(summary_path.read_text()),
-        "mlflow_run_id": mlflow_run.child_process_env()["MLFLOW_RUN_ID"],
-        **lineage,  # register tags the version with it
-    }
-    mlflow_run.add_to_description([pretrain_line(cfg.preset, mlflow_run.data_name(), key, result["summary"])])
-    return result, training_curve(output_dir / "metrics.jsonl")
+        replay_buffered_metrics(run.output_dir / PENDING_NAME)
+        return None
+    job = None if rendered_only else launch_on_kubernetes(launcher, run.key, run.config_path)
+    if job is not None and run.summary_path.exists():
+        return None
+    result = {**remote_result(launcher, run.key, job, mlflow_run.child_process_env()["MLFLOW_RUN_ID"]), **run.lineage}
+    if job is not None:
+        log.warning("the checkpoint is at %s; mount that claim at %s where the pipeline runs (the scheduled overlay"
+                    " does) for evaluation to read it", result["checkpoint"], launcher.output_root)  # fmt: skip
+    return result
 
 
 def launch_on_kubernetes(launcher: LauncherParams, key: str, config_path: Path) -> str | None:

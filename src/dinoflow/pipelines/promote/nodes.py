@@ -16,7 +16,7 @@ from dinoflow.config.pipeline_params import EvaluateParams, PromoteParams, Regis
 from dinoflow.eval.features import raw_pixel_features
 from dinoflow.eval.protocol import eval_set, eval_settings, evaluation_protocol
 from dinoflow.eval.suite import knn_metrics, score_backbone
-from dinoflow.registry.gates import Evidence, decide
+from dinoflow.registry.gates import Decision, Evidence, decide
 from dinoflow.registry.mlflow_registry import (
     CHALLENGER,
     CHAMPION,
@@ -128,37 +128,11 @@ def promote_node(
 ) -> dict[str, Any]:
     """Returns the decision record written to ``data/08_reporting/promotion.json``."""
     name = register.model_name
-    challenger = version_by_alias(name, CHALLENGER)
-    if challenger is None:
-        raise ValueError(f"model '{name}' has no @{CHALLENGER}: run the register pipeline first")
-    champion = version_by_alias(name, CHAMPION)
+    challenger, champion = _contenders(name)
     if champion is not None and champion.version == challenger.version:
-        log.info("%s v%s is already @%s; nothing to decide", name, challenger.version, CHAMPION)
-        unchanged = {
-            "model": name,
-            "challenger": challenger.version,
-            "champion": champion.version,
-            "decision": "unchanged",
-        }
-        mlflow_run.add_to_description(promotion_lines(unchanged))
-        return unchanged
+        return _unchanged(name, challenger.version)
     scores, origin = _scores(challenger, champion, dataset_index, evaluate)
-    teacher = _teacher(challenger, dataset_index, evaluate) if promote.gates.min_share_of_teacher_knn else None
-    if teacher is not None:
-        scores["teacher"], origin["teacher"] = teacher[1], teacher[0].version
-    log.info("scores: %s", ", ".join(f"{role} {how}" for role, how in origin.items()))
-    decision = decide(
-        _evidence(challenger, scores["challenger"]),
-        _evidence(champion, scores["champion"]) if champion is not None else None,
-        promote.gates,
-        random_init_knn_top1=scores["random_init"]["knn"]["top1"] if champion is None else None,
-        raw_pixels_knn_top1=(
-            _raw_pixels_knn(challenger, dataset_index, evaluate)
-            if promote.gates.min_gain_over_raw_pixels is not None
-            else None
-        ),
-        teacher=teacher[0] if teacher is not None else None,
-    )
+    decision = _decide(challenger, champion, scores, origin, dataset_index, evaluate, promote)
     record_decision(
         name,
         challenger.version,
@@ -167,6 +141,45 @@ def promote_node(
         {"promotion.evaluated_on": dataset_index["fingerprint"], "promotion.run_id": mlflow_run.active_run_id()},
     )
     log.info("%s v%s %s", name, challenger.version, decision.summary)
+    return _report(name, challenger, champion, decision, scores, origin)
+
+
+def _contenders(name: str) -> tuple[Any, Any]:
+    """The @challenger version (required) and the @champion version (None before the first promotion)."""
+    challenger = version_by_alias(name, CHALLENGER)
+    if challenger is None:
+        raise ValueError(f"model '{name}' has no @{CHALLENGER}: run the register pipeline first")
+    return challenger, version_by_alias(name, CHAMPION)
+
+
+def _unchanged(name: str, version: str) -> dict[str, Any]:
+    log.info("%s v%s is already @%s; nothing to decide", name, version, CHAMPION)
+    record = {"model": name, "challenger": version, "champion": version, "decision": "unchanged"}
+    mlflow_run.add_to_description(promotion_lines(record))
+    return record
+
+
+def _decide(challenger, champion, scores: dict, origin: dict, dataset_index, evaluate: EvaluateParams,
+            promote: PromoteParams) -> Decision:  # fmt: skip
+    """Apply the gates; the distillation teacher's scores join ``scores`` and ``origin`` when its gate is on."""
+    gates = promote.gates
+    teacher = _teacher(challenger, dataset_index, evaluate) if gates.min_share_of_teacher_knn else None
+    if teacher is not None:
+        scores["teacher"], origin["teacher"] = teacher[1], teacher[0].version
+    log.info("scores: %s", ", ".join(f"{role} {how}" for role, how in origin.items()))
+    raw_pixels = gates.min_gain_over_raw_pixels is not None
+    return decide(
+        _evidence(challenger, scores["challenger"]),
+        _evidence(champion, scores["champion"]) if champion is not None else None,
+        gates,
+        random_init_knn_top1=scores["random_init"]["knn"]["top1"] if champion is None else None,
+        raw_pixels_knn_top1=_raw_pixels_knn(challenger, dataset_index, evaluate) if raw_pixels else None,
+        teacher=teacher[0] if teacher is not None else None,
+    )
+
+
+def _report(name: str, challenger, champion, decision: Decision, scores: dict, origin: dict) -> dict[str, Any]:
+    """The decision record, also logged to the MLflow run (metrics, a tag, the description)."""
     flat = {f"promotion.{role}.{k}": v for role, s in scores.items() for k, v in _headline(s).items()}
     mlflow_run.log_metrics(flat)
     mlflow_run.set_tags({"promotion.decision": "promoted" if decision.promote else "rejected"})

@@ -6,15 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import load_file
 
-from dinoflow.config import load_config_file
 from dinoflow.config.pipeline_params import EvaluateParams, RegisterParams
 from dinoflow.eval.features import ImagePreprocessing
 from dinoflow.eval.protocol import evaluation_protocol
@@ -23,7 +20,7 @@ from dinoflow.registry.mlflow_registry import identical_version, link_version, r
 from dinoflow.run_summary import registration_line
 from dinoflow.tracking import mlflow_run
 from dinoflow.tracking.mlflow_run import metric_name
-from dinoflow.train.builders import build_backbone_from_config
+from dinoflow.train.builders import backbone_from_files
 from dinoflow.train.checkpoint import BACKBONE_NAME, HEAD_NAME
 
 if TYPE_CHECKING:
@@ -50,55 +47,62 @@ def register_node(
         RegistrationFailedError: the registry or its artifact store failed ``register.attempts``
             times; the run folder and the evaluation stay on disk for a later registration.
     """
-    cfg = load_config_file(Path(pretrain_result["config"]))
-    weights = Path(pretrain_result["output_dir"]) / BACKBONE_NAME
-    with weights.open("rb") as f:
+    run_dir = Path(pretrain_result["output_dir"])
+    backbone, cfg = backbone_from_files(run_dir)  # what evaluate scored: the same file, the same loader
+    with (run_dir / BACKBONE_NAME).open("rb") as f:
         weights_sha256 = hashlib.file_digest(f, "sha256").hexdigest()
-    backbone = build_backbone_from_config(cfg, drop_path=False)
-    backbone.load_state_dict(load_file(weights), strict=True)  # the export has timm's key names
-    size = cfg.crops.global_size
-    # Batch 2, not 1: torch.export specialises a size-1 dimension and the model would accept batch 1 only.
-    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     scores = {k: v for k, v in metrics.items() if metric_name(k).startswith("eval/")}
-    onnx_dir = Path(tempfile.mkdtemp(prefix="dinoflow-onnx-"))  # not in the pretrain output: DVC owns that
-    onnx_path, onnx_check = onnx_dir / "backbone.onnx", {}
+    # Served images are prepared as evaluation saw this dataset's images (stored, then viewed).
+    preprocessing = ImagePreprocessing.of_dataset(dataset_index["settings"], cfg.crops.global_size)
+    with tempfile.TemporaryDirectory(prefix="dinoflow-onnx-") as onnx_dir:  # not in the run folder: DVC owns it
+        onnx = _OnnxExport(backbone, cfg.crops.global_size, Path(onnx_dir) / "backbone.onnx")
 
-    def register_once() -> dict[str, Any]:
-        existing = identical_version(register.model_name, pretrain_result["config_hash"], weights_sha256)
-        if existing is not None:
-            return _link(existing, register.alias, pretrain_result["config_hash"], weights_sha256)
-        if not onnx_path.exists():  # exported once, whatever the number of tries
-            export_onnx(backbone, example, onnx_path)
-            onnx_check["onnx_max_abs_diff"] = (
-                f"{onnx_max_abs_diff(onnx_path, backbone, torch.randn(3, 3, size, size)):.2e}"
-            )
-            log.info("ONNX export: max |onnxruntime - torch| = %s", onnx_check["onnx_max_abs_diff"])
-        tags = {
-            **_version_tags(pretrain_result, metrics, validation_report, data_source, dataset_index, evaluate),
-            "weights_sha256": weights_sha256,
-            "preset": cfg.preset,
-            **onnx_check,
-        }
-        # The heads make the version usable as a distillation teacher (runs before they were exported lack them).
-        head = Path(pretrain_result["output_dir"]) / HEAD_NAME
-        files = [Path(pretrain_result["config"]), weights, onnx_path, *([head] if head.is_file() else [])]
-        # Served images are prepared as evaluation saw this dataset's images (stored, then viewed).
-        preprocessing = ImagePreprocessing.of_dataset(dataset_index["settings"], size)
-        registration = register_backbone(
-            backbone, example.numpy(), register.model_name, register.alias, tags, files, scores, preprocessing
-        )
-        mlflow_run.add_to_description([registration_line(registration)])
-        return registration
+        def register_once() -> dict[str, Any]:
+            existing = identical_version(register.model_name, pretrain_result["config_hash"], weights_sha256)
+            if existing is not None:
+                return _link(existing, register.alias, pretrain_result["config_hash"], weights_sha256)
+            tags = {
+                **_version_tags(pretrain_result, metrics, validation_report, data_source, dataset_index, evaluate),
+                "weights_sha256": weights_sha256,
+                "preset": cfg.preset,
+                **onnx.ensure(),
+            }
+            files = [*_run_files(pretrain_result), onnx.path]
+            registration = register_backbone(backbone, onnx.example.numpy(), register.model_name, register.alias,
+                                             tags, files, scores, preprocessing)  # fmt: skip
+            mlflow_run.add_to_description([registration_line(registration)])
+            return registration
 
-    kept = (
-        f"The trained run folder {pretrain_result['output_dir']} and the evaluation (data/08_reporting/metrics.json) "
-        "are kept: once the registry answers, register them without retraining with "
-        "`kedro run --pipelines register,promote`."
-    )
-    try:
+        kept = (f"The trained run folder {run_dir} and the evaluation (data/08_reporting/metrics.json) are kept: once"
+                " the registry answers, register them without retraining with `kedro run --pipelines register,promote`.")  # fmt: skip
         return with_retries(register_once, register.attempts, register.retry_wait_s, kept)
-    finally:
-        shutil.rmtree(onnx_dir, ignore_errors=True)
+
+
+def _run_files(pretrain_result: dict[str, Any]) -> list[Path]:
+    """The run's files a version stores: config, teacher backbone and, when exported, its heads
+    (they make the version usable as a distillation teacher; runs before they were exported lack them)."""
+    run_dir = Path(pretrain_result["output_dir"])
+    head = run_dir / HEAD_NAME
+    return [Path(pretrain_result["config"]), run_dir / BACKBONE_NAME, *([head] if head.is_file() else [])]
+
+
+class _OnnxExport:
+    """The backbone's ONNX file, exported once however many times registration is tried, and
+    checked against torch on fresh inputs."""
+
+    def __init__(self, backbone: torch.nn.Module, size: int, path: Path):
+        self.backbone, self.size, self.path, self.check = backbone, size, path, {}
+        # Batch 2, not 1: torch.export specialises a size-1 dimension and the model would accept batch 1 only.
+        self.example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+    def ensure(self) -> dict[str, str]:
+        """Export if not done yet; returns the tag ``onnx_max_abs_diff`` (|onnxruntime - torch|)."""
+        if not self.path.exists():
+            export_onnx(self.backbone, self.example, self.path)
+            diff = onnx_max_abs_diff(self.path, self.backbone, torch.randn(3, 3, self.size, self.size))
+            self.check = {"onnx_max_abs_diff": f"{diff:.2e}"}
+            log.info("ONNX export: max |onnxruntime - torch| = %s", self.check["onnx_max_abs_diff"])
+        return self.check
 
 
 def _link(existing: ModelVersion, alias: str, run_key: str, weights_sha256: str) -> dict[str, Any]:
