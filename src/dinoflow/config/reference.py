@@ -1,13 +1,11 @@
-"""The configuration reference, generated from the schemas themselves (field, type, default and
-the comment written next to the field), so the README's copy cannot drift: a test compares them.
+"""The configuration reference, generated from the schemas themselves (each field's type, default
+and ``Field(description=...)``), so the README's copy cannot drift: a test compares them.
 
     python -m dinoflow.config.reference     # prints the Markdown
 """
 
 from __future__ import annotations
 
-import inspect
-import re
 import sys
 
 from pydantic import BaseModel
@@ -21,17 +19,6 @@ PIPELINE_SECTIONS = {
     "tune": pp.TuneParams, "pretrain_launcher": pp.LauncherParams, "pretrain_tuned": pp.TunedParams,
     "embed": pp.EmbedParams,
 }  # fmt: skip
-_FIELD_LINE = re.compile(r"^\s+(\w+):[^#]*?(?:#\s*(.*))?$")
-
-
-def _comments(model: type[BaseModel]) -> dict[str, str]:
-    """The trailing comment of each field's line in the class source."""
-    comments = {}
-    for line in inspect.getsource(model).splitlines():
-        match = _FIELD_LINE.match(line)
-        if match and match.group(1) in model.model_fields and match.group(2):
-            comments[match.group(1)] = match.group(2).strip()
-    return comments
 
 
 def _type_name(annotation) -> str:
@@ -40,7 +27,7 @@ def _type_name(annotation) -> str:
 
 
 def _rows(model: type[BaseModel], prefix: str) -> list[str]:
-    rows, comments = [], _comments(model)
+    rows = []
     for name, field in model.model_fields.items():
         key = f"{prefix}.{name}"
         nested = (
@@ -50,7 +37,7 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
             rows += _rows(nested, key)
             continue
         default = "required" if field.is_required() else f"`{field.get_default(call_default_factory=True)!r}`"
-        description = comments.get(name, "").replace("|", "\\|")
+        description = (field.description or "").replace("|", "\\|")
         type_name = _type_name(field.annotation).replace("|", "\\|")
         rows.append(f"| `{key}` | `{type_name}` | {default.replace('|', chr(92) + '|')} | {description} |")
     return rows
