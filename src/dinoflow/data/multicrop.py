@@ -15,11 +15,18 @@ global 2   RandomResizedCrop (0.4, 1)  0.1     0.2
 local x N  RandomResizedCrop (0.05,.4) 0.5     0.0
 =========  =========================  ======  =========
 
-shared: horizontal flip 0.5, colour jitter (0.4, 0.4, 0.2, 0.1) with p 0.8 (applied in the fixed
-order brightness, contrast, saturation, hue), grayscale 0.2. We keep DINO's blur probabilities;
-DINOv2/DINOv3 code inverts them by accident (global 1: 0.0, global 2: 0.9, dinov2 PR #411).
-The blur sigma range U(0.1, 2.0) is defined for 224 px crops and is scaled with the crop size,
-so a 32 px crop is not blurred flat.
+shared: horizontal flip 0.5, colour jitter (0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale 0.2; then
+blur, then solarize, as in DINO. We keep DINO's blur probabilities; DINOv2/DINOv3 code inverts
+them by accident (global 1: 0.0, global 2: 0.9, dinov2 PR #411).
+
+Each colour / blur op computes what torchvision's functional op of the same name computes on one
+float image (checked in ``tests/data/test_multicrop_torchvision.py``), with a per-sample factor.
+Two deliberate differences: the jitter runs in the fixed order brightness, contrast, saturation,
+hue (torchvision's ColorJitter draws a random order per image); and the blur sigma range
+U(0.1, 2.0), defined for 224 px crops, is scaled with the crop size (so a 32 px crop is not
+blurred flat), with the kernel side scaled alike: 10% of the crop side, odd (23 px at 224, the
+SimCLR/BYOL convention; DINO itself uses PIL's untruncated blur). The kernel radius is then
+>= 3.5 sigma at every crop >= 20 px (5.5 at 224), and below that sigma < 0.18 px: no blur.
 
 Every random number of a sample comes from a generator seeded by that sample's own seed (the
 training loop derives it from (seed, epoch, sample index)), so a sample's views do not depend
@@ -38,9 +45,10 @@ import torch.nn.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_LUMA = (0.299, 0.587, 0.114)
-# RGB <-> YIQ: a hue shift is a rotation of the (I, Q) chroma plane.
-_RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+# ITU-R 601-2 luma weights, red rounded to 0.2989 as torchvision's rgb_to_grayscale does.
+_LUMA = (0.2989, 0.587, 0.114)
+# Hue of the primaries R, G, B in sixths of a turn (HSV's colour hexagon).
+_PRIMARY_HUES = (0.0, 2.0, 4.0)
 
 
 # Per view and sample, the uniform draws in this order (columns of the (B, V, _DRAWS) tensor).
@@ -101,50 +109,99 @@ def random_resized_crop_boxes(
 
 
 def _colour_jitter(x: torch.Tensor, strength: float, u: torch.Tensor) -> torch.Tensor:
-    """(B, 3, S, S) in [0, 1] → jittered, with probability 0.8 per sample (``x`` is overwritten)."""
-    b = x.shape[0]
-    apply = (u[:, _JITTER] < 0.8).float()
+    """ColorJitter(0.4, 0.4, 0.2, 0.1) x ``strength`` of (B, 3, S, S) in [0, 1], each sample with
+    the factors of its own uniforms ``u`` (B, 15); ``x`` is overwritten."""
 
     def factor(column: int, amount: float) -> torch.Tensor:
-        f = _between(u[:, column], 1 - amount * strength, 1 + amount * strength)
-        return (1 + apply * (f - 1)).to(x.device).view(b, 1, 1, 1)
+        return _between(u[:, column], 1 - amount * strength, 1 + amount * strength)
 
-    brightness, contrast, saturation = (
-        factor(_BRIGHT, 0.4),
-        factor(_CONTRAST, 0.4),
-        factor(_SAT, 0.2),
-    )
-    hue = (apply * _between(u[:, _HUE], -0.1 * strength, 0.1 * strength)).to(x.device)
-    luma = torch.tensor(_LUMA, device=x.device).view(1, 3, 1, 1)
-    # In place on the fresh view (the same operations in the same order: the same values).
-    x = x.mul_(brightness).clamp_(0, 1)
-    mean = (x * luma).sum(1, keepdim=True).mean((2, 3), keepdim=True)
-    x = x.sub_(mean).mul_(contrast).add_(mean).clamp_(0, 1)
-    gray = (x * luma).sum(1, keepdim=True)
-    x = x.sub_(gray).mul_(saturation).add_(gray).clamp_(0, 1)
-    theta = hue * 2 * math.pi
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    rot = torch.zeros(b, 3, 3, device=x.device)
-    rot[:, 0, 0] = 1
-    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-    yiq = _RGB2YIQ.to(x.device)
-    transform = torch.linalg.inv(yiq) @ rot @ yiq  # (B, 3, 3)
-    return torch.einsum("bij,bjhw->bihw", transform, x).clamp_(0, 1)
+    x = adjust_brightness(x, factor(_BRIGHT, 0.4))
+    x = adjust_contrast(x, factor(_CONTRAST, 0.4))
+    x = adjust_saturation(x, factor(_SAT, 0.2))
+    return adjust_hue(x, _between(u[:, _HUE], -0.1 * strength, 0.1 * strength))
 
 
-def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur of each sample with its own ``sigma`` (B,)."""
-    b, c, s, _ = x.shape
-    radius = max(1, min(int(math.ceil(3 * float(sigma.max()))), s // 2 - 1))
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-(offsets[None] ** 2) / (2 * sigma[:, None] ** 2))
-    kernel = (kernel / kernel.sum(1, keepdim=True)).to(x.device, x.dtype)
+def _per_sample(factor: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return factor.to(x.device, x.dtype).view(-1, 1, 1, 1)
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB → (B, 1, H, W) luma (torchvision ``rgb_to_grayscale``)."""
+    r, g, b = x.unbind(1)
+    return (r * _LUMA[0] + g * _LUMA[1] + b * _LUMA[2]).unsqueeze(1)
+
+
+def _blend(x: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+    # ratio * x + (1 - ratio) * other, clamped: torchvision's contrast and saturation definition.
+    ratio = _per_sample(ratio, x)
+    return x.mul_(ratio).add_(other * (1 - ratio)).clamp_(0, 1)
+
+
+def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] scaled by ``factor`` (B,), clamped; ``x`` is overwritten."""
+    return x.mul_(_per_sample(factor, x)).clamp_(0, 1)
+
+
+def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) blended with each image's mean grey level by ``factor`` (B,); ``x`` overwritten."""
+    return _blend(x, grayscale(x).mean((1, 2, 3), keepdim=True), factor)
+
+
+def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) blended with its own grey image by ``factor`` (B,); ``x`` is overwritten."""
+    return _blend(x, grayscale(x), factor)
+
+
+def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] with each sample's HSV hue turned by ``shift`` (B,) turns
+    (torchvision ``adjust_hue``: saturation and value kept). Returns a new tensor.
+
+    A hue shift keeps each pixel's value (max channel) and chroma (max - min), so RGB comes back
+    in closed form: a channel is at the value within one sixth of a turn of its primary's hue,
+    at value - chroma from two sixths on, linear between. Elementwise only, no per-sector table.
+    """
+    r, g, b = x.unbind(1)
+    value = torch.maximum(torch.maximum(r, g), b)
+    chroma = value - torch.minimum(torch.minimum(r, g), b)
+    # Hue in sixths from red; ties between maxima give the same hue. (torch.where and
+    # torch.remainder are slow on CPU: both run on one plane, not three.)
+    red, green = value == r, value == g
+    sixths = torch.where(red, g - b, torch.where(green, b - r + 2 * chroma, r - g + 4 * chroma))
+    sixths = sixths.div_(chroma.clamp(min=1e-12)).add_(6 * _per_sample(shift, x)[:, 0])  # grey: 0 / tiny
+    sixths = torch.remainder(sixths, 6.0).unsqueeze(1)
+    primaries = torch.tensor(_PRIMARY_HUES, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    distance = (sixths - primaries).abs_()
+    distance = torch.minimum(distance, 6 - distance)  # around the circle
+    return distance.sub_(1).clamp_(0, 1).mul_(-chroma.unsqueeze(1)).add_(value.unsqueeze(1))
+
+
+def blur_kernel_size(size: int) -> int:
+    """Odd Gaussian kernel side for an S px crop: 10% of S, rounded down to odd (224 → 23,
+    96 → 9, 32 → 3, 16 → 1 = no blur: sigma scaled to 16 px is < 0.15 px anyway)."""
+    return int(0.1 * size) // 2 * 2 + 1
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """(B, C, H, W) blurred with a ``kernel_size`` Gaussian of each sample's ``sigma`` (B,),
+    reflect-padded (torchvision ``gaussian_blur``). Separable: two 1-D passes, one grouped conv
+    each for the whole batch. Returns a new tensor (``x`` itself for kernel size 1)."""
+    radius = kernel_size // 2
+    if radius == 0:
+        return x
+    b, c, h, w = x.shape
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-(offsets[None] ** 2) / (2 * sigma.double()[:, None] ** 2))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).to(x.device, x.dtype)  # centre weight 1: no 0/0
     weights = kernel.repeat_interleave(c, dim=0)  # (B*C, K)
-    y = x.reshape(1, b * c, s, s)
-    y = F.pad(y, (radius, radius, radius, radius), mode="reflect")
+    y = F.pad(x.reshape(1, b * c, h, w), (radius, radius, radius, radius), mode="reflect")
     y = F.conv2d(y, weights.view(b * c, 1, 1, -1), groups=b * c)
     y = F.conv2d(y, weights.view(b * c, 1, -1, 1), groups=b * c)
-    return y.view(b, c, s, s)
+    return y.view(b, c, h, w)
+
+
+def solarize(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) in [0, 1], values >= 0.5 inverted (torchvision ``solarize`` at 0.5)."""
+    return torch.where(x >= 0.5, 1.0 - x, x)
 
 
 class MultiCropAugmentation:
@@ -209,14 +266,12 @@ class MultiCropAugmentation:
             view = rotate(view, _between(u[:, _ROTATE], -self.rotation_degrees, self.rotation_degrees))
         view = _on_drawn(view, u[:, _FLIP] < 0.5, lambda v, _: v.flip(-1))
         if self.jitter_strength > 0:
-            view = _colour_jitter(view, self.jitter_strength, u)
-        luma = torch.tensor(_LUMA, device=x.device).view(1, 3, 1, 1)
-        view = _on_drawn(
-            view, u[:, _GRAY] < self.grayscale_prob, lambda v, _: (v * luma).sum(1, keepdim=True).repeat(1, 3, 1, 1)
-        )
-        sigma = _between(u[:, _SIGMA], 0.1, 2.0) * size / 224
-        view = _on_drawn(view, u[:, _BLUR] < blur_p, lambda v, drawn: _gaussian_blur(v, sigma[drawn]))
-        view = _on_drawn(view, u[:, _SOLAR] < solarize_p, lambda v, _: torch.where(v >= 0.5, 1.0 - v, v))
+            jitter = self.jitter_strength
+            view = _on_drawn(view, u[:, _JITTER] < 0.8, lambda v, drawn: _colour_jitter(v, jitter, u[drawn]))
+        view = _on_drawn(view, u[:, _GRAY] < self.grayscale_prob, lambda v, _: grayscale(v).repeat(1, 3, 1, 1))
+        sigma, kernel = _between(u[:, _SIGMA], 0.1, 2.0) * size / 224, blur_kernel_size(size)
+        view = _on_drawn(view, u[:, _BLUR] < blur_p, lambda v, drawn: gaussian_blur(v, sigma[drawn], kernel))
+        view = _on_drawn(view, u[:, _SOLAR] < solarize_p, lambda v, _: solarize(v))
         return normalize(view, inplace=True)
 
 
