@@ -12,7 +12,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from dinoflow.config import resolve_config, to_dict
-from dinoflow.config.pipeline_params import TunedParams, TuneParams
+from dinoflow.config.pipeline_params import EvaluateParams, TunedParams, TuneParams
 from dinoflow.pipelines.pretrain.nodes import tuned_overrides
 from dinoflow.pipelines.tune.nodes import tune_node
 from dinoflow.tracking import mlflow_run
@@ -38,8 +38,10 @@ def tune_params(tmp_path: Path, storage: str, n_trials: int, workers: int) -> Tu
 
 
 def run_tune(tiny_config, tiny_shards, tmp_path, params: TuneParams) -> dict:
+    evaluate = EvaluateParams(knn_k=20, knn_ks=[20], knn_temperature=0.07, linear_epochs=1, segmentation_epochs=1,
+                              pictures=0, pictures_dir=str(tmp_path / "pictures"), batch_size=64)  # fmt: skip
     return tune_node(tiny_shards, to_dict(tiny_config), {}, TunedParams(use=True, file=str(tmp_path / "tuned.yml")),
-                     params)  # fmt: skip
+                     params, evaluate)  # fmt: skip
 
 
 def test_a_small_study_completes_and_feeds_pretrain(tiny_config, tiny_shards, tmp_path, mlflow_tmp):
@@ -65,7 +67,9 @@ def test_a_collapsing_teacher_temperature_is_pruned_and_says_why(tiny_shards, tm
     # miniature of the collapse tests (fast lr, fast teacher).
     study.enqueue_trial({"loss.warmup_teacher_temp": 0.1, "loss.teacher_temp": 0.1, "optim.momentum_teacher": 0.9})
     base = to_dict(resolve_config(TOY, {}))
-    study.optimize(Objective(base, params, Path(tiny_shards["dir"]), mlflow_tmp), n_trials=1)
+    study.optimize(
+        Objective(base, params, Path(tiny_shards["dir"]), mlflow_tmp, knn_k=20, knn_temperature=0.07), n_trials=1
+    )
     trial = study.trials[0]
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.user_attrs["pruned_reason"].startswith("uniform collapse at step")

@@ -106,8 +106,15 @@ class TrialSink:
 
 
 class Objective:
-    def __init__(self, base: dict[str, Any], params: TuneParams, dataset_dir: Path, parent_run_id: str) -> None:
+    """One trial: a proxy training run of the base config with the trial's values, scored (and
+    pruned) by an online k-NN with the evaluation's ``knn_k`` and ``knn_temperature``, on a GPU
+    when there is one."""
+
+    def __init__(self, base: dict[str, Any], params: TuneParams, dataset_dir: Path, parent_run_id: str, *,
+                 knn_k: int, knn_temperature: float) -> None:  # fmt: skip
         self.base, self.params, self.dataset_dir, self.parent_run_id = base, params, Path(dataset_dir), parent_run_id
+        self.knn_k, self.knn_temperature = knn_k, knn_temperature
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.train_images = ShardReader.from_index(dataset_dir, "train")
         self.probe_sets = [
             Subset(ShardReader.from_index(dataset_dir, s), params.probe_images) for s in ("train", "val")
@@ -119,10 +126,11 @@ class Objective:
         return validate(deep_merge(self.base, parse_overrides(dotlist)))
 
     def online_knn(self, backbone: torch.nn.Module, image_size: int) -> float:
-        """Weighted k-NN top-1 (k=20, T=0.07) of the teacher on the fixed val subset."""
+        """Weighted k-NN top-1 (``knn_k``, ``knn_temperature``) of the teacher on the fixed val subset."""
         train, val = (extract_features(backbone, evaluation_batches(s, image_size, 256)).variants["cls1"]
                       for s in self.probe_sets)  # fmt: skip
-        scores = knn_classify(train, self.probe_sets[0].labels(), val, self.num_classes)
+        scores = knn_classify(train, self.probe_sets[0].labels(), val, self.num_classes, self.knn_k,
+                              self.knn_temperature)  # fmt: skip
         return top_k_accuracy(scores, self.probe_sets[1].labels(), 1)
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -151,7 +159,7 @@ class Objective:
 
         workdir = Path(tempfile.mkdtemp(prefix=f"dinoflow-trial-{trial.number}-"))
         try:
-            train(cfg, self.dataset_dir, workdir, sink, DistEnv(), torch.device("cpu"), probe=probe,
+            train(cfg, self.dataset_dir, workdir, sink, DistEnv(), self.device, probe=probe,
                   probe_every=iters_per_epoch)  # fmt: skip
         except optuna.TrialPruned as pruned:
             trial.set_user_attr("pruned_reason", str(pruned))
@@ -177,10 +185,10 @@ def prepare_study(base: dict[str, Any], params: TuneParams) -> optuna.Study:
 
 
 def run_worker(base: dict[str, Any], params: TuneParams, dataset_dir: Path, parent_run_id: str, worker: int,
-               trials: int) -> None:  # fmt: skip
+               trials: int, knn_k: int, knn_temperature: float) -> None:  # fmt: skip
     """Run ``trials`` trials of the shared study (``prepare_study`` has created it)."""
     study = open_study(params, worker)
-    objective = Objective(base, params, dataset_dir, parent_run_id)
+    objective = Objective(base, params, dataset_dir, parent_run_id, knn_k=knn_k, knn_temperature=knn_temperature)
     study.optimize(objective, n_trials=trials, timeout=params.timeout_s, gc_after_trial=True)
 
 

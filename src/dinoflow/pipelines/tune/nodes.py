@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from dinoflow.config import resolve_config, to_dict
-from dinoflow.config.pipeline_params import TunedParams, TuneParams
+from dinoflow.config.pipeline_params import EvaluateParams, TunedParams, TuneParams
 from dinoflow.launch.local import run_process
 from dinoflow.tracking import mlflow_run
 from dinoflow.tuning.study import open_study, prepare_study, save_plots, summarize
@@ -21,8 +21,11 @@ from dinoflow.tuning.study import open_study, prepare_study, save_plots, summari
 log = logging.getLogger(__name__)
 
 
-def worker_commands(base: Path, params: Path, dataset: Path, tune: TuneParams) -> list[list[str]]:
-    """One command per worker, the trials split so that they add up to ``tune.n_trials``."""
+def worker_commands(
+    base: Path, params: Path, dataset: Path, tune: TuneParams, evaluate: EvaluateParams
+) -> list[list[str]]:
+    """One command per worker, the trials split so that they add up to ``tune.n_trials``; trials are
+    scored with the evaluation's k-NN settings."""
     share, extra = divmod(tune.n_trials, tune.workers)
     return [
         [
@@ -39,6 +42,10 @@ def worker_commands(base: Path, params: Path, dataset: Path, tune: TuneParams) -
             str(w),
             "--trials",
             str(share + (w < extra)),
+            "--knn-k",
+            str(evaluate.knn_k),
+            "--knn-temperature",
+            str(evaluate.knn_temperature),
         ]  # fmt: skip
         for w in range(tune.workers)
         if share + (w < extra)
@@ -51,6 +58,7 @@ def tune_node(
     presets: dict[str, Any],
     tuned: TunedParams,
     tune: TuneParams,
+    evaluate: EvaluateParams,
 ) -> dict[str, Any]:
     """Returns the study summary (``data/08_reporting/tuning_summary.json``)."""
     base = to_dict(resolve_config(pretrain, presets))
@@ -63,7 +71,7 @@ def tune_node(
         base_path, params_path = Path(tmp) / "base.yaml", Path(tmp) / "tune.json"
         base_path.write_text(yaml.safe_dump(base, sort_keys=False))
         params_path.write_text(tune.model_dump_json())
-        commands = worker_commands(base_path, params_path, Path(dataset_index["dir"]), tune)
+        commands = worker_commands(base_path, params_path, Path(dataset_index["dir"]), tune, evaluate)
         with ThreadPoolExecutor(len(commands)) as pool:
             env = mlflow_run.child_process_env()
             list(pool.map(lambda c: run_process(c, env=env, timeout_s=tune.timeout_s + 600), commands))

@@ -4,5 +4,12 @@ from dinoflow.pipelines.tune.nodes import tune_node
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    inputs = ["dataset_index", "params:pretrain", "params:pretrain_presets", "params:pretrain_tuned", "params:tune"]
+    inputs = [
+        "dataset_index",
+        "params:pretrain",
+        "params:pretrain_presets",
+        "params:pretrain_tuned",
+        "params:tune",
+        "params:evaluate",
+    ]
     return Pipeline([Node(tune_node, inputs, "tuning_summary", name="tune_node")])
