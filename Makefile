@@ -31,10 +31,11 @@ demo: install  ## run the default pipeline on the embedded synthetic data (demo 
 	$(BIN)/kedro run
 
 # One worker per core, a test file per worker at a time (its module fixtures are built once);
-# each worker computes on one thread (tests/conftest.py). On a fresh clone with 2 AMD EPYC cores:
+# each worker computes on one thread (tests/conftest.py); the 15 slowest tests are listed at the end.
+# On a fresh clone with 2 AMD EPYC cores:
 # 390 tests in 11:58, 14:14 with the install.
 test: install browser  ## run the whole test suite, end-to-end `kedro run` included
-	$(BIN)/pytest -n auto --dist loadfile
+	$(BIN)/pytest -n auto --dist loadfile --durations=15
 
 # The MLflow UI test renders pages in Debian's chromium: installed here when we may (root + apt);
 # otherwise that one test is skipped with its reason.
