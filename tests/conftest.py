@@ -24,11 +24,23 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+# The files that took longest under `make test` (each over 75 s of one worker: the kill chain,
+# DVC repro/push/pull, the registry outage, the end-to-end module): they go first of all.
+LONGEST_FILES = ("faults/test_pipeline_killed.py", "test_dvc_stages.py", "faults/test_registry_outage.py",
+                 "test_end_to_end.py")  # fmt: skip
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files holding slow tests first (order kept otherwise): under ``make test``'s workers the
-    long files start early instead of running alone at the end."""
+    """The longest files first, then the other files holding slow tests (order kept otherwise):
+    under ``make test``'s workers the long files start early instead of running alone at the end."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
+    tests_dir = Path(__file__).parent
+
+    def rank(item: pytest.Item) -> int:
+        relative = item.path.relative_to(tests_dir).as_posix() if item.path.is_relative_to(tests_dir) else ""
+        return 0 if relative in LONGEST_FILES else 1 if item.path in slow_files else 2
+
+    items.sort(key=rank)
 
 
 TINY_SPEC = SyntheticSpec(num_classes=4, train_per_class=12, val_per_class=6, image_size=32, seed=3)
