@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import ValidationError
 
+from dinoflow.atomic import atomic_path
 from dinoflow.config.schema import PretrainConfig
 
 # What each recipe changes from the schema defaults; a preset or explicit keys override these.
@@ -108,10 +109,10 @@ def to_dict(cfg: PretrainConfig) -> dict[str, Any]:
 
 
 def save_config(cfg: PretrainConfig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    return path
+    """The resolved config as YAML, written whole or not at all (``dinoflow.atomic``)."""
+    with atomic_path(Path(path), "training config") as tmp:
+        tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return Path(path)
 
 
 def scaled_lr(base_lr: float, batch_size_per_rank: int, world_size: int) -> float:

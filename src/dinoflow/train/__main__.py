@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from dinoflow.atomic import atomic_path
 from dinoflow.config import ConfigError, load_config_file, save_config
 from dinoflow.train.distributed import init_distributed, shutdown_distributed
 from dinoflow.train.loop import train
@@ -62,13 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     sink = None
     try:
         if env.is_main:
-            save_config(cfg, args.output / "config.yaml")
+            if overrides or args.config.resolve() != (args.output / "config.yaml").resolve():
+                save_config(cfg, args.output / "config.yaml")  # the pretrain node wrote it there already
             sink = FanOutSink(
                 [JsonlSink(args.output / "metrics.jsonl")] + [load_plugin_sink(s, args.output) for s in args.sink]
             )
         summary = train(cfg, args.dataset, args.output, sink, env, device, preemption)
-        if env.is_main:
-            (args.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if env.is_main:  # whole or absent: its presence tells the pretrain node the run finished
+            with atomic_path(args.output / "summary.json", "run summary") as tmp:
+                tmp.write_text(json.dumps(summary, indent=2) + "\n")
     except Preempted as stopped:
         logging.getLogger("dinoflow.train").warning("%s", stopped)
         return EXIT_CODE

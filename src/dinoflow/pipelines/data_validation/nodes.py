@@ -92,17 +92,15 @@ def validate_manifest_node(
     mlflow_run.log_artifacts(Path(report["data_docs"]).parent, "validation/data_docs")
     mlflow_run.log_metrics({f"data_{k}": v for k, v in report["statistics"].items()})
     mlflow_run.set_tags({"validation_status": "passed" if report["success"] else "failed"})
-    quarantine = manifest[manifest["status"] != "ok"]
-    quarantine = quarantine.assign(
-        reason=quarantine["status"].map(reason_of),
-        run_id=report["run"]["kedro_run_id"] or report["run"]["validated_at"],
-    )
+    quarantine = _quarantine(manifest, report["run"]["kedro_run_id"] or report["run"]["validated_at"])
     log_quarantine_summary(quarantine)
-    return (
-        manifest[manifest["status"] == "ok"].reset_index(drop=True),
-        quarantine.reset_index(drop=True),
-        report,
-    )
+    return manifest[manifest["status"] == "ok"].reset_index(drop=True), quarantine, report
+
+
+def _quarantine(manifest: pd.DataFrame, run_id: str) -> pd.DataFrame:
+    """The rows that failed a rule, each with its reason in words and the run that refused it."""
+    quarantine = manifest[manifest["status"] != "ok"]
+    return quarantine.assign(reason=quarantine["status"].map(reason_of), run_id=run_id).reset_index(drop=True)
 
 
 def stop_on_failed_validation_node(validated: pd.DataFrame, report: dict[str, Any]) -> pd.DataFrame:

@@ -20,22 +20,8 @@ def build_dataset_node(
     """Returns the dataset index: per split its shards and counts, the classes, the settings, the fingerprint.
 
     Transparency is composited on ``data.alpha_background``, as the manifest's notes say."""
-    root = Path(source["root"])
     classes = sorted(label for label in clean_manifest["label"].unique() if label)
-    records = {
-        split: [
-            ImageRecord(
-                path=inside(root, row.path),
-                label=classes.index(row.label) if row.label else -1,
-                mask_path=inside(root, row.mask_path) if row.mask_path else None,
-                width=int(row.width),
-                height=int(row.height),
-                sha256=row.sha256,
-            )
-            for row in rows.itertuples()
-        ]
-        for split, rows in clean_manifest.groupby("split")
-    }
+    records = _image_records(clean_manifest, Path(source["root"]), classes)
     fingerprint_rows = clean_manifest[["path", "sha256", "label", "split"]].itertuples(index=False)
     index = build_dataset(
         records,
@@ -50,3 +36,21 @@ def build_dataset_node(
     )
     mlflow_run.set_tags({"data.fingerprint": index["fingerprint"]})
     return index
+
+
+def _image_records(manifest: pd.DataFrame, root: Path, classes: list[str]) -> dict[str, list[ImageRecord]]:
+    """Per split, what the shard writer reads of each clean row (label -1: unlabelled)."""
+    return {
+        split: [
+            ImageRecord(
+                path=inside(root, row.path),
+                label=classes.index(row.label) if row.label else -1,
+                mask_path=inside(root, row.mask_path) if row.mask_path else None,
+                width=int(row.width),
+                height=int(row.height),
+                sha256=row.sha256,
+            )
+            for row in rows.itertuples()
+        ]
+        for split, rows in manifest.groupby("split")
+    }

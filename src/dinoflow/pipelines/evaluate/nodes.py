@@ -33,25 +33,25 @@ def evaluate_node(
     settings = eval_settings(evaluate, cfg.crops.global_size)
     mlflow_run.log_dataset("evaluation", "val", dataset_index["fingerprint"], dataset_index["dir"])
     metrics, details = evaluate_backbone(trained, random_init, eval_set(dataset_index, settings), settings)
-    log.info(
-        "k-NN top-1: trained %.3f, random init %.3f, raw pixels %.3f; linear top-1: trained %.3f, random init %.3f;"
-        " segmentation mIoU: trained %.3f, random init %.3f, majority class %.3f",
-        metrics["knn_top1"], metrics["knn_top1_random_init"], metrics["knn_top1_raw_pixels"],
-        metrics["linear_top1"], metrics["linear_top1_random_init"],
-        metrics.get("seg_miou", float("nan")), metrics.get("seg_miou_random_init", float("nan")),
-        metrics.get("seg_miou_majority", float("nan")),
-    )  # fmt: skip
+    lines = evaluation_lines(metrics, evaluate.knn_k, evaluate.knn_temperature)
+    for line in lines:
+        log.info(line)
     mlflow_run.set_tags(details)
     mlflow_run.log_metrics(metrics)
-    mlflow_run.add_to_description(evaluation_lines(metrics, evaluate.knn_k, evaluate.knn_temperature))
+    mlflow_run.add_to_description(lines)
     if evaluate.pictures:
-        val = ShardReader.from_index(Path(dataset_index["dir"]), "val")
-        images = next(evaluation_batches(val, cfg.crops.global_size, evaluate.pictures))
-        tokens = extract_features(trained, [images]).patch_tokens
-        for path in render_pictures(trained, images, tokens, Path(evaluate.pictures_dir)):
-            mlflow_run.log_image(path)
-            log.info("wrote %s", path)
+        _pictures(trained, dataset_index, cfg.crops.global_size, evaluate)
     return metrics
+
+
+def _pictures(backbone, dataset_index: dict[str, Any], image_size: int, evaluate: EvaluateParams) -> None:
+    """Attention maps and patch-token PCA of the first ``evaluate.pictures`` val images, on disk and the run page."""
+    val = ShardReader.from_index(Path(dataset_index["dir"]), "val")
+    images = next(evaluation_batches(val, image_size, evaluate.pictures))
+    tokens = extract_features(backbone, [images]).patch_tokens
+    for path in render_pictures(backbone, images, tokens, Path(evaluate.pictures_dir)):
+        mlflow_run.log_image(path)
+        log.info("wrote %s", path)
 
 
 def training_curve_picture_node(training_curve: pd.DataFrame, evaluate: EvaluateParams) -> None:

@@ -67,26 +67,36 @@ def tune_node(
         base["init_from"] = None
     mlflow_run.set_tags({"optuna.study": tune.study_name, "optuna.storage": mlflow_run.redact(tune.storage)})
     prepare_study(base, tune)  # tables and the baseline trial exist before the workers race for them
-    with tempfile.TemporaryDirectory() as tmp:
-        base_path, params_path = Path(tmp) / "base.yaml", Path(tmp) / "tune.json"
-        base_path.write_text(yaml.safe_dump(base, sort_keys=False))
-        params_path.write_text(tune.model_dump_json())
-        commands = worker_commands(base_path, params_path, Path(dataset_index["dir"]), tune, evaluate)
-        with ThreadPoolExecutor(len(commands)) as pool:
-            env = mlflow_run.child_process_env()
-            list(pool.map(lambda c: run_process(c, env=env, timeout_s=tune.timeout_s + 600), commands))
+    _run_workers(base, Path(dataset_index["dir"]), tune, evaluate)
     study = open_study(tune)
     summary = summarize(study, tune.space)
     for path in save_plots(study, Path(tune.plots_dir)):
         mlflow_run.log_artifact(path, "tuning")
     mlflow_run.log_metrics({k: float(summary[k]) for k in ("trials", "complete", "pruned", "failed")})
     if summary["best_value"] is not None:
-        mlflow_run.log_metrics({"best_online_knn_top1": summary["best_value"]})
-        mlflow_run.log_params(summary["best_params"], prefix="best.")
-        _write_tuned(Path(tuned.file), summary, base["preset"])
-        log.info("best trial %d: online k-NN %.3f (baseline %s) → %s; train with it: --params pretrain_tuned.use=true",
-                 summary["best_trial"], summary["best_value"], summary["baseline_value"], tuned.file)  # fmt: skip
+        _keep_best(summary, tuned, base["preset"])
     return summary
+
+
+def _run_workers(base: dict[str, Any], dataset_dir: Path, tune: TuneParams, evaluate: EvaluateParams) -> None:
+    """``tune.workers`` worker processes share the study; each is handed the base config and the parameters as files."""
+    with tempfile.TemporaryDirectory() as tmp:
+        base_path, params_path = Path(tmp) / "base.yaml", Path(tmp) / "tune.json"
+        base_path.write_text(yaml.safe_dump(base, sort_keys=False))
+        params_path.write_text(tune.model_dump_json())
+        commands = worker_commands(base_path, params_path, dataset_dir, tune, evaluate)
+        with ThreadPoolExecutor(len(commands)) as pool:
+            env = mlflow_run.child_process_env()
+            list(pool.map(lambda c: run_process(c, env=env, timeout_s=tune.timeout_s + 600), commands))
+
+
+def _keep_best(summary: dict[str, Any], tuned: TunedParams, preset: str) -> None:
+    """Log the best trial and write its values where ``pretrain_tuned.use=true`` reads them."""
+    mlflow_run.log_metrics({"best_online_knn_top1": summary["best_value"]})
+    mlflow_run.log_params(summary["best_params"], prefix="best.")
+    _write_tuned(Path(tuned.file), summary, preset)
+    log.info("best trial %d: online k-NN %.3f (baseline %s) → %s; train with it: --params pretrain_tuned.use=true",
+             summary["best_trial"], summary["best_value"], summary["baseline_value"], tuned.file)  # fmt: skip
 
 
 def _write_tuned(path: Path, summary: dict[str, Any], preset: str) -> None:
