@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Every target sees the project's tools first, as in an activated virtualenv (DVC stages call kedro).
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install browser demo test test-fast test-faults tune tune-dashboard lint format repro bench bench-quality bench-curation mlflow-ui viz viz-build clean help gpu-check
+.PHONY: install browser demo test test-fast test-faults tune tune-dashboard lint format repro bench bench-quality bench-curation bench-scaling mlflow-ui viz viz-build clean help gpu-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -73,6 +73,10 @@ bench-quality: install  ## real-data quality: Fashion-MNIST, 10-minute budget, l
 
 bench-curation: install  ## curation: planted near-copies found per embedding and threshold, curated vs uncurated pretraining (~25 min)
 	python benchmarks/curation.py --pretrain
+
+bench-scaling: install  ## how ingest, the training step, k-NN and features scale with work (quick sizes, ~5 min)
+	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable '.[dev,bench]'
+	python benchmarks/scaling.py --quick
 
 gpu-check: install  ## on a machine with an NVIDIA GPU: CUDA tests + GPU train-step benchmark (~5 min)
 	bash benchmarks/gpu_check.sh
