@@ -129,10 +129,11 @@ def start_run(
         raise ValueError(
             f"optim.batch_size_per_rank={batch} x {env.world_size} ranks exceeds the {len(images)} training images"
         )
-    parts = _build_parts(cfg, output_dir, env, device, probe)
+    resuming = has_checkpoint(cfg, output_dir)  # known before building: a warm start is for a first start only
+    parts = _build_parts(cfg, output_dir, env, device, probe, resuming)
     stream = BatchStream(images, cfg, env, device, parts.student.backbone.patch_embed.patch_size[0])
     checkpointer = make_checkpointer(parts, output_dir, env)
-    resumed = checkpointer.restore() if checkpointer.path.exists() else {}
+    resumed = checkpointer.restore() if resuming else {}
     start_iter = resumed.get("iteration", 0)
     if resumed:
         log.info("resumed from %s at iteration %d", checkpointer.path, start_iter)
@@ -152,10 +153,11 @@ def start_run(
     return Run(parts, stream, schedules, checkpointer, start_iter, iters_per_epoch, peak_lr, calibration)
 
 
-def _build_parts(cfg: PretrainConfig, output_dir: Path, env: DistEnv, device: torch.device, probe) -> TrainParts:
+def _build_parts(
+    cfg: PretrainConfig, output_dir: Path, env: DistEnv, device: torch.device, probe, resuming: bool
+) -> TrainParts:
     """The parts, warm-started on a run's first start only (a checkpoint holds every weight), and
     with the frozen distillation teacher (rebuilt on resume too: it is not checkpointed)."""
-    resuming = has_checkpoint(cfg, output_dir)
     if resuming and cfg.init_from is not None:
         log.info("resuming from the checkpoint in %s: the warm start from %s is not applied again", output_dir,
                  cfg.init_from)  # fmt: skip

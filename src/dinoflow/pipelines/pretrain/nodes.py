@@ -166,8 +166,9 @@ def pretrain_node(
         ``teacher_weights_sha256``.
     """
     cfg = resolve_config(pretrain, presets, tuned_overrides(tuned) if tuned is not None else ())
-    run = prepare_run_folder(cfg, dataset_index["fingerprint"], Path(launcher.output_root))
-    _log_run_inputs(cfg, run, dataset_index)
+    config = to_dict(cfg)
+    run = prepare_run_folder(cfg, config, dataset_index["fingerprint"], Path(launcher.output_root))
+    _log_run_inputs(cfg, config, run, dataset_index)
     remote = _train(launcher, run, Path(dataset_index["dir"]))
     if remote is not None:
         return remote, pd.DataFrame()
@@ -184,10 +185,9 @@ def pretrain_node(
     return result, training_curve(run.output_dir / "metrics.jsonl")
 
 
-def prepare_run_folder(cfg, dataset_fingerprint: str, output_root: Path) -> RunFolder:
+def prepare_run_folder(cfg, config: dict[str, Any], dataset_fingerprint: str, output_root: Path) -> RunFolder:
     """The run's folder, named by its key, holding its ``config.yaml`` and the staged warm-start
-    source and distillation teacher (their weights are part of the key)."""
-    config = to_dict(cfg)
+    source and distillation teacher (their weights are part of the key). ``config``: ``to_dict(cfg)``."""
     with tempfile.TemporaryDirectory(prefix="dinoflow-init-") as workdir:
         lineage, sources = _sources(cfg, Path(workdir))
         weights = lineage.get("parent_weights_sha256", "") + lineage.get("teacher_weights_sha256", "")
@@ -198,8 +198,7 @@ def prepare_run_folder(cfg, dataset_fingerprint: str, output_root: Path) -> RunF
     return RunFolder(key, output_dir, save_config(cfg, output_dir / "config.yaml"), lineage)
 
 
-def _log_run_inputs(cfg, run: RunFolder, dataset_index: dict[str, Any]) -> None:
-    config = to_dict(cfg)
+def _log_run_inputs(cfg, config: dict[str, Any], run: RunFolder, dataset_index: dict[str, Any]) -> None:
     mlflow_run.log_params(config, prefix="pretrain.")
     mlflow_run.log_artifact(run.config_path, "config")
     mlflow_run.set_tags({"config_hash": run.key, "preset": cfg.preset, **run.lineage})
