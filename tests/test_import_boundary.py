@@ -60,3 +60,22 @@ print('ok')
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_building_the_pipeline_graph_imports_no_heavy_library():
+    """`kedro run` imports every node module to build its graph (and to validate the parameters):
+    a run that stops before training, or a bad parameter, must not wait for torch, timm, optuna."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from kedro.framework.project import configure_project
+configure_project('dinoflow')
+from dinoflow.pipeline_registry import register_pipelines
+register_pipelines()
+print(sorted(m for m in ('torch', 'timm', 'torchvision', 'matplotlib', 'optuna', 'faiss') if m in sys.modules))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=SRC.parents[1])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

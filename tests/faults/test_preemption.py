@@ -20,7 +20,8 @@ from safetensors.torch import load_file
 
 from dinoflow.config import resolve_config, save_config, to_dict
 from dinoflow.launch.local import training_command
-from dinoflow.train.checkpoint import BACKBONE_NAME, load_checkpoint
+from dinoflow.train.checkpoint import load_checkpoint
+from dinoflow.train.run_files import BACKBONE_NAME
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 TOTAL = 48  # 8 epochs x 6 iterations (48 images, batch 8)

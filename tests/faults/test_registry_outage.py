@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from dinoflow.config.pipeline_params import EvaluateParams, RegisterParams
 from dinoflow.pipelines.register.nodes import register_node
 from dinoflow.registry.mlflow_registry import RegistrationFailedError
-from dinoflow.train.checkpoint import BACKBONE_NAME
+from dinoflow.train.run_files import BACKBONE_NAME
 from tests.faults.test_torn_writes import small_volume
 from tests.project_copy import kedro_run, make_project_copy
 from tests.servers import mlflow_server

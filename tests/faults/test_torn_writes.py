@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from dinoflow.train.checkpoint import CHECKPOINT_NAME, CheckpointWriteError, load_checkpoint, save_checkpoint
+from dinoflow.train.checkpoint import CheckpointWriteError, load_checkpoint, save_checkpoint
+from dinoflow.train.run_files import CHECKPOINT_NAME
 
 pytestmark = pytest.mark.faults
 

@@ -21,7 +21,8 @@ import pytest
 from dinoflow.config import resolve_config, save_config, to_dict
 from dinoflow.config.pipeline_params import KubernetesParams
 from dinoflow.launch.manifests import CONFIG_DIR, RENDEZVOUS_PORT, pod_output_dir, render_training_job
-from dinoflow.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from dinoflow.train.checkpoint import load_checkpoint
+from dinoflow.train.run_files import CHECKPOINT_NAME
 from tests.faults.test_preemption import logged_steps
 from tests.project_copy import PROJECT_ROOT
 from tests.servers import free_port

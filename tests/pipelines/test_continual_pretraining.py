@@ -24,8 +24,8 @@ from dinoflow.pipelines.pretrain.nodes import init_source, pretrain_node, run_ke
 from dinoflow.pipelines.register import create_pipeline as register
 from dinoflow.registry.mlflow_registry import download_backbone_files, registered_version
 from dinoflow.tracking import mlflow_run
-from dinoflow.train.checkpoint import BACKBONE_NAME
-from dinoflow.train.warm_start import INIT_DIR, RECORD_NAME, state_digest
+from dinoflow.train.run_files import BACKBONE_NAME, INIT_DIR
+from dinoflow.train.warm_start import RECORD_NAME, state_digest
 from tests.conftest import shards_of
 from tests.project_copy import PROJECT_ROOT
 from tests.train.test_warm_start import source_folder

@@ -20,7 +20,8 @@ from dinoflow.pipelines.curate import create_pipeline as curate
 from dinoflow.pipelines.dataset import create_pipeline as dataset
 from dinoflow.registry.mlflow_registry import register_backbone
 from dinoflow.train.builders import build_backbone_from_config
-from dinoflow.train.checkpoint import BACKBONE_NAME, export_teacher_backbone
+from dinoflow.train.checkpoint import export_teacher_backbone
+from dinoflow.train.run_files import BACKBONE_NAME
 from tests.pipelines.test_data_pipelines import data_params
 
 

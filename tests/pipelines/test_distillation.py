@@ -16,8 +16,8 @@ from dinoflow.pipelines.promote import create_pipeline as promote
 from dinoflow.pipelines.register import create_pipeline as register
 from dinoflow.registry.mlflow_registry import download_backbone_files, registered_version
 from dinoflow.tracking import mlflow_run
-from dinoflow.train.checkpoint import BACKBONE_NAME, HEAD_NAME
-from dinoflow.train.distill import RECORD_NAME, TEACHER_DIR
+from dinoflow.train.distill import RECORD_NAME
+from dinoflow.train.run_files import BACKBONE_NAME, HEAD_NAME, TEACHER_DIR
 from tests.pipelines.test_continual_pretraining import MODEL, make_catalog
 
 STUDENT = "ci-student"

@@ -24,7 +24,7 @@ from dinoflow.pipelines.register import create_pipeline as register
 from dinoflow.pipelines.register.nodes import register_node
 from dinoflow.tracking import mlflow_run
 from dinoflow.train.builders import build_backbone_from_config
-from dinoflow.train.checkpoint import BACKBONE_NAME
+from dinoflow.train.run_files import BACKBONE_NAME
 
 
 @pytest.fixture

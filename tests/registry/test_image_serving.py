@@ -21,7 +21,7 @@ from dinoflow.config import save_config
 from dinoflow.data.multicrop import normalize
 from dinoflow.registry.mlflow_registry import register_backbone
 from dinoflow.train.builders import build_backbone_from_config
-from dinoflow.train.checkpoint import BACKBONE_NAME
+from dinoflow.train.run_files import BACKBONE_NAME
 from tests.eval.test_features import PREPROCESSING, encoded, stored_views
 from tests.project_copy import PROJECT_ROOT
 from tests.servers import model_server

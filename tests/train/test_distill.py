@@ -12,8 +12,9 @@ from safetensors.torch import save_file
 
 from dinoflow.config import ConfigError, resolve_config, save_config, to_dict
 from dinoflow.train import builders, distill
-from dinoflow.train.checkpoint import BACKBONE_NAME, HEAD_NAME, teacher_head_state
+from dinoflow.train.checkpoint import teacher_head_state
 from dinoflow.train.optim import build_optimizer
+from dinoflow.train.run_files import BACKBONE_NAME, HEAD_NAME
 from dinoflow.train.step import TrainParts, train_step
 from tests.train.test_loop import ListSink, run
 

@@ -22,9 +22,10 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimi
 from dinoflow.config import load_config_file, resolve_config, save_config, to_dict
 from dinoflow.launch.local import training_command
 from dinoflow.train import builders, sharding
-from dinoflow.train.checkpoint import BACKBONE_NAME, load_checkpoint
+from dinoflow.train.checkpoint import load_checkpoint
 from dinoflow.train.distributed import ensure_process_group, shutdown_distributed
 from dinoflow.train.optim import build_optimizer
+from dinoflow.train.run_files import BACKBONE_NAME
 from dinoflow.train.sharding import META_NAME, SHARDED_CHECKPOINT_NAME
 
 pytestmark = [pytest.mark.slow]

@@ -11,8 +11,9 @@ from safetensors.torch import save_file
 
 from dinoflow.config import save_config
 from dinoflow.train import builders
-from dinoflow.train.checkpoint import BACKBONE_NAME, load_checkpoint
-from dinoflow.train.warm_start import INIT_DIR, RECORD_NAME, init_folder, state_digest, warm_start
+from dinoflow.train.checkpoint import load_checkpoint
+from dinoflow.train.run_files import BACKBONE_NAME, INIT_DIR
+from dinoflow.train.warm_start import RECORD_NAME, init_folder, state_digest, warm_start
 from tests.train.test_loop import ListSink, run
 
 

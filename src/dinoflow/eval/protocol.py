@@ -8,11 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dinoflow.config.pipeline_params import EvaluateParams
-from dinoflow.data.shards import ShardReader
-from dinoflow.eval.suite import EvalSet, EvalSettings
+
+if TYPE_CHECKING:  # torch: imported when settings or a set are built, not to name a protocol
+    from dinoflow.eval.suite import EvalSet, EvalSettings
 
 
 def evaluation_protocol(evaluate: EvaluateParams) -> str:
@@ -24,6 +25,8 @@ def evaluation_protocol(evaluate: EvaluateParams) -> str:
 
 
 def eval_settings(evaluate: EvaluateParams, image_size: int) -> EvalSettings:
+    from dinoflow.eval.suite import EvalSettings
+
     return EvalSettings(
         image_size=image_size,
         k=evaluate.knn_k,
@@ -37,6 +40,9 @@ def eval_settings(evaluate: EvaluateParams, image_size: int) -> EvalSettings:
 
 def eval_set(dataset_index: dict[str, Any], settings: EvalSettings) -> EvalSet:
     """The dataset's train/val splits as an evaluation set (masks when both splits have them)."""
+    from dinoflow.data.shards import ShardReader
+    from dinoflow.eval.suite import EvalSet
+
     if not dataset_index["classes"]:
         raise ValueError("k-NN evaluation needs labels: use class sub-folders (see README, 'Bring your own images')")
     root = Path(dataset_index["dir"])

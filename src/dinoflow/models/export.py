@@ -7,6 +7,7 @@ Java or the browser) load it as is.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -47,3 +48,22 @@ def onnx_max_abs_diff(path: Path, backbone: nn.Module, images: torch.Tensor) -> 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (onnx_out,) = session.run(None, {INPUT_NAME: images.numpy().astype(np.float32)})
     return float(np.abs(onnx_out - backbone.eval()(images).numpy()).max())
+
+
+class OnnxExport:
+    """The backbone's ONNX file, exported once however many times registration is tried, and
+    checked against torch on fresh inputs."""
+
+    def __init__(self, backbone: nn.Module, size: int, path: Path):
+        self.backbone, self.size, self.path, self.check = backbone, size, path, {}
+        # Batch 2, not 1: torch.export specialises a size-1 dimension and the model would accept batch 1 only.
+        self.example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+    def ensure(self) -> dict[str, str]:
+        """Export if not done yet; returns the tag ``onnx_max_abs_diff`` (|onnxruntime - torch|)."""
+        if not self.path.exists():
+            export_onnx(self.backbone, self.example, self.path)
+            diff = onnx_max_abs_diff(self.path, self.backbone, torch.randn(3, 3, self.size, self.size))
+            self.check = {"onnx_max_abs_diff": f"{diff:.2e}"}
+            logging.getLogger(__name__).info("ONNX export: max |onnxruntime - torch| = %.2e", diff)
+        return self.check

@@ -50,7 +50,7 @@ from torch import nn
 from dinoflow.data.multicrop import normalize
 from dinoflow.eval.features import ImagePreprocessing, image_view
 from dinoflow.train.builders import backbone_from_files
-from dinoflow.train.checkpoint import BACKBONE_NAME
+from dinoflow.train.run_files import BACKBONE_NAME
 
 IMAGE, PATH = "image", "path"
 OUTPUTS = ("cls", "patch_tokens")

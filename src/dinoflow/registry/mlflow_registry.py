@@ -16,22 +16,24 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
-import numpy as np
-import torch
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from requests import RequestException
 
 from dinoflow.atomic import WriteFailedError
-from dinoflow.eval.features import ImagePreprocessing
-from dinoflow.registry import image_model
 from dinoflow.registry.gates import Decision
 from dinoflow.registry.scorecard import model_description, version_description
 from dinoflow.tracking.mlflow_run import metric_name
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from dinoflow.eval.features import ImagePreprocessing
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -114,6 +116,9 @@ def register_backbone(
     Returns:
         ``{"name", "version", "alias", "model_uri", "logged_model_uri", "logged_model_id"}``.
     """
+    from dinoflow.eval.features import ImagePreprocessing  # noqa: F811 (torch: imported where a model is logged)
+    from dinoflow.registry import image_model
+
     for path in files:
         mlflow.log_artifact(str(path), FILES_DIR)
     size = int(input_example.shape[-1])

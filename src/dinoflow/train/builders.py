@@ -16,7 +16,7 @@ from dinoflow.losses.ibot_loss import IBOTPatchLoss
 from dinoflow.models.backbone import build_backbone
 from dinoflow.models.heads import DINOHead
 from dinoflow.models.teacher import DINOModel, make_teacher
-from dinoflow.train.checkpoint import BACKBONE_NAME
+from dinoflow.train.run_files import BACKBONE_NAME
 from dinoflow.train.schedules import Schedules, build_schedules
 
 

@@ -14,17 +14,13 @@ import torch
 from safetensors.torch import save_file
 
 from dinoflow.atomic import WriteFailedError, atomic_path
-
-CHECKPOINT_NAME = "checkpoint.pt"
+from dinoflow.train.run_files import CHECKPOINT_NAME
 
 
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written (full disk, I/O error); the previous one is intact."""
 
 
-BACKBONE_NAME = "teacher_backbone.safetensors"
-# The teacher's DINO head (and iBOT patch head when separate): what a distillation teacher's targets need.
-HEAD_NAME = "teacher_head.safetensors"
 HEAD_PREFIXES = ("head.", "patch_head.")
 
 

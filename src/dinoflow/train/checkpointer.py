@@ -18,9 +18,6 @@ from typing import Any
 from dinoflow.config import PretrainConfig
 from dinoflow.train import sharding
 from dinoflow.train.checkpoint import (
-    BACKBONE_NAME,
-    CHECKPOINT_NAME,
-    HEAD_NAME,
     export_teacher_backbone,
     load_checkpoint,
     save_checkpoint,
@@ -28,6 +25,7 @@ from dinoflow.train.checkpoint import (
     teacher_head_state,
 )
 from dinoflow.train.distributed import DistEnv
+from dinoflow.train.run_files import BACKBONE_NAME, CHECKPOINT_NAME, HEAD_NAME
 from dinoflow.train.step import TrainParts
 
 

@@ -21,31 +21,14 @@ from torch import nn
 
 from dinoflow.config import ConfigError, PretrainConfig, to_dict
 from dinoflow.train.builders import backbone_from_files
-from dinoflow.train.checkpoint import BACKBONE_NAME
+from dinoflow.train.run_files import INIT_DIR, INIT_FILES, require_backbone_files
 
 log = logging.getLogger(__name__)
 
-INIT_DIR = "init"  # in the run's output folder: the staged copy of the source's backbone files
 RECORD_NAME = "warm_start.json"  # what a warm-started run began from (digests of the loaded weights)
-INIT_FILES = ("config.yaml", BACKBONE_NAME)
 # The keys that shape the backbone: the source's values must be this config's (no resizing is done).
 ARCHITECTURE_KEYS = ("model.arch", "model.patch_size", "model.embed_dim", "model.depth", "model.num_heads",
                      "model.reg_tokens", "model.layer_scale_init", "model.mlp", "model.stem", "crops.global_size")  # fmt: skip
-
-
-def require_backbone_files(
-    folder: Path, init_from: str, files: tuple[str, ...] = INIT_FILES, key: str = "pretrain.init_from"
-) -> Path:
-    """``folder`` when it holds ``files`` (by default ``config.yaml`` and the teacher backbone's
-    safetensors weights); ``key`` is the config key the error names (``pretrain.distill_from`` too)."""
-    missing = [name for name in files if not (Path(folder) / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{key}={init_from!r}: {folder} lacks {' and '.join(missing)}; {key} needs a folder "
-            f"holding {', '.join(files)}, as a training run writes (data/06_models/pretrain/<run key>/) or a registered "
-            f"version stores (backbone_files/), or a registry URI models:/<name>@<alias> run through the pretrain pipeline"
-        )
-    return Path(folder)
 
 
 def init_folder(

@@ -1,5 +1,8 @@
 """Curation: embed the validated images, drop near-duplicates and training near-copies of val
-images, sample evenly across clusters (``dinoflow.curation``); off, the manifest passes unchanged."""
+images, sample evenly across clusters (``dinoflow.curation``); off, the manifest passes unchanged.
+
+The curation code (torch, faiss, matplotlib) is imported when curation runs: ``kedro run`` imports
+every pipeline's nodes, and curation is off by default."""
 
 from __future__ import annotations
 
@@ -7,20 +10,18 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from dinoflow.config.pipeline_params import CurationParams, DataParams, DatasetParams
-from dinoflow.curation import pictures
-from dinoflow.curation.curate import Curation, CurationSettings, curate
-from dinoflow.curation.embeddings import backbone_embeddings, pixel_embeddings
 from dinoflow.data.decode import parse_background
 from dinoflow.data.manifest import inside
-from dinoflow.registry.mlflow_registry import download_backbone_files, registered_version
 from dinoflow.tracking import mlflow_run
-from dinoflow.train.builders import backbone_from_files
+
+if TYPE_CHECKING:
+    from dinoflow.curation.curate import Curation, CurationSettings
 
 log = logging.getLogger(__name__)
 REMOVED_COLUMNS = ["path", "split", "reason", "detail", "similarity"]
@@ -30,6 +31,10 @@ def embed(
     paths: list[Path], curation: CurationParams, max_side: int, background: tuple[int, int, int]
 ) -> tuple[np.ndarray, str]:
     """(N, V, D) unit embeddings of the images (V variants each) and what made them (for the report)."""
+    from dinoflow.curation.embeddings import backbone_embeddings, pixel_embeddings
+    from dinoflow.registry.mlflow_registry import download_backbone_files, registered_version
+    from dinoflow.train.builders import backbone_from_files
+
     if curation.embedding == "pixels":
         vectors = pixel_embeddings(paths, curation.eval_size, curation.thumbnail, curation.crop_tolerance, max_side,
                                    background, workers=curation.workers or os.cpu_count() or 1, progress=True)  # fmt: skip
@@ -44,6 +49,8 @@ def embed(
 
 
 def settings_of(curation: CurationParams) -> CurationSettings:
+    from dinoflow.curation.curate import CurationSettings
+
     s = curation.sampling
     return CurationSettings(curation.duplicate_threshold, curation.neighbours, curation.decontamination_threshold,
                             tuple(s.levels), s.target_size, s.target_share, s.kmeans_iterations, s.seed)  # fmt: skip
@@ -51,6 +58,8 @@ def settings_of(curation: CurationParams) -> CurationSettings:
 
 def draw_pictures(result: Curation, paths: list[Path], shown: int, out_dir: Path) -> list[Path]:
     """The duplicate groups, the cluster sizes before / after sampling, examples per top cluster."""
+    from dinoflow.curation import pictures
+
     drawn = []
     if result.groups and shown:
         rows = [[paths[i] for i in group[:8]] for group in result.groups[:shown]]
@@ -78,6 +87,8 @@ def curate_node(
     """Returns (curated manifest, report, removed rows with their reason)."""
     if not curation.enabled:
         return clean_manifest, {"enabled": False}, pd.DataFrame(columns=REMOVED_COLUMNS)
+    from dinoflow.curation.curate import curate
+
     frame = clean_manifest.reset_index(drop=True)
     root = Path(source["root"])
     paths = [inside(root, p) for p in frame["path"]]

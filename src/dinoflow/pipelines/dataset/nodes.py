@@ -1,17 +1,20 @@
-"""Dataset building: pack the clean images of each split into tensor shards."""
+"""Dataset building: pack the clean images of each split into tensor shards (``dinoflow.data.shards``,
+imported when the node runs: ``kedro run`` imports every node, and the shards need torch)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from dinoflow.config.pipeline_params import DataParams, DatasetParams
 from dinoflow.data.decode import parse_background
 from dinoflow.data.manifest import inside
-from dinoflow.data.shards import ImageRecord, build_dataset
 from dinoflow.tracking import mlflow_run
+
+if TYPE_CHECKING:
+    from dinoflow.data.shards import ImageRecord
 
 
 def build_dataset_node(
@@ -20,6 +23,8 @@ def build_dataset_node(
     """Returns the dataset index: per split its shards and counts, the classes, the settings, the fingerprint.
 
     Transparency is composited on ``data.alpha_background``, as the manifest's notes say."""
+    from dinoflow.data.shards import build_dataset
+
     classes = sorted(label for label in clean_manifest["label"].unique() if label)
     records = _image_records(clean_manifest, Path(source["root"]), classes)
     fingerprint_rows = clean_manifest[["path", "sha256", "label", "split"]].itertuples(index=False)
@@ -40,6 +45,8 @@ def build_dataset_node(
 
 def _image_records(manifest: pd.DataFrame, root: Path, classes: list[str]) -> dict[str, list[ImageRecord]]:
     """Per split, what the shard writer reads of each clean row (label -1: unlabelled)."""
+    from dinoflow.data.shards import ImageRecord  # noqa: F811
+
     return {
         split: [
             ImageRecord(

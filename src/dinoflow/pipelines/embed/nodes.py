@@ -1,6 +1,7 @@
 """Embed a folder: the project's ingestion and validation nodes on it, then every valid image
 through a registered version's image embedder (``registry.embedder``) into a Parquet file and a
-nearest-neighbour index (``curation.embedding_store``, ``curation.search_index``)."""
+nearest-neighbour index (``curation.embedding_store``, ``curation.search_index``). The embedder and the index
+(torch, faiss) are imported when the node runs: ``kedro run`` imports every node."""
 
 from __future__ import annotations
 
@@ -15,9 +16,7 @@ import pandas as pd
 
 from dinoflow.config.pipeline_params import DataParams, EmbedParams, ValidationParams
 from dinoflow.curation.embedding_store import EMBEDDINGS_FILE, update_embeddings
-from dinoflow.curation.search_index import build_search_index, save_index
 from dinoflow.data.manifest import inside
-from dinoflow.registry.embedder import load_embedder
 from dinoflow.tracking import mlflow_run
 
 log = logging.getLogger(__name__)
@@ -41,6 +40,9 @@ def embed_settings(
 def embed_node(clean_manifest: pd.DataFrame, source: dict[str, Any], embed: EmbedParams) -> dict[str, Any]:
     """Embeddings of every valid image (only those not on disk yet for this model version), then
     the index over all of them. Returns the report (counts, speed, index kind, files)."""
+    from dinoflow.curation.search_index import build_search_index, save_index
+    from dinoflow.registry.embedder import load_embedder
+
     root, output = Path(source["root"]), Path(embed.output_dir)
     with tempfile.TemporaryDirectory(prefix="dinoflow-embed-") as tmp:
         model = load_embedder(embed.model, Path(tmp))

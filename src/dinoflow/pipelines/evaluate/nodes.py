@@ -1,4 +1,7 @@
-"""Evaluate: k-NN of the teacher backbone against random-init and raw-pixel baselines."""
+"""Evaluate: k-NN of the teacher backbone against random-init and raw-pixel baselines.
+
+The evaluation code (torch, timm, matplotlib) is imported when a node runs: ``kedro run`` imports
+every node to build its graph."""
 
 from __future__ import annotations
 
@@ -9,15 +12,10 @@ from typing import Any
 import pandas as pd
 
 from dinoflow.config.pipeline_params import EvaluateParams
-from dinoflow.data.shards import ShardReader
-from dinoflow.eval.features import evaluation_batches, extract_features
-from dinoflow.eval.pictures import plot_training_curve, render_pictures
 from dinoflow.eval.protocol import eval_set, eval_settings
-from dinoflow.eval.suite import evaluate_backbone
 from dinoflow.launch.remote import require_local_run
 from dinoflow.run_summary import evaluation_lines
 from dinoflow.tracking import mlflow_run
-from dinoflow.train.builders import backbone_from_files
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +24,9 @@ def evaluate_node(
     dataset_index: dict[str, Any], pretrain_result: dict[str, Any], evaluate: EvaluateParams
 ) -> dict[str, float]:
     """Returns the flat metrics dict written to ``data/08_reporting/metrics.json``."""
+    from dinoflow.eval.suite import evaluate_backbone
+    from dinoflow.train.builders import backbone_from_files
+
     require_local_run(pretrain_result, "evaluate")
     # The exported teacher backbone: the very file register uploads, so the version carries the scored weights.
     trained, cfg = backbone_from_files(Path(pretrain_result["output_dir"]))
@@ -46,6 +47,10 @@ def evaluate_node(
 
 def _pictures(backbone, dataset_index: dict[str, Any], image_size: int, evaluate: EvaluateParams) -> None:
     """Attention maps and patch-token PCA of the first ``evaluate.pictures`` val images, on disk and the run page."""
+    from dinoflow.data.shards import ShardReader
+    from dinoflow.eval.features import evaluation_batches, extract_features
+    from dinoflow.eval.pictures import render_pictures
+
     val = ShardReader.from_index(Path(dataset_index["dir"]), "val")
     images = next(evaluation_batches(val, image_size, evaluate.pictures))
     tokens = extract_features(backbone, [images]).patch_tokens
@@ -57,6 +62,8 @@ def _pictures(backbone, dataset_index: dict[str, Any], image_size: int, evaluate
 def training_curve_picture_node(training_curve: pd.DataFrame, evaluate: EvaluateParams) -> None:
     """``training_curve.png`` beside the other pictures, and on the run page (no curve: a run
     that trained on a cluster without its checkpoints mounted here)."""
+    from dinoflow.eval.pictures import plot_training_curve
+
     if not evaluate.pictures or training_curve.empty:
         return
     records = [{k: v for k, v in row.items() if pd.notna(v)} for row in training_curve.to_dict("records")]

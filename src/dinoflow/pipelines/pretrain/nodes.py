@@ -20,14 +20,17 @@ from dinoflow.config.pipeline_params import LauncherParams, TunedParams
 from dinoflow.launch.local import run_process, training_command
 from dinoflow.launch.manifests import job_name, render_training_job, write_manifests
 from dinoflow.launch.remote import remote_result
-from dinoflow.registry.mlflow_registry import download_backbone_files, registered_version
 from dinoflow.run_summary import pretrain_line
 from dinoflow.tracking import mlflow_run
 from dinoflow.tracking.mlflow_sink import PENDING_NAME, read_pending
-from dinoflow.train.checkpoint import BACKBONE_NAME
-from dinoflow.train.distill import KEY as DISTILL_KEY
-from dinoflow.train.distill import TEACHER_DIR, TEACHER_FILES
-from dinoflow.train.warm_start import INIT_DIR, INIT_FILES, require_backbone_files
+from dinoflow.train.run_files import (
+    BACKBONE_NAME,
+    INIT_DIR,
+    INIT_FILES,
+    TEACHER_DIR,
+    TEACHER_FILES,
+    require_backbone_files,
+)
 
 log = logging.getLogger(__name__)
 K8S_BASE = Path("k8s") / "base"  # the kustomize base the Kubernetes launcher renders from
@@ -94,6 +97,8 @@ def init_source(
     or the folder as given) and ``parent_weights_sha256``. ``files`` and ``key``: what the folder must
     hold and the config key its error names (a distillation teacher needs its heads too)."""
     if init_from.startswith("models:/"):
+        from dinoflow.registry.mlflow_registry import download_backbone_files, registered_version  # torch: here only
+
         version = registered_version(init_from)
         folder, parent = download_backbone_files(version, workdir), f"{version.name}/{version.version}"
     else:
@@ -126,7 +131,7 @@ def _sources(cfg, workdir: Path) -> tuple[dict[str, str], list[tuple[Path, str, 
         folder, lineage = init_source(cfg.init_from, workdir / INIT_DIR)
         sources.append((folder, INIT_DIR, INIT_FILES))
     if cfg.distill_from is not None:  # distillation: the process reads its frozen teacher in <run folder>/teacher
-        folder, teacher = init_source(cfg.distill_from, workdir / TEACHER_DIR, TEACHER_FILES, DISTILL_KEY)
+        folder, teacher = init_source(cfg.distill_from, workdir / TEACHER_DIR, TEACHER_FILES, "pretrain.distill_from")
         lineage |= {"distilled_from": teacher["parent_model_version"],
                     "teacher_weights_sha256": teacher["parent_weights_sha256"]}  # fmt: skip
         sources.append((folder, TEACHER_DIR, TEACHER_FILES))

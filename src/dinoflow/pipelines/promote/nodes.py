@@ -1,7 +1,8 @@
 """Promote: score @challenger and @champion on the same evaluation set, apply the gates, record why.
 
 A version's own evaluation (its ``metric.*`` tags) is reused when it was made on the same dataset
-fingerprint under the same protocol; anything else is rebuilt from its registered files and re-scored."""
+fingerprint under the same protocol; anything else is rebuilt from its registered files and re-scored.
+Scoring code (torch, timm) is imported where a version is re-scored: ``kedro run`` imports every node."""
 
 from __future__ import annotations
 
@@ -13,9 +14,7 @@ from typing import Any
 
 from dinoflow.config import load_config_file
 from dinoflow.config.pipeline_params import EvaluateParams, PromoteParams, RegisterParams
-from dinoflow.eval.features import raw_pixel_features
 from dinoflow.eval.protocol import eval_set, eval_settings, evaluation_protocol
-from dinoflow.eval.suite import knn_metrics, score_backbone
 from dinoflow.registry.gates import Decision, Evidence, decide
 from dinoflow.registry.mlflow_registry import (
     CHALLENGER,
@@ -27,7 +26,6 @@ from dinoflow.registry.mlflow_registry import (
 )
 from dinoflow.run_summary import promotion_lines
 from dinoflow.tracking import mlflow_run
-from dinoflow.train.builders import backbone_from_files
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +38,9 @@ def _score(version, dataset_index, evaluate: EvaluateParams, workdir: Path, rand
 
 def _score_files(files: Path, dataset_index, evaluate: EvaluateParams, name: str, random_init: bool = False) -> dict:
     """Score the backbone a folder of ``config.yaml`` + weights describes (a version's files or a run folder)."""
+    from dinoflow.eval.suite import score_backbone
+    from dinoflow.train.builders import backbone_from_files
+
     backbone, cfg = backbone_from_files(files, weights=not random_init)
     settings = eval_settings(evaluate, cfg.crops.global_size)
     name += " random init" if random_init else ""
@@ -99,6 +100,9 @@ def _raw_pixels_knn(challenger, dataset_index, evaluate: EvaluateParams) -> floa
     recorded = challenger.tags.get("metric.knn_top1_raw_pixels")
     if recorded is not None and _recorded(challenger, dataset_index["fingerprint"], evaluation_protocol(evaluate)):
         return float(recorded)
+    from dinoflow.eval.features import raw_pixel_features
+    from dinoflow.eval.suite import knn_metrics
+
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config_file(download_backbone_files(challenger, Path(tmp)) / "config.yaml")
     settings = eval_settings(evaluate, cfg.crops.global_size)

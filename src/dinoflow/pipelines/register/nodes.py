@@ -1,5 +1,5 @@
 """Register: log the teacher backbone to MLflow (pt2 and image-in flavours), register a version, alias it
-``challenger``."""
+``challenger``. Torch and the model code are imported when the node runs: ``kedro run`` imports every node."""
 
 from __future__ import annotations
 
@@ -10,18 +10,13 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from dinoflow.config.pipeline_params import EvaluateParams, RegisterParams
-from dinoflow.eval.features import ImagePreprocessing
 from dinoflow.eval.protocol import evaluation_protocol
-from dinoflow.models.export import export_onnx, onnx_max_abs_diff
 from dinoflow.registry.mlflow_registry import identical_version, link_version, register_backbone, with_retries
 from dinoflow.run_summary import registration_line
 from dinoflow.tracking import mlflow_run
 from dinoflow.tracking.mlflow_run import metric_name
-from dinoflow.train.builders import backbone_from_files
-from dinoflow.train.checkpoint import BACKBONE_NAME, HEAD_NAME
+from dinoflow.train.run_files import BACKBONE_NAME, HEAD_NAME
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -47,6 +42,10 @@ def register_node(
         RegistrationFailedError: the registry or its artifact store failed ``register.attempts``
             times; the run folder and the evaluation stay on disk for a later registration.
     """
+    from dinoflow.eval.features import ImagePreprocessing
+    from dinoflow.models.export import OnnxExport
+    from dinoflow.train.builders import backbone_from_files
+
     run_dir = Path(pretrain_result["output_dir"])
     backbone, cfg = backbone_from_files(run_dir)  # what evaluate scored: the same file, the same loader
     with (run_dir / BACKBONE_NAME).open("rb") as f:
@@ -55,7 +54,7 @@ def register_node(
     # Served images are prepared as evaluation saw this dataset's images (stored, then viewed).
     preprocessing = ImagePreprocessing.of_dataset(dataset_index["settings"], cfg.crops.global_size)
     with tempfile.TemporaryDirectory(prefix="dinoflow-onnx-") as onnx_dir:  # not in the run folder: DVC owns it
-        onnx = _OnnxExport(backbone, cfg.crops.global_size, Path(onnx_dir) / "backbone.onnx")
+        onnx = OnnxExport(backbone, cfg.crops.global_size, Path(onnx_dir) / "backbone.onnx")
 
         def register_once() -> dict[str, Any]:
             existing = identical_version(register.model_name, pretrain_result["config_hash"], weights_sha256)
@@ -84,25 +83,6 @@ def _run_files(pretrain_result: dict[str, Any]) -> list[Path]:
     run_dir = Path(pretrain_result["output_dir"])
     head = run_dir / HEAD_NAME
     return [Path(pretrain_result["config"]), run_dir / BACKBONE_NAME, *([head] if head.is_file() else [])]
-
-
-class _OnnxExport:
-    """The backbone's ONNX file, exported once however many times registration is tried, and
-    checked against torch on fresh inputs."""
-
-    def __init__(self, backbone: torch.nn.Module, size: int, path: Path):
-        self.backbone, self.size, self.path, self.check = backbone, size, path, {}
-        # Batch 2, not 1: torch.export specialises a size-1 dimension and the model would accept batch 1 only.
-        self.example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-
-    def ensure(self) -> dict[str, str]:
-        """Export if not done yet; returns the tag ``onnx_max_abs_diff`` (|onnxruntime - torch|)."""
-        if not self.path.exists():
-            export_onnx(self.backbone, self.example, self.path)
-            diff = onnx_max_abs_diff(self.path, self.backbone, torch.randn(3, 3, self.size, self.size))
-            self.check = {"onnx_max_abs_diff": f"{diff:.2e}"}
-            log.info("ONNX export: max |onnxruntime - torch| = %s", self.check["onnx_max_abs_diff"])
-        return self.check
 
 
 def _link(existing: ModelVersion, alias: str, run_key: str, weights_sha256: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Tune: run the Optuna study in worker processes, then write the best values where ``pretrain``
-picks them up (``pretrain_tuned.use=true``) and the study's plots where people look."""
+picks them up (``pretrain_tuned.use=true``) and the study's plots where people look. The study code
+(optuna, torch) is imported when the node runs: ``kedro run`` imports every node."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from dinoflow.config import resolve_config, to_dict
 from dinoflow.config.pipeline_params import EvaluateParams, TunedParams, TuneParams
 from dinoflow.launch.local import run_process
 from dinoflow.tracking import mlflow_run
-from dinoflow.tuning.study import open_study, prepare_study, save_plots, summarize
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ def tune_node(
     evaluate: EvaluateParams,
 ) -> dict[str, Any]:
     """Returns the study summary (``data/08_reporting/tuning_summary.json``)."""
+    from dinoflow.tuning.study import open_study, prepare_study, save_plots, summarize
+
     base = to_dict(resolve_config(pretrain, presets))
     if base["init_from"] is not None:  # trials are short runs from scratch; a warm start is not staged for each
         log.info("tuning trials start cold: pretrain.init_from=%s applies to `kedro run` only", base["init_from"])
