@@ -23,8 +23,8 @@ from dinoflow import project_lock, run_summary
 from dinoflow.atomic import atomic_path
 from dinoflow.config import resolve_config
 from dinoflow.config.pipeline_params import EvaluateParams
-from dinoflow.pipelines.data_validation.nodes import DataValidationError
 from dinoflow.tracking import mlflow_run
+from dinoflow.validation import DataValidationError
 
 log = logging.getLogger(__name__)
 

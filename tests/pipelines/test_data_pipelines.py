@@ -21,13 +21,10 @@ from dinoflow.pipelines.curate import create_pipeline as curate
 from dinoflow.pipelines.data_ingestion import create_pipeline as ingestion
 from dinoflow.pipelines.data_ingestion.nodes import build_manifest_node, materialize_source
 from dinoflow.pipelines.data_validation import create_pipeline as validation
-from dinoflow.pipelines.data_validation.nodes import (
-    DataValidationError,
-    stop_on_failed_validation_node,
-    validate_manifest_node,
-)
+from dinoflow.pipelines.data_validation.nodes import stop_on_failed_validation_node, validate_manifest_node
 from dinoflow.pipelines.dataset import create_pipeline as dataset
 from dinoflow.tracking import mlflow_run
+from dinoflow.validation import DataValidationError
 
 
 def data_params(tmp_path, **overrides) -> DataParams:

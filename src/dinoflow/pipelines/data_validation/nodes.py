@@ -18,21 +18,9 @@ import pandas as pd
 from dinoflow.config.pipeline_params import DataParams, ValidationParams
 from dinoflow.data.manifest import quarantine_summary, reason_of
 from dinoflow.tracking import mlflow_run
+from dinoflow.validation import DataValidationError
 
 log = logging.getLogger(__name__)
-
-
-class DataValidationError(RuntimeError):
-    """The manifest failed its expectations: each failed rule in words, the quarantine reasons and
-    where the reports are (``reports``: what they are -> path; the pipeline hook adds the catalog
-    files, which a node cannot know)."""
-
-    def __init__(self, message: str, reports: dict[str, str]) -> None:
-        super().__init__(message)
-        self.reports = dict(reports)
-
-    def __str__(self) -> str:
-        return f"{self.args[0]}\n  reports: " + ", ".join(f"{what} {path}" for what, path in self.reports.items())
 
 
 def stop_message(report: dict[str, Any]) -> str:
