@@ -35,10 +35,12 @@ demo: install  ## run the default pipeline on the embedded synthetic data (demo 
 
 # One worker per core, a test file per worker at a time (its module fixtures are built once);
 # each worker computes on one thread (tests/conftest.py); the 15 slowest tests are listed at the end.
+# --no-loadscope-reorder keeps tests/conftest.py's order (longest files first): xdist's default
+# reorder by tests per file left the one-test DVC file to run alone at the end.
 # On a fresh clone with 2 Intel Xeon (AMX) cores, chromium already installed:
 # 404 tests in 11:21, 13:06 with the install.
 test: install browser  ## run the whole test suite, end-to-end `kedro run` included
-	$(BIN)/pytest -n auto --dist loadfile --durations=15
+	$(BIN)/pytest -n auto --dist loadfile --no-loadscope-reorder --durations=15
 
 # The MLflow UI test renders pages in Debian's chromium: installed here when we may (root + apt);
 # otherwise that one test is skipped with its reason.
@@ -52,7 +54,7 @@ test-fast: install  ## unit tests only (skips slow end-to-end and multi-process 
 	$(BIN)/pytest -m "not slow"
 
 test-faults: install  ## the fault-injection suite only (kill -9, SIGTERM, torn writes, outages)
-	$(BIN)/pytest -m faults -n auto --dist loadfile
+	$(BIN)/pytest -m faults -n auto --dist loadfile --no-loadscope-reorder
 
 lint: install  ## ruff lint + format check
 	$(BIN)/ruff check src tests
