@@ -16,6 +16,8 @@ from torch import nn
 
 from dinoflow.atomic import atomic_path
 
+log = logging.getLogger(__name__)
+
 INPUT_NAME = "images"
 
 
@@ -65,5 +67,5 @@ class OnnxExport:
             export_onnx(self.backbone, self.example, self.path)
             diff = onnx_max_abs_diff(self.path, self.backbone, torch.randn(3, 3, self.size, self.size))
             self.check = {"onnx_max_abs_diff": f"{diff:.2e}"}
-            logging.getLogger(__name__).info("ONNX export: max |onnxruntime - torch| = %.2e", diff)
+            log.info("ONNX export: max |onnxruntime - torch| = %.2e", diff)
         return self.check

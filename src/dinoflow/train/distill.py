@@ -28,10 +28,10 @@ from dinoflow.config import ConfigError, PretrainConfig
 from dinoflow.models.teacher import DINOModel
 from dinoflow.train.builders import backbone_from_files, build_heads
 from dinoflow.train.checkpoint import HEAD_PREFIXES
+from dinoflow.train.run_files import DISTILL_KEY as KEY
 from dinoflow.train.run_files import HEAD_NAME, TEACHER_DIR, TEACHER_FILES
 from dinoflow.train.warm_start import init_folder, state_digest
 
-KEY = "pretrain.distill_from"
 RECORD_NAME = "distill.json"  # the teacher's and student's sizes, and digests showing the teacher stayed frozen
 
 

@@ -14,6 +14,7 @@ INIT_DIR = "init"  # the staged copy of a warm-start source's backbone files
 INIT_FILES = ("config.yaml", BACKBONE_NAME)
 TEACHER_DIR = "teacher"  # the staged copy of a distillation teacher's files
 TEACHER_FILES = ("config.yaml", BACKBONE_NAME, HEAD_NAME)
+DISTILL_KEY = "pretrain.distill_from"  # the config key that names a distillation teacher
 
 
 def require_backbone_files(

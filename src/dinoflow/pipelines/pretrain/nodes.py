@@ -25,6 +25,7 @@ from dinoflow.tracking import mlflow_run
 from dinoflow.tracking.mlflow_sink import PENDING_NAME, read_pending
 from dinoflow.train.run_files import (
     BACKBONE_NAME,
+    DISTILL_KEY,
     INIT_DIR,
     INIT_FILES,
     TEACHER_DIR,
@@ -131,7 +132,7 @@ def _sources(cfg, workdir: Path) -> tuple[dict[str, str], list[tuple[Path, str, 
         folder, lineage = init_source(cfg.init_from, workdir / INIT_DIR)
         sources.append((folder, INIT_DIR, INIT_FILES))
     if cfg.distill_from is not None:  # distillation: the process reads its frozen teacher in <run folder>/teacher
-        folder, teacher = init_source(cfg.distill_from, workdir / TEACHER_DIR, TEACHER_FILES, "pretrain.distill_from")
+        folder, teacher = init_source(cfg.distill_from, workdir / TEACHER_DIR, TEACHER_FILES, DISTILL_KEY)
         lineage |= {"distilled_from": teacher["parent_model_version"],
                     "teacher_weights_sha256": teacher["parent_weights_sha256"]}  # fmt: skip
         sources.append((folder, TEACHER_DIR, TEACHER_FILES))
