@@ -11,7 +11,9 @@ from dinoflow.data.shards import (
     CorruptShardError,
     ImageRecord,
     ShardReader,
+    StaleManifestError,
     build_dataset,
+    file_sha256,
     plan_shards,
     stored_shape,
 )
@@ -37,7 +39,7 @@ def write_images(folder: Path, sizes: list[tuple[int, int]]) -> list[ImageRecord
     for i, (w, h) in enumerate(sizes):
         path = folder / f"{i}.png"
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
-        records.append(ImageRecord(path, label=i % 3, width=w, height=h, sha256=f"sha{i}"))
+        records.append(ImageRecord(path, label=i % 3, width=w, height=h, sha256=file_sha256(path)))
     return records
 
 
@@ -87,13 +89,23 @@ def test_transparency_is_stored_on_the_background_asked_for_and_a_new_background
     (tmp_path / "images").mkdir()
     path = tmp_path / "images" / "clear.png"
     Image.new("RGBA", (16, 16), (0, 0, 0, 0)).save(path)
-    records = [ImageRecord(path, width=16, height=16, sha256="s")]
+    records = [ImageRecord(path, width=16, height=16, sha256=file_sha256(path))]
     build = lambda background: build_dataset({"train": records}, [], tmp_path / "ds", [], max_side=16,  # noqa: E731
                                              workers=1, progress=False, background=background)  # fmt: skip
     assert build((255, 255, 255))["settings"]["background"] == [255, 255, 255]
     assert ShardReader.from_index(tmp_path / "ds", "train").image(0).min() == 255
     build((0, 0, 0))
     assert ShardReader.from_index(tmp_path / "ds", "train").image(0).max() == 0
+
+
+def test_a_manifest_older_than_its_files_stops_the_build_with_the_file_named(tmp_path):
+    """The fingerprint names the manifest's content: shards of other bytes under it would let a
+    later run reuse a model trained on different images."""
+    records = write_images(tmp_path / "images", [(16, 16), (20, 20)])
+    Image.new("RGB", (16, 16), (9, 9, 9)).save(records[1].path)  # the source changed after ingestion
+    with pytest.raises(StaleManifestError, match=r"1\.png has sha256 .* manifest .* lists .*`kedro run`"):
+        build_dataset({"train": records}, ["a"], tmp_path / "ds", [], max_side=16, workers=1, progress=False)
+    assert not (tmp_path / "ds" / "index.json").exists()
 
 
 def _corrupt(shard: Path, how: str) -> None:

@@ -54,6 +54,10 @@ class CorruptShardError(RuntimeError):
     """A shard differs from what was written: missing, truncated or with damaged bytes."""
 
 
+class StaleManifestError(ValueError):
+    """A file's content no longer matches the sha256 its manifest row lists."""
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     """One clean image of a split, as listed by the validated manifest (width/height before EXIF)."""
@@ -116,7 +120,19 @@ def _pack(arrays: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
 def build_shard(
     records: Sequence[ImageRecord], max_side: int, max_aspect: float = 3.0, background: tuple[int, int, int] = WHITE
 ) -> dict[str, torch.Tensor]:
-    """Decode ``records`` and pack them into a shard dict (see module docstring)."""
+    """Decode ``records`` and pack them into a shard dict (see module docstring).
+
+    A record's ``sha256`` (when given) must match its file: the dataset fingerprint is computed
+    from the manifest, so a manifest older than the files would name content the shards do not hold.
+    """
+    for record in records:
+        if record.sha256 and (found := file_sha256(record.path)) != record.sha256:
+            raise StaleManifestError(
+                f"{record.path} has sha256 {found[:16]}… but the manifest the dataset is built from lists "
+                f"{record.sha256[:16]}…: the manifest is older than the files (the source changed after "
+                "ingestion, validation or curation last ran). Rerun them before the dataset: "
+                "`kedro run`, or `kedro run --pipelines data_ingestion,data_validation,curate,dataset`"
+            )
     images = [load_image(r.path, max_side, max_aspect, background) for r in records]
     has_masks = bool(records) and all(r.mask_path is not None for r in records)
     masks = [load_mask(r.mask_path, max_side, max_aspect) for r in records] if has_masks else []
