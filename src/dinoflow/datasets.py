@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kedro.io.core import DatasetError, get_filepath_str
+from kedro.utils import load_obj
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import CSVDataset, ParquetDataset
 
@@ -46,6 +47,22 @@ class _WriteThenRename:
 
 class AtomicJSONDataset(_WriteThenRename, JSONDataset):
     """``json.JSONDataset``, written then renamed."""
+
+
+class ContractJSONDataset(AtomicJSONDataset):
+    """A stage's typed output (``dinoflow.contracts``) as a JSON file: ``contract`` names the
+    pydantic model (e.g. ``dinoflow.contracts.DatasetIndex``); loading validates the file into
+    it, saving validates a dict (or takes the model) and writes its JSON form."""
+
+    def __init__(self, *, contract: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._contract = load_obj(contract)
+
+    def load(self) -> Any:
+        return self._contract.model_validate(super().load())
+
+    def save(self, data: Any) -> None:
+        super().save(self._contract.model_validate(data).model_dump(mode="json", exclude_none=True))
 
 
 class AtomicCSVDataset(_WriteThenRename, CSVDataset):

@@ -114,7 +114,7 @@ class MlflowRunHook:
             # Runs that start after ingestion still name the data version they used.
             mlflow_run.set_tags({f"data.{k}": v for k, v in catalog.load("data_source").items()})
         if "dataset_index" not in pipeline.all_outputs() and catalog.exists("dataset_index"):
-            mlflow_run.set_tags({"data.fingerprint": catalog.load("dataset_index")["fingerprint"]})
+            mlflow_run.set_tags({"data.fingerprint": catalog.load("dataset_index").fingerprint})
 
     @hook_impl
     def before_node_run(self, node) -> None:

@@ -15,6 +15,7 @@ import yaml
 
 from dinoflow.config import to_dict
 from dinoflow.config.pipeline_params import KubernetesParams, LauncherParams
+from dinoflow.contracts import DatasetIndex
 from dinoflow.launch.kubernetes import run_job
 from dinoflow.launch.local import TrainingFailedError
 from dinoflow.launch.manifests import render_training_job
@@ -119,9 +120,9 @@ def test_dry_run_from_the_pretrain_node_writes_valid_manifests(tiny_shards, tiny
     monkeypatch.chdir(PROJECT_ROOT)  # the node renders from k8s/base, as `kedro run` does
     launcher = LauncherParams(kind="kubernetes", nproc_per_node=1, timeout_s=60, output_root=str(tmp_path / "models"),
                               kubernetes=KubernetesParams(dry_run=True, manifests_dir=str(tmp_path / "k8s")))  # fmt: skip
-    result, curve = pretrain_node(tiny_shards, to_dict(tiny_config), {}, launcher)
-    assert result["dry_run"] is True and curve.empty
-    documents = list(yaml.safe_load_all(open(result["manifests"])))
+    result, curve = pretrain_node(DatasetIndex.model_validate(tiny_shards), to_dict(tiny_config), {}, launcher)
+    assert result.dry_run is True and curve.empty
+    documents = list(yaml.safe_load_all(open(result.manifests)))
     assert [d["kind"] for d in documents] == ["ConfigMap", "Service", "Job"]
     for doc in documents:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -129,16 +130,16 @@ def test_dry_run_from_the_pretrain_node_writes_valid_manifests(tiny_shards, tiny
     assert "MLFLOW_TRACKING_URI" not in env  # a sqlite store is not reachable from pods
     assert yaml.safe_load(documents[0]["data"]["config.yaml"])["optim"]["epochs"] == tiny_config.optim.epochs
     with pytest.raises(RunNotHereError, match=r"evaluate needs .*dry_run is true.*only rendered to .*\.yaml.*pvc://"):
-        evaluate_node(tiny_shards, result, project_params())
+        evaluate_node(DatasetIndex.model_validate(tiny_shards), result, project_params())
 
 
 def test_a_dry_run_renders_its_manifests_even_when_the_same_run_finished_here(tiny_shards, tiny_config, tmp_path,
                                                                                mlflow_tmp, monkeypatch):  # fmt: skip
     monkeypatch.chdir(PROJECT_ROOT)
     local = LauncherParams(kind="local", nproc_per_node=1, timeout_s=300, output_root=str(tmp_path / "models"))
-    trained, _ = pretrain_node(tiny_shards, to_dict(tiny_config), {}, local)
+    trained, _ = pretrain_node(DatasetIndex.model_validate(tiny_shards), to_dict(tiny_config), {}, local)
     dry = local.model_copy(update={"kind": "kubernetes", "kubernetes": KubernetesParams(
         dry_run=True, manifests_dir=str(tmp_path / "k8s"))})  # fmt: skip
-    reused, curve = pretrain_node(tiny_shards, to_dict(tiny_config), {}, dry)
-    assert reused["config"] == trained["config"] and not curve.empty  # the finished run, ready to evaluate
-    assert [p.name for p in (tmp_path / "k8s").iterdir()] == [f"dinoflow-{trained['config_hash']}.yaml"]
+    reused, curve = pretrain_node(DatasetIndex.model_validate(tiny_shards), to_dict(tiny_config), {}, dry)
+    assert reused.config == trained.config and not curve.empty  # the finished run, ready to evaluate
+    assert [p.name for p in (tmp_path / "k8s").iterdir()] == [f"dinoflow-{trained.config_hash}.yaml"]

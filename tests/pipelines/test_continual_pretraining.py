@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from dinoflow.config import resolve_config, to_dict
 from dinoflow.config.pipeline_params import EvaluateParams, LauncherParams, RegisterParams, TunedParams
+from dinoflow.contracts import DatasetIndex
 from dinoflow.data.synthetic import SyntheticSpec, generate
 from dinoflow.pipelines.pretrain import create_pipeline as pretrain
 from dinoflow.pipelines.pretrain.nodes import init_source, pretrain_node, run_key, stage_init, training_code_fingerprint
@@ -51,7 +52,7 @@ def data_versions(tmp_path_factory) -> list[dict]:
 
 def make_catalog(dataset_index: dict, pretrain_params: dict, tmp_path: Path) -> DataCatalog:
     catalog = DataCatalog()
-    catalog["dataset_index"] = dataset_index
+    catalog["dataset_index"] = DatasetIndex.model_validate(dataset_index)
     catalog["params:pretrain"] = pretrain_params
     catalog["params:pretrain_presets"] = PRESETS
     catalog["params:pretrain_tuned"] = TunedParams(use=False, file=str(tmp_path / "none.yml"))
@@ -124,7 +125,7 @@ def test_warm_start_from_the_registered_version_on_new_data_then_resume(data_ver
                                       "params:pretrain_launcher")]  # fmt: skip
     with caplog.at_level(logging.INFO, logger="dinoflow.launch.local"):
         resumed, _ = pretrain_node(*args)
-    assert resumed["output_dir"] == str(output_dir) and resumed["parent_model_version"] == f"{MODEL}/1"
+    assert resumed.output_dir == str(output_dir) and resumed.parent_model_version == f"{MODEL}/1"
     assert f"the warm start from models:/{MODEL}@challenger is not applied again" in caplog.text
     assert "resumed from" in caplog.text and (output_dir / RECORD_NAME).read_text() == warm_record
     for key, value in load_file(output_dir / BACKBONE_NAME).items():

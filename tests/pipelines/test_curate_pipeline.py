@@ -58,7 +58,7 @@ def test_off_the_validated_manifest_reaches_the_dataset_unchanged(planted, tmp_p
     pd.testing.assert_frame_equal(outputs["curated_manifest"], manifest)
     assert outputs["curation_report"] == {"enabled": False} and outputs["curation_removed"].empty
     assert list(outputs["curation_removed"].columns) == ["path", "split", "reason", "detail", "similarity"]
-    assert outputs["dataset_index"]["splits"]["train"]["count"] == (manifest["split"] == "train").sum()
+    assert outputs["dataset_index"].splits["train"].count == (manifest["split"] == "train").sum()
 
 
 def test_on_the_copies_leave_the_dataset_and_the_run_shows_why(planted, tmp_path, mlflow_tmp):
@@ -70,8 +70,8 @@ def test_on_the_copies_leave_the_dataset_and_the_run_shows_why(planted, tmp_path
     assert sum(report["removed"].values()) == len(removed) == len(manifest) - len(outputs["curated_manifest"])
     train_count = (outputs["curated_manifest"]["split"] == "train").sum()
     index = outputs["dataset_index"]
-    assert index["splits"]["train"]["count"] == train_count == report["images_out"]["train"]
-    assert len(ShardReader.from_index(Path(index["dir"]), "train")) == train_count
+    assert index.splits["train"].count == train_count == report["images_out"]["train"]
+    assert len(ShardReader.from_index(Path(index.dir), "train")) == train_count
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(mlflow_tmp, "curation")}
     assert artifacts == {"curation/near_duplicates.png", "curation/cluster_sizes.png", "curation/cluster_examples.png"}
     metrics = mlflow.get_run(mlflow_tmp).data.metrics

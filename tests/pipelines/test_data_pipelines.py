@@ -66,9 +66,9 @@ def test_ingestion_validation_dataset_with_the_runner(tmp_path, mlflow_tmp):
     catalog["params:curation"] = curation_params(tmp_path, enabled=False)
     outputs = SequentialRunner().run(ingestion() + validation() + curate() + dataset(), catalog)
     index = outputs["dataset_index"].load()
-    assert {split: s["count"] for split, s in index["splits"].items()} == {"train": 24, "val": 12}
-    assert index["classes"] == ["00_disc", "01_ring", "02_square"]
-    train = ShardReader.from_index(Path(index["dir"]), "train")
+    assert {split: s.count for split, s in index.splits.items()} == {"train": 24, "val": 12}
+    assert index.classes == ["00_disc", "01_ring", "02_square"]
+    train = ShardReader.from_index(Path(index.dir), "train")
     assert train.image(0).shape == (3, 24, 24) and train.mask(0).shape == (24, 24)
     assert set(train.labels().tolist()) == {0, 1, 2}
     report = catalog.load("validation_report")

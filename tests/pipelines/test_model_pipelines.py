@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from dinoflow.config import ConfigError, save_config, to_dict
 from dinoflow.config.pipeline_params import EvaluateParams, LauncherParams, RegisterParams, TunedParams
+from dinoflow.contracts import DatasetIndex, PretrainResult
 from dinoflow.eval.protocol import evaluation_protocol
 from dinoflow.pipelines.evaluate import create_pipeline as evaluate
 from dinoflow.pipelines.pretrain import create_pipeline as pretrain
@@ -30,7 +31,7 @@ from dinoflow.train.run_files import BACKBONE_NAME
 @pytest.fixture
 def catalog(tiny_shards, tiny_config, tmp_path):
     catalog = DataCatalog()
-    catalog["dataset_index"] = tiny_shards
+    catalog["dataset_index"] = DatasetIndex.model_validate(tiny_shards)
     catalog["params:pretrain"] = to_dict(tiny_config)
     catalog["params:pretrain_presets"] = {}
     catalog["params:pretrain_tuned"] = TunedParams(use=False, file=str(tmp_path / "none.yml"))
@@ -77,7 +78,7 @@ def test_pretrain_evaluate_register(catalog, mlflow_tmp):
     version = client.get_model_version_by_alias("tiny-backbone", "challenger")
     assert version.run_id == mlflow_tmp and version.tags["metric.knn_top1"] == f"{metrics['eval/knn_top1']:.6f}"
     # What promote needs to reuse these scores instead of re-scoring the version.
-    assert version.tags["data_fingerprint"] == catalog.load("dataset_index")["fingerprint"]
+    assert version.tags["data_fingerprint"] == catalog.load("dataset_index").fingerprint
     assert version.tags["evaluation_protocol"] == evaluation_protocol(catalog.load("params:evaluate"))
     # For people: the version's scorecard and the model's overview (tags stay for machines).
     assert f"| k-NN top-1 | **{metrics['eval/knn_top1']:.3f}** |" in version.description
@@ -113,8 +114,10 @@ def test_an_identical_rerun_links_to_the_registered_version(catalog, tiny_config
     backbone = build_backbone_from_config(tiny_config, drop_path=False)
     output_dir.mkdir(parents=True)
     save_file(backbone.state_dict(), output_dir / BACKBONE_NAME)
-    result = {"config": str(save_config(tiny_config, output_dir / "config.yaml")), "output_dir": str(output_dir),
-              "config_hash": "abc123def456", "summary": {}}  # fmt: skip
+    result = PretrainResult(config=str(save_config(tiny_config, output_dir / "config.yaml")),
+                            output_dir=str(output_dir), config_hash="abc123def456", mlflow_run_id="none",
+                            checkpoint=str(output_dir / "checkpoint.pt"),
+                            summary={"iterations": 0, "loop_seconds": 0.0, "iters_per_epoch": 1, "peak_lr": 0.0})  # fmt: skip
     args = [{"knn_top1": 0.5}, {"success": True}, {"root": "unused"}, catalog.load("dataset_index")]
     params = [catalog.load("params:register"), catalog.load("params:evaluate")]
     client = MlflowClient()
@@ -123,12 +126,12 @@ def test_an_identical_rerun_links_to_the_registered_version(catalog, tiny_config
     version = client.get_model_version("tiny-backbone", first["version"])
     digest = hashlib.sha256((output_dir / BACKBONE_NAME).read_bytes()).hexdigest()
     assert version.tags["weights_sha256"] == digest and version.tags["config_hash"] == "abc123def456"
-    assert json.loads(version.tags["label_set"]) == catalog.load("dataset_index")["classes"]
+    assert json.loads(version.tags["label_set"]) == catalog.load("dataset_index").classes
     # The image-in flavour prepares served images as the dataset stored them and evaluation viewed them.
     model_dir = Path(
         mlflow.artifacts.download_artifacts(f"models:/tiny-backbone/{first['version']}", dst_path=str(tmp_path))
     )
-    settings = catalog.load("dataset_index")["settings"]
+    settings = catalog.load("dataset_index").settings
     assert json.loads((model_dir / "data/backbone/preprocessing.json").read_text()) == {
         "image_size": tiny_config.crops.global_size, "max_side": settings["max_side"],
         "max_aspect": settings["max_aspect"], "background": settings["background"],
@@ -163,14 +166,14 @@ def test_same_config_and_data_reuses_the_finished_run(catalog, mlflow_tmp):
         )
     ]
     first, curve = pretrain_node(*args)
-    assert list(curve["step"]) == list(range(1, first["summary"]["iterations"] + 1))
+    assert list(curve["step"]) == list(range(1, first.summary.iterations + 1))
     mlflow.end_run()
     with mlflow.start_run() as second_run:
         second, _ = pretrain_node(*args)
-    assert second["output_dir"] == first["output_dir"] and second["summary"] == first["summary"]
+    assert second.output_dir == first.output_dir and second.summary == first.summary
     run = MlflowClient().get_run(second_run.info.run_id)
     assert run.data.tags["pretrain.reused"] == "true"
-    assert len(MlflowClient().get_metric_history(run.info.run_id, "train/loss")) == first["summary"]["iterations"]
+    assert len(MlflowClient().get_metric_history(run.info.run_id, "train/loss")) == first.summary.iterations
 
 
 def test_run_key_changes_with_config_or_data():

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 
 from dinoflow.config import save_config
 from dinoflow.config.pipeline_params import EvaluateParams, Gates, PromoteParams, RegisterParams
+from dinoflow.contracts import DatasetIndex
 from dinoflow.eval.protocol import evaluation_protocol
 from dinoflow.pipelines.promote.nodes import promote_node
 from dinoflow.registry.mlflow_registry import register_backbone
@@ -66,7 +67,7 @@ def promote(tiny_shards, tmp_path: Path, **gates) -> dict:
     try:
         return promote_node(
             {},
-            tiny_shards,
+            DatasetIndex.model_validate(tiny_shards),
             RegisterParams(model_name=NAME, alias="challenger"),
             evaluate_params(tmp_path),
             PromoteParams(

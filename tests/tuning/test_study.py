@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from dinoflow.config import resolve_config, to_dict
 from dinoflow.config.pipeline_params import EvaluateParams, TunedParams, TuneParams
+from dinoflow.contracts import DatasetIndex
 from dinoflow.pipelines.pretrain.nodes import tuned_overrides
 from dinoflow.pipelines.tune.nodes import tune_node
 from dinoflow.tracking import mlflow_run
@@ -40,7 +41,7 @@ def tune_params(tmp_path: Path, storage: str, n_trials: int, workers: int) -> Tu
 def run_tune(tiny_config, tiny_shards, tmp_path, params: TuneParams) -> dict:
     evaluate = EvaluateParams(knn_k=20, knn_ks=[20], knn_temperature=0.07, linear_epochs=1, segmentation_epochs=1,
                               pictures=0, pictures_dir=str(tmp_path / "pictures"), batch_size=64)  # fmt: skip
-    return tune_node(tiny_shards, to_dict(tiny_config), {}, TunedParams(use=True, file=str(tmp_path / "tuned.yml")),
+    return tune_node(DatasetIndex.model_validate(tiny_shards), to_dict(tiny_config), {}, TunedParams(use=True, file=str(tmp_path / "tuned.yml")),
                      params, evaluate)  # fmt: skip
 
 

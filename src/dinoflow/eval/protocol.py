@@ -8,9 +8,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dinoflow.config.pipeline_params import EvaluateParams
+from dinoflow.contracts import DatasetIndex
 
 if TYPE_CHECKING:  # torch: imported when settings or a set are built, not to name a protocol
     from dinoflow.eval.suite import EvalSet, EvalSettings
@@ -38,18 +39,18 @@ def eval_settings(evaluate: EvaluateParams, image_size: int) -> EvalSettings:
     )
 
 
-def eval_set(dataset_index: dict[str, Any], settings: EvalSettings) -> EvalSet:
+def eval_set(dataset_index: DatasetIndex, settings: EvalSettings) -> EvalSet:
     """The dataset's train/val splits as an evaluation set (masks when both splits have them)."""
     from dinoflow.data.shards import ShardReader
     from dinoflow.eval.suite import EvalSet
 
-    if not dataset_index["classes"]:
+    if not dataset_index.classes:
         raise ValueError("k-NN evaluation needs labels: use class sub-folders (see README, 'Bring your own images')")
-    root = Path(dataset_index["dir"])
+    root = Path(dataset_index.dir)
     return EvalSet(
         ShardReader.from_index(root, "train"),
         ShardReader.from_index(root, "val"),
-        num_classes=len(dataset_index["classes"]),
+        num_classes=len(dataset_index.classes),
         image_size=settings.image_size,
-        with_masks=all(dataset_index["splits"][s]["has_masks"] for s in ("train", "val")),
+        with_masks=dataset_index.has_masks(),
     )

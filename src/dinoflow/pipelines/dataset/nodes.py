@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from dinoflow.config.pipeline_params import DataParams, DatasetParams
+from dinoflow.contracts import DatasetIndex
 from dinoflow.data.decode import parse_background
 from dinoflow.data.manifest import inside
 from dinoflow.tracking import mlflow_run
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 def build_dataset_node(
     clean_manifest: pd.DataFrame, source: dict[str, Any], dataset: DatasetParams, data: DataParams
-) -> dict[str, Any]:
+) -> DatasetIndex:
     """Returns the dataset index: per split its shards and counts, the classes, the settings, the fingerprint.
 
     Transparency is composited on ``data.alpha_background``, as the manifest's notes say."""
@@ -28,18 +29,20 @@ def build_dataset_node(
     classes = sorted(label for label in clean_manifest["label"].unique() if label)
     records = _image_records(clean_manifest, Path(source["root"]), classes)
     fingerprint_rows = clean_manifest[["path", "sha256", "label", "split"]].itertuples(index=False)
-    index = build_dataset(
-        records,
-        classes,
-        Path(dataset.output_dir),
-        fingerprint_rows,
-        max_side=dataset.max_side,
-        max_aspect=dataset.max_aspect,
-        max_shard_mb=dataset.max_shard_mb,
-        workers=dataset.workers,
-        background=parse_background(data.alpha_background),
+    index = DatasetIndex.model_validate(
+        build_dataset(
+            records,
+            classes,
+            Path(dataset.output_dir),
+            fingerprint_rows,
+            max_side=dataset.max_side,
+            max_aspect=dataset.max_aspect,
+            max_shard_mb=dataset.max_shard_mb,
+            workers=dataset.workers,
+            background=parse_background(data.alpha_background),
+        )
     )
-    mlflow_run.set_tags({"data.fingerprint": index["fingerprint"]})
+    mlflow_run.set_tags({"data.fingerprint": index.fingerprint})
     return index
 
 

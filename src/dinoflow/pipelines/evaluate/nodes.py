@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from dinoflow.config.pipeline_params import EvaluateParams
+from dinoflow.contracts import DatasetIndex, PretrainResult
 from dinoflow.eval.protocol import eval_set, eval_settings
 from dinoflow.launch.remote import require_local_run
 from dinoflow.run_summary import evaluation_lines
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_node(
-    dataset_index: dict[str, Any], pretrain_result: dict[str, Any], evaluate: EvaluateParams
+    dataset_index: DatasetIndex, pretrain_result: PretrainResult, evaluate: EvaluateParams
 ) -> dict[str, float]:
     """Returns the flat metrics dict written to ``data/08_reporting/metrics.json``."""
     from dinoflow.eval.suite import evaluate_backbone
@@ -29,10 +29,10 @@ def evaluate_node(
 
     require_local_run(pretrain_result, "evaluate")
     # The exported teacher backbone: the very file register uploads, so the version carries the scored weights.
-    trained, cfg = backbone_from_files(Path(pretrain_result["output_dir"]))
-    random_init, _ = backbone_from_files(Path(pretrain_result["output_dir"]), weights=False)
+    trained, cfg = backbone_from_files(Path(pretrain_result.output_dir))
+    random_init, _ = backbone_from_files(Path(pretrain_result.output_dir), weights=False)
     settings = eval_settings(evaluate, cfg.crops.global_size)
-    mlflow_run.log_dataset("evaluation", "val", dataset_index["fingerprint"], dataset_index["dir"])
+    mlflow_run.log_dataset("evaluation", "val", dataset_index.fingerprint, dataset_index.dir)
     metrics, details = evaluate_backbone(trained, random_init, eval_set(dataset_index, settings), settings)
     lines = evaluation_lines(metrics, evaluate.knn_k, evaluate.knn_temperature)
     for line in lines:
@@ -45,13 +45,13 @@ def evaluate_node(
     return metrics
 
 
-def _pictures(backbone, dataset_index: dict[str, Any], image_size: int, evaluate: EvaluateParams) -> None:
+def _pictures(backbone, dataset_index: DatasetIndex, image_size: int, evaluate: EvaluateParams) -> None:
     """Attention maps and patch-token PCA of the first ``evaluate.pictures`` val images, on disk and the run page."""
     from dinoflow.data.shards import ShardReader
     from dinoflow.eval.features import evaluation_batches, extract_features
     from dinoflow.eval.pictures import render_pictures
 
-    val = ShardReader.from_index(Path(dataset_index["dir"]), "val")
+    val = ShardReader.from_index(Path(dataset_index.dir), "val")
     images = next(evaluation_batches(val, image_size, evaluate.pictures))
     tokens = extract_features(backbone, [images]).patch_tokens
     for path in render_pictures(backbone, images, tokens, Path(evaluate.pictures_dir)):

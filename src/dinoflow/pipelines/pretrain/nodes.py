@@ -17,6 +17,7 @@ import yaml
 import dinoflow
 from dinoflow.config import resolve_config, save_config, to_dict
 from dinoflow.config.pipeline_params import LauncherParams, TunedParams
+from dinoflow.contracts import DatasetIndex, PretrainResult
 from dinoflow.launch.local import run_process, training_command
 from dinoflow.launch.manifests import job_name, render_training_job, write_manifests
 from dinoflow.launch.remote import remote_result
@@ -154,17 +155,17 @@ class RunFolder:
 
 
 def pretrain_node(
-    dataset_index: dict[str, Any],
+    dataset_index: DatasetIndex,
     pretrain: dict[str, Any],
     presets: dict[str, Any],
     launcher: LauncherParams,
     tuned: TunedParams | None = None,
-) -> tuple[dict[str, Any], pd.DataFrame]:
+) -> tuple[PretrainResult, pd.DataFrame]:
     """Train (or resume, or reuse a finished run of the same config on the same data).
 
     Returns:
-        ``{"output_dir", "checkpoint", "config", "config_hash", "summary", "mlflow_run_id"}`` and the
-        training curve. With ``pretrain_launcher.kind: kubernetes`` the pods write to the checkpoints
+        The run's ``PretrainResult`` (folder, checkpoint, config, run key, summary, MLflow run) and
+        the training curve. With ``pretrain_launcher.kind: kubernetes`` the pods write to the checkpoints
         claim; when it is not mounted at ``output_root`` here (or after a dry run), the result names
         the checkpoint's location on the claim and the Job instead, and the curve is empty. With
         ``pretrain.init_from``, both also hold ``parent_model_version`` and ``parent_weights_sha256``
@@ -173,21 +174,22 @@ def pretrain_node(
     """
     cfg = resolve_config(pretrain, presets, tuned_overrides(tuned) if tuned is not None else ())
     config = to_dict(cfg)
-    run = prepare_run_folder(cfg, config, dataset_index["fingerprint"], Path(launcher.output_root))
+    run = prepare_run_folder(cfg, config, dataset_index.fingerprint, Path(launcher.output_root))
     _log_run_inputs(cfg, config, run, dataset_index)
-    remote = _train(launcher, run, Path(dataset_index["dir"]))
+    remote = _train(launcher, run, Path(dataset_index.dir))
     if remote is not None:
         return remote, pd.DataFrame()
-    result = {
-        "output_dir": str(run.output_dir),
-        "checkpoint": str(run.output_dir / "checkpoint.pt"),
-        "config": str(run.config_path),
-        "config_hash": run.key,
-        "summary": json.loads(run.summary_path.read_text()),
-        "mlflow_run_id": mlflow_run.child_process_env()["MLFLOW_RUN_ID"],
+    result = PretrainResult(
+        output_dir=str(run.output_dir),
+        checkpoint=str(run.output_dir / "checkpoint.pt"),
+        config=str(run.config_path),
+        config_hash=run.key,
+        summary=json.loads(run.summary_path.read_text()),
+        mlflow_run_id=mlflow_run.child_process_env()["MLFLOW_RUN_ID"],
         **run.lineage,  # register tags the version with it
-    }
-    mlflow_run.add_to_description([pretrain_line(cfg.preset, mlflow_run.data_name(), run.key, result["summary"])])
+    )
+    summary = result.summary.model_dump()
+    mlflow_run.add_to_description([pretrain_line(cfg.preset, mlflow_run.data_name(), run.key, summary)])
     return result, training_curve(run.output_dir / "metrics.jsonl")
 
 
@@ -204,15 +206,15 @@ def prepare_run_folder(cfg, config: dict[str, Any], dataset_fingerprint: str, ou
     return RunFolder(key, output_dir, save_config(cfg, output_dir / "config.yaml"), lineage)
 
 
-def _log_run_inputs(cfg, config: dict[str, Any], run: RunFolder, dataset_index: dict[str, Any]) -> None:
+def _log_run_inputs(cfg, config: dict[str, Any], run: RunFolder, dataset_index: DatasetIndex) -> None:
     mlflow_run.log_params(config, prefix="pretrain.")
     mlflow_run.log_artifact(run.config_path, "config")
     mlflow_run.set_tags({"config_hash": run.key, "preset": cfg.preset, **run.lineage})
     mlflow_run.name_run(cfg.preset, run.key)
-    mlflow_run.log_dataset("training", "train", dataset_index["fingerprint"], dataset_index["dir"])
+    mlflow_run.log_dataset("training", "train", dataset_index.fingerprint, dataset_index.dir)
 
 
-def _train(launcher: LauncherParams, run: RunFolder, dataset_dir: Path) -> dict[str, Any] | None:
+def _train(launcher: LauncherParams, run: RunFolder, dataset_dir: Path) -> PretrainResult | None:
     """Train here or on Kubernetes, resume, or reuse a finished run. None when the run folder here
     holds the finished run; otherwise the remote result (the pods' folder is not readable here)."""
     rendered_only = launcher.kind == "kubernetes" and launcher.kubernetes.dry_run
@@ -232,10 +234,10 @@ def _train(launcher: LauncherParams, run: RunFolder, dataset_dir: Path) -> dict[
     job = None if rendered_only else launch_on_kubernetes(launcher, run.key, run.config_path)
     if job is not None and run.summary_path.exists():
         return None
-    result = {**remote_result(launcher, run.key, job, mlflow_run.child_process_env()["MLFLOW_RUN_ID"]), **run.lineage}
+    result = remote_result(launcher, run.key, job, mlflow_run.child_process_env()["MLFLOW_RUN_ID"], run.lineage)
     if job is not None:
         log.warning("the checkpoint is at %s; mount that claim at %s where the pipeline runs (the scheduled overlay"
-                    " does) for evaluation to read it", result["checkpoint"], launcher.output_root)  # fmt: skip
+                    " does) for evaluation to read it", result.checkpoint, launcher.output_root)  # fmt: skip
     return result
 
 

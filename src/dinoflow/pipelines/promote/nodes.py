@@ -14,6 +14,7 @@ from typing import Any
 
 from dinoflow.config import load_config_file
 from dinoflow.config.pipeline_params import EvaluateParams, PromoteParams, RegisterParams
+from dinoflow.contracts import DatasetIndex
 from dinoflow.eval.protocol import eval_set, eval_settings, evaluation_protocol
 from dinoflow.registry.gates import Decision, Evidence, decide
 from dinoflow.registry.mlflow_registry import (
@@ -58,7 +59,7 @@ def _teacher(challenger, dataset_index, evaluate: EvaluateParams) -> tuple[Evide
     with tempfile.TemporaryDirectory() as tmp:
         if registered:
             version = registered_version(f"models:/{source}")
-            scores = _recorded(version, dataset_index["fingerprint"], evaluation_protocol(evaluate))
+            scores = _recorded(version, dataset_index.fingerprint, evaluation_protocol(evaluate))
             scores = scores or _score(version, dataset_index, evaluate, Path(tmp))
         else:
             scores = _score_files(Path(source), dataset_index, evaluate, source)
@@ -83,7 +84,7 @@ def _scores(challenger, champion, dataset_index, evaluate: EvaluateParams) -> tu
     challenger's random-init twin), each recorded or re-scored; and which it was."""
     roles = {"challenger": (challenger, False)}
     roles.update({"champion": (champion, False)} if champion is not None else {"random_init": (challenger, True)})
-    fingerprint, protocol = dataset_index["fingerprint"], evaluation_protocol(evaluate)
+    fingerprint, protocol = dataset_index.fingerprint, evaluation_protocol(evaluate)
     scores, origin = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for role, (version, random_init) in roles.items():
@@ -98,7 +99,7 @@ def _raw_pixels_knn(challenger, dataset_index, evaluate: EvaluateParams) -> floa
     """k-NN top-1 of standardised raw pixels at the challenger's evaluation size: the value its
     run recorded on this dataset and protocol, else computed (no network involved, seconds)."""
     recorded = challenger.tags.get("metric.knn_top1_raw_pixels")
-    if recorded is not None and _recorded(challenger, dataset_index["fingerprint"], evaluation_protocol(evaluate)):
+    if recorded is not None and _recorded(challenger, dataset_index.fingerprint, evaluation_protocol(evaluate)):
         return float(recorded)
     from dinoflow.eval.features import raw_pixel_features
     from dinoflow.eval.suite import knn_metrics
@@ -125,7 +126,7 @@ def _evidence(version, scores: dict) -> Evidence:
 
 def promote_node(
     registration: dict[str, Any],
-    dataset_index: dict[str, Any],
+    dataset_index: DatasetIndex,
     register: RegisterParams,
     evaluate: EvaluateParams,
     promote: PromoteParams,
@@ -142,7 +143,7 @@ def promote_node(
         challenger.version,
         champion.version if champion else None,
         decision,
-        {"promotion.evaluated_on": dataset_index["fingerprint"], "promotion.run_id": mlflow_run.active_run_id()},
+        {"promotion.evaluated_on": dataset_index.fingerprint, "promotion.run_id": mlflow_run.active_run_id()},
     )
     log.info("%s v%s %s", name, challenger.version, decision.summary)
     return _report(name, challenger, champion, decision, scores, origin)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dinoflow.config.pipeline_params import EvaluateParams, RegisterParams
+from dinoflow.contracts import DatasetIndex, PretrainResult
 from dinoflow.eval.protocol import evaluation_protocol
 from dinoflow.registry.mlflow_registry import identical_version, link_version, register_backbone, with_retries
 from dinoflow.run_summary import registration_line
@@ -22,15 +23,14 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 log = logging.getLogger(__name__)
-LINEAGE_TAGS = ("parent_model_version", "parent_weights_sha256", "distilled_from", "teacher_weights_sha256")
 
 
 def register_node(
-    pretrain_result: dict[str, Any],
+    pretrain_result: PretrainResult,
     metrics: dict[str, float],
     validation_report: dict[str, Any],
     data_source: dict[str, Any],
-    dataset_index: dict[str, Any],
+    dataset_index: DatasetIndex,
     register: RegisterParams,
     evaluate: EvaluateParams,
 ) -> dict[str, Any]:
@@ -46,20 +46,20 @@ def register_node(
     from dinoflow.models.export import OnnxExport
     from dinoflow.train.builders import backbone_from_files
 
-    run_dir = Path(pretrain_result["output_dir"])
+    run_dir = Path(pretrain_result.output_dir)
     backbone, cfg = backbone_from_files(run_dir)  # what evaluate scored: the same file, the same loader
     with (run_dir / BACKBONE_NAME).open("rb") as f:
         weights_sha256 = hashlib.file_digest(f, "sha256").hexdigest()
     scores = {k: v for k, v in metrics.items() if metric_name(k).startswith("eval/")}
     # Served images are prepared as evaluation saw this dataset's images (stored, then viewed).
-    preprocessing = ImagePreprocessing.of_dataset(dataset_index["settings"], cfg.crops.global_size)
+    preprocessing = ImagePreprocessing.of_dataset(dataset_index.settings, cfg.crops.global_size)
     with tempfile.TemporaryDirectory(prefix="dinoflow-onnx-") as onnx_dir:  # not in the run folder: DVC owns it
         onnx = OnnxExport(backbone, cfg.crops.global_size, Path(onnx_dir) / "backbone.onnx")
 
         def register_once() -> dict[str, Any]:
-            existing = identical_version(register.model_name, pretrain_result["config_hash"], weights_sha256)
+            existing = identical_version(register.model_name, pretrain_result.config_hash, weights_sha256)
             if existing is not None:
-                return _link(existing, register.alias, pretrain_result["config_hash"], weights_sha256)
+                return _link(existing, register.alias, pretrain_result.config_hash, weights_sha256)
             tags = {
                 **_version_tags(pretrain_result, metrics, validation_report, data_source, dataset_index, evaluate),
                 "weights_sha256": weights_sha256,
@@ -77,12 +77,12 @@ def register_node(
         return with_retries(register_once, register.attempts, register.retry_wait_s, kept)
 
 
-def _run_files(pretrain_result: dict[str, Any]) -> list[Path]:
+def _run_files(pretrain_result: PretrainResult) -> list[Path]:
     """The run's files a version stores: config, teacher backbone and, when exported, its heads
     (they make the version usable as a distillation teacher; runs before they were exported lack them)."""
-    run_dir = Path(pretrain_result["output_dir"])
+    run_dir = Path(pretrain_result.output_dir)
     head = run_dir / HEAD_NAME
-    return [Path(pretrain_result["config"]), run_dir / BACKBONE_NAME, *([head] if head.is_file() else [])]
+    return [Path(pretrain_result.config), run_dir / BACKBONE_NAME, *([head] if head.is_file() else [])]
 
 
 def _link(existing: ModelVersion, alias: str, run_key: str, weights_sha256: str) -> dict[str, Any]:
@@ -101,20 +101,20 @@ def _link(existing: ModelVersion, alias: str, run_key: str, weights_sha256: str)
 
 
 def _version_tags(
-    pretrain_result: dict[str, Any],
+    pretrain_result: PretrainResult,
     metrics: dict[str, float],
     validation_report: dict[str, Any],
     data_source: dict[str, Any],
-    dataset_index: dict[str, Any],
+    dataset_index: DatasetIndex,
     evaluate: EvaluateParams,
 ) -> dict[str, str]:
     """The evidence a version carries: lineage, data, validation, collapse and evaluation scores."""
-    summary = pretrain_result["summary"]
+    summary = pretrain_result.summary.model_dump() if pretrain_result.summary else {}
     return {
         "git_sha": mlflow_run.current_tag("git_sha"),
-        "config_hash": pretrain_result["config_hash"],  # the run key; with weights_sha256 it finds identical re-runs
-        "data_fingerprint": dataset_index["fingerprint"],
-        "label_set": json.dumps(dataset_index["classes"]),  # promote refuses a champion of another label set
+        "config_hash": pretrain_result.config_hash,  # the run key; with weights_sha256 it finds identical re-runs
+        "data_fingerprint": dataset_index.fingerprint,
+        "label_set": json.dumps(dataset_index.classes),  # promote refuses a champion of another label set
         "evaluation_protocol": evaluation_protocol(evaluate),  # with data_fingerprint: promote may reuse metric.*
         "data_dvc_md5": data_source.get("dvc_md5", "untracked"),
         "data_root": data_source.get("root", "unknown"),
@@ -123,7 +123,7 @@ def _version_tags(
         "run_id": mlflow_run.active_run_id(),
         # Continual pretraining: the version it was warm-started from (<name>/<version>, or a run folder).
         # Distillation: the teacher's version (distilled_from) and weights.
-        **{k: pretrain_result[k] for k in LINEAGE_TAGS if k in pretrain_result},
+        **pretrain_result.lineage(),
         **{
             f"metric.{k}": f"{v:.6f}" for k, v in metrics.items() if k.startswith(("knn_top", "linear_top", "seg_miou"))
         },

@@ -15,6 +15,7 @@ import yaml
 
 from dinoflow.config import resolve_config, to_dict
 from dinoflow.config.pipeline_params import EvaluateParams, TunedParams, TuneParams
+from dinoflow.contracts import DatasetIndex
 from dinoflow.launch.local import run_process
 from dinoflow.tracking import mlflow_run
 
@@ -53,7 +54,7 @@ def worker_commands(
 
 
 def tune_node(
-    dataset_index: dict[str, Any],
+    dataset_index: DatasetIndex,
     pretrain: dict[str, Any],
     presets: dict[str, Any],
     tuned: TunedParams,
@@ -69,7 +70,7 @@ def tune_node(
         base["init_from"] = None
     mlflow_run.set_tags({"optuna.study": tune.study_name, "optuna.storage": mlflow_run.redact(tune.storage)})
     prepare_study(base, tune)  # tables and the baseline trial exist before the workers race for them
-    _run_workers(base, Path(dataset_index["dir"]), tune, evaluate)
+    _run_workers(base, Path(dataset_index.dir), tune, evaluate)
     study = open_study(tune)
     summary = summarize(study, tune.space)
     for path in save_plots(study, Path(tune.plots_dir)):
