@@ -10,7 +10,13 @@ import yaml
 from pydantic import ValidationError
 
 from dinoflow.contracts import DatasetIndex, PretrainResult
-from dinoflow.datasets import AtomicCSVDataset, AtomicJSONDataset, AtomicParquetDataset, ContractJSONDataset
+from dinoflow.datasets import (
+    AtomicCSVDataset,
+    AtomicJSONDataset,
+    AtomicParquetDataset,
+    ContractJSONDataset,
+    OptionalYAMLDataset,
+)
 from tests.project_copy import PROJECT_ROOT
 
 
@@ -19,7 +25,7 @@ def test_every_file_the_catalog_writes_is_written_then_renamed():
     types = {entry["type"] for entry in catalog.values()}
     assert types <= {
         f"dinoflow.datasets.{cls.__name__}"
-        for cls in (AtomicCSVDataset, AtomicJSONDataset, AtomicParquetDataset, ContractJSONDataset)
+        for cls in (AtomicCSVDataset, AtomicJSONDataset, AtomicParquetDataset, ContractJSONDataset, OptionalYAMLDataset)
     }
 
 
@@ -62,3 +68,10 @@ def test_a_pretrain_result_says_whether_its_run_is_here_and_carries_only_the_lin
     assert local.summary.iterations == 4 and local.summary.model_dump()["loss"] == 5.5
     with pytest.raises(ValidationError, match="unknown_key"):
         PretrainResult.model_validate({**local.model_dump(), "unknown_key": 1})
+
+
+def test_an_optional_input_loads_as_none_until_written(tmp_path):
+    tuned = OptionalYAMLDataset(filepath=str(tmp_path / "tuned.yml"))
+    assert tuned.load() is None
+    tuned.save({"overrides": {"loss.teacher_temp": 0.05}})
+    assert tuned.load() == {"overrides": {"loss.teacher_temp": 0.05}}

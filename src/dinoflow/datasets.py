@@ -16,6 +16,7 @@ from kedro.io.core import DatasetError, get_filepath_str
 from kedro.utils import load_obj
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import CSVDataset, ParquetDataset
+from kedro_datasets.yaml import YAMLDataset
 
 from dinoflow.atomic import atomic_path
 
@@ -63,6 +64,14 @@ class ContractJSONDataset(AtomicJSONDataset):
 
     def save(self, data: Any) -> None:
         super().save(self._contract.model_validate(data).model_dump(mode="json", exclude_none=True))
+
+
+class OptionalYAMLDataset(_WriteThenRename, YAMLDataset):
+    """``yaml.YAMLDataset``, written then renamed, that loads as None while its file does not
+    exist: an input a pipeline may run without (the tuned values, before any study has run)."""
+
+    def load(self) -> Any:
+        return super().load() if self._exists() else None
 
 
 class AtomicCSVDataset(_WriteThenRename, CSVDataset):

@@ -20,6 +20,7 @@ from dinoflow.config import resolve_config, to_dict
 from dinoflow.config.pipeline_params import EvaluateParams, LauncherParams, RegisterParams, TunedParams
 from dinoflow.contracts import DatasetIndex
 from dinoflow.data.synthetic import SyntheticSpec, generate
+from dinoflow.datasets import OptionalYAMLDataset
 from dinoflow.pipelines.pretrain import create_pipeline as pretrain
 from dinoflow.pipelines.pretrain.nodes import init_source, pretrain_node, run_key, stage_init, training_code_fingerprint
 from dinoflow.pipelines.register import create_pipeline as register
@@ -55,7 +56,8 @@ def make_catalog(dataset_index: dict, pretrain_params: dict, tmp_path: Path) -> 
     catalog["dataset_index"] = DatasetIndex.model_validate(dataset_index)
     catalog["params:pretrain"] = pretrain_params
     catalog["params:pretrain_presets"] = PRESETS
-    catalog["params:pretrain_tuned"] = TunedParams(use=False, file=str(tmp_path / "none.yml"))
+    catalog["params:pretrain_tuned"] = TunedParams(use=False)
+    catalog["tuned_pretrain"] = OptionalYAMLDataset(filepath=str(tmp_path / "tuned_pretrain.yml"))
     catalog["params:pretrain_launcher"] = LauncherParams(
         nproc_per_node=1, timeout_s=300, output_root=str(tmp_path / "models"), system_metrics_interval_s=0
     )

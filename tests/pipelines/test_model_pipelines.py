@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from dinoflow.config import ConfigError, save_config, to_dict
 from dinoflow.config.pipeline_params import EvaluateParams, LauncherParams, RegisterParams, TunedParams
 from dinoflow.contracts import DatasetIndex, PretrainResult
+from dinoflow.datasets import OptionalYAMLDataset
 from dinoflow.eval.protocol import evaluation_protocol
 from dinoflow.pipelines.evaluate import create_pipeline as evaluate
 from dinoflow.pipelines.pretrain import create_pipeline as pretrain
@@ -34,7 +35,8 @@ def catalog(tiny_shards, tiny_config, tmp_path):
     catalog["dataset_index"] = DatasetIndex.model_validate(tiny_shards)
     catalog["params:pretrain"] = to_dict(tiny_config)
     catalog["params:pretrain_presets"] = {}
-    catalog["params:pretrain_tuned"] = TunedParams(use=False, file=str(tmp_path / "none.yml"))
+    catalog["params:pretrain_tuned"] = TunedParams(use=False)
+    catalog["tuned_pretrain"] = OptionalYAMLDataset(filepath=str(tmp_path / "tuned_pretrain.yml"))
     catalog["params:pretrain_launcher"] = LauncherParams(
         nproc_per_node=1, timeout_s=300, output_root=str(tmp_path / "models"), system_metrics_interval_s=0.2
     )

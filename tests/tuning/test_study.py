@@ -8,7 +8,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from dinoflow.config import resolve_config, to_dict
@@ -38,20 +37,22 @@ def tune_params(tmp_path: Path, storage: str, n_trials: int, workers: int) -> Tu
     )  # fmt: skip
 
 
-def run_tune(tiny_config, tiny_shards, tmp_path, params: TuneParams) -> dict:
+def run_tune(tiny_config, tiny_shards, tmp_path, params: TuneParams) -> tuple[dict, dict]:
     evaluate = EvaluateParams(knn_k=20, knn_ks=[20], knn_temperature=0.07, linear_epochs=1, segmentation_epochs=1,
                               pictures=0, pictures_dir=str(tmp_path / "pictures"), batch_size=64)  # fmt: skip
-    return tune_node(DatasetIndex.model_validate(tiny_shards), to_dict(tiny_config), {}, TunedParams(use=True, file=str(tmp_path / "tuned.yml")),
-                     params, evaluate)  # fmt: skip
+    return tune_node(DatasetIndex.model_validate(tiny_shards), to_dict(tiny_config), {}, params, evaluate)
 
 
 def test_a_small_study_completes_and_feeds_pretrain(tiny_config, tiny_shards, tmp_path, mlflow_tmp):
-    summary = run_tune(tiny_config, tiny_shards, tmp_path, tune_params(tmp_path, f"sqlite:///{tmp_path}/o.db", 4, 1))
+    summary, tuned = run_tune(
+        tiny_config, tiny_shards, tmp_path, tune_params(tmp_path, f"sqlite:///{tmp_path}/o.db", 4, 1)
+    )
     assert summary["trials"] == 4 and summary["complete"] + summary["pruned"] == 4 and summary["failed"] == 0
     assert summary["baseline_params"]["loss.teacher_temp"] == tiny_config.loss.teacher_temp  # trial 0 = defaults
-    tuned = yaml.safe_load((tmp_path / "tuned.yml").read_text())
     assert set(tuned["overrides"]) == set(SPACE) and tuned["online_knn_top1"] == summary["best_value"]
-    overrides = tuned_overrides(TunedParams(use=True, file=str(tmp_path / "tuned.yml")))
+    overrides = tuned_overrides(TunedParams(use=True), tuned)
+    with pytest.raises(FileNotFoundError, match=r"pretrain_tuned.use is true but no tuning study .*`make tune`"):
+        tuned_overrides(TunedParams(use=True), None)  # the catalog's tuned_pretrain before any study
     assert sorted(overrides) == sorted(f"{k}={v}" for k, v in summary["best_params"].items())
     assert (tmp_path / "plots" / "optimization_history.png").exists()
     children = MlflowClient().search_runs(
@@ -82,7 +83,7 @@ def test_a_collapsing_teacher_temperature_is_pruned_and_says_why(tiny_shards, tm
 def test_two_worker_processes_share_one_study(backend, tiny_config, tiny_shards, tmp_path, mlflow_tmp):
     database = contextlib.nullcontext(f"sqlite:///{tmp_path}/o.db") if backend == "sqlite" else postgres_cluster()
     with database as storage:
-        summary = run_tune(tiny_config, tiny_shards, tmp_path, tune_params(tmp_path, storage, 4, 2))
+        summary, _ = run_tune(tiny_config, tiny_shards, tmp_path, tune_params(tmp_path, storage, 4, 2))
         trials = open_study(tune_params(tmp_path, storage, 4, 2)).trials
     assert summary["trials"] == 4 and sorted(t.number for t in trials) == [0, 1, 2, 3]
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 4  # distinct draws, not one seed twice

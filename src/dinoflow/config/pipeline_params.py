@@ -284,5 +284,4 @@ class TuneParams(_Params):
 class TunedParams(_Params):
     """``pretrain_tuned``: the one switch that applies the last study's best values to ``pretrain``."""
 
-    use: bool = Field(description="apply the best values of the last study")
-    file: str = Field(description="where tune writes them")
+    use: bool = Field(description="apply the best values of the last study (the catalog's tuned_pretrain)")

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 import dinoflow
 from dinoflow.config import resolve_config, save_config, to_dict
@@ -70,14 +69,16 @@ def replay_buffered_metrics(pending: Path) -> None:
     log.info("delivered %d metric records buffered during a tracking outage", len(records))
 
 
-def tuned_overrides(tuned: TunedParams) -> list[str]:
-    """``key=value`` overrides from the last tuning study when ``pretrain_tuned.use`` is on."""
+def tuned_overrides(tuned: TunedParams, record: dict[str, Any] | None) -> list[str]:
+    """``key=value`` overrides from the last tuning study's ``record`` (the catalog's
+    ``tuned_pretrain``; None before any study) when ``pretrain_tuned.use`` is on."""
     if not tuned.use:
         return []
-    path = Path(tuned.file)
-    if not path.exists():
-        raise FileNotFoundError(f"pretrain_tuned.use is true but {path} does not exist: run `make tune` first")
-    record = yaml.safe_load(path.read_text())
+    if not record:
+        raise FileNotFoundError(
+            "pretrain_tuned.use is true but no tuning study has a complete trial yet (the catalog's tuned_pretrain, "
+            "data/07_model_output/tuned_pretrain.yml, is missing or empty): run `make tune` first"
+        )
     log.info("applying tuned values of study %s trial %s: %s", record["study"], record["trial"], record["overrides"])
     mlflow_run.set_tags({"tuned.study": record["study"], "tuned.trial": record["trial"]})
     return [f"{key}={value}" for key, value in record["overrides"].items()]
@@ -160,6 +161,7 @@ def pretrain_node(
     presets: dict[str, Any],
     launcher: LauncherParams,
     tuned: TunedParams | None = None,
+    tuned_values: dict[str, Any] | None = None,
 ) -> tuple[PretrainResult, pd.DataFrame]:
     """Train (or resume, or reuse a finished run of the same config on the same data).
 
@@ -172,7 +174,7 @@ def pretrain_node(
         (tags of the MLflow run too); with ``pretrain.distill_from``, ``distilled_from`` and
         ``teacher_weights_sha256``.
     """
-    cfg = resolve_config(pretrain, presets, tuned_overrides(tuned) if tuned is not None else ())
+    cfg = resolve_config(pretrain, presets, tuned_overrides(tuned, tuned_values) if tuned is not None else ())
     config = to_dict(cfg)
     run = prepare_run_folder(cfg, config, dataset_index.fingerprint, Path(launcher.output_root))
     _log_run_inputs(cfg, config, run, dataset_index)

@@ -14,6 +14,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:pretrain_presets",
                     "params:pretrain_launcher",
                     "params:pretrain_tuned",
+                    "tuned_pretrain",
                 ],
                 ["pretrain_result", "training_curve"],
                 name="pretrain_node",

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from dinoflow.config import resolve_config, to_dict
-from dinoflow.config.pipeline_params import EvaluateParams, TunedParams, TuneParams
+from dinoflow.config.pipeline_params import EvaluateParams, TuneParams
 from dinoflow.contracts import DatasetIndex
 from dinoflow.launch.local import run_process
 from dinoflow.tracking import mlflow_run
@@ -57,11 +57,11 @@ def tune_node(
     dataset_index: DatasetIndex,
     pretrain: dict[str, Any],
     presets: dict[str, Any],
-    tuned: TunedParams,
     tune: TuneParams,
     evaluate: EvaluateParams,
-) -> dict[str, Any]:
-    """Returns the study summary (``data/08_reporting/tuning_summary.json``)."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Returns the study summary (``data/08_reporting/tuning_summary.json``) and the best trial's
+    values for pretraining (the catalog's ``tuned_pretrain``; empty while no trial has completed)."""
     from dinoflow.tuning.study import open_study, prepare_study, save_plots, summarize
 
     base = to_dict(resolve_config(pretrain, presets))
@@ -76,9 +76,9 @@ def tune_node(
     for path in save_plots(study, Path(tune.plots_dir)):
         mlflow_run.log_artifact(path, "tuning")
     mlflow_run.log_metrics({k: float(summary[k]) for k in ("trials", "complete", "pruned", "failed")})
-    if summary["best_value"] is not None:
-        _keep_best(summary, tuned, base["preset"])
-    return summary
+    if summary["best_value"] is None:
+        return summary, {}
+    return summary, _best(summary, base["preset"])
 
 
 def _run_workers(base: dict[str, Any], dataset_dir: Path, tune: TuneParams, evaluate: EvaluateParams) -> None:
@@ -93,18 +93,13 @@ def _run_workers(base: dict[str, Any], dataset_dir: Path, tune: TuneParams, eval
             list(pool.map(lambda c: run_process(c, env=env, timeout_s=tune.timeout_s + 600), commands))
 
 
-def _keep_best(summary: dict[str, Any], tuned: TunedParams, preset: str) -> None:
-    """Log the best trial and write its values where ``pretrain_tuned.use=true`` reads them."""
+def _best(summary: dict[str, Any], preset: str) -> dict[str, Any]:
+    """Log the best trial; its values, as ``pretrain_tuned.use=true`` applies them."""
     mlflow_run.log_metrics({"best_online_knn_top1": summary["best_value"]})
     mlflow_run.log_params(summary["best_params"], prefix="best.")
-    _write_tuned(Path(tuned.file), summary, preset)
-    log.info("best trial %d: online k-NN %.3f (baseline %s) → %s; train with it: --params pretrain_tuned.use=true",
-             summary["best_trial"], summary["best_value"], summary["baseline_value"], tuned.file)  # fmt: skip
-
-
-def _write_tuned(path: Path, summary: dict[str, Any], preset: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = {
+    log.info("best trial %d: online k-NN %.3f (baseline %s); train with it: --params pretrain_tuned.use=true",
+             summary["best_trial"], summary["best_value"], summary["baseline_value"])  # fmt: skip
+    return {
         "study": summary["study"],
         "trial": summary["best_trial"],
         "online_knn_top1": summary["best_value"],
@@ -112,4 +107,3 @@ def _write_tuned(path: Path, summary: dict[str, Any], preset: str) -> None:
         "tuned_on_preset": preset,
         "overrides": summary["best_params"],
     }
-    path.write_text(yaml.safe_dump(record, sort_keys=False))

@@ -8,8 +8,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         "dataset_index",
         "params:pretrain",
         "params:pretrain_presets",
-        "params:pretrain_tuned",
         "params:tune",
         "params:evaluate",
     ]
-    return Pipeline([Node(tune_node, inputs, "tuning_summary", name="tune_node")])
+    return Pipeline([Node(tune_node, inputs, ["tuning_summary", "tuned_pretrain"], name="tune_node")])
