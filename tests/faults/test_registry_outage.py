@@ -17,6 +17,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from dinoflow.config.pipeline_params import EvaluateParams, RegisterParams
+from dinoflow.contracts import DatasetIndex, PretrainResult
 from dinoflow.pipelines.register.nodes import register_node
 from dinoflow.registry.mlflow_registry import RegistrationFailedError
 from dinoflow.train.run_files import BACKBONE_NAME
@@ -93,11 +94,11 @@ def test_a_refused_registration_keeps_the_run_and_registers_later_without_retrai
         # The server is gone now: it stopped between training and this registration.
         monkeypatch.chdir(project)  # the catalog records hold project-relative paths
         inputs = [
-            result,
+            PretrainResult.model_validate(result),  # as the catalog loads them
             catalog_record(project, "data/08_reporting/metrics.json"),
             catalog_record(project, "data/08_reporting/validation_report.json"),
             catalog_record(project, "data/01_raw/source.json"),
-            catalog_record(project, "data/05_model_input/dataset/index.json"),
+            DatasetIndex.model_validate(catalog_record(project, "data/05_model_input/dataset/index.json")),
             RegisterParams(model_name=MODEL, alias="challenger", attempts=2, retry_wait_s=0.2),
             EvaluateParams(**yaml.safe_load((project / "conf/base/parameters_evaluate.yml").read_text())["evaluate"]),
         ]
