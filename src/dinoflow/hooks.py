@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import atexit
 import importlib.metadata
-import json
 import logging
 import signal
 import subprocess
@@ -20,7 +19,6 @@ from rich.console import Console
 from rich.panel import Panel
 
 from dinoflow import project_lock, run_summary
-from dinoflow.atomic import atomic_path
 from dinoflow.config import resolve_config
 from dinoflow.config.pipeline_params import EvaluateParams
 from dinoflow.tracking import mlflow_run
@@ -30,7 +28,6 @@ log = logging.getLogger(__name__)
 
 # Sections logged by the pretrain node in resolved form instead of raw.
 _RESOLVED_ELSEWHERE = ("pretrain", "pretrain_presets")
-STAGE_TIMES = Path("data/08_reporting/stage_times.json")  # seconds per node of the last run
 # Validation reports named, with their catalog paths, in the message of a failed validation.
 REPORTS_IN_STOP = {"validation_report": "validation report", "quarantine_report": "quarantine list"}
 # Outputs of data validation removed before a run that produces them: after a failed or interrupted
@@ -135,8 +132,7 @@ class MlflowRunHook:
     def after_pipeline_run(self, run_params, run_result, pipeline, catalog) -> None:
         pipeline_seconds = time.perf_counter() - self.pipeline_started
         times = {"pipeline_seconds": pipeline_seconds, "nodes": self.stage_seconds}
-        with atomic_path(self.project_path / STAGE_TIMES, "stage times") as path:
-            path.write_text(json.dumps(times, indent=2) + "\n")
+        catalog.save("stage_times", times)  # the catalog's stage_times: seconds per node of the last run
         mlflow_run.log_metrics({"stage_seconds.pipeline": pipeline_seconds})
         mlflow_run.end_run("FINISHED")
         self._print_summary(pipeline.all_outputs(), catalog)
@@ -157,7 +153,7 @@ class MlflowRunHook:
             lines += run_summary.promotion_lines(catalog.load("promotion"))
         slowest = sorted(self.stage_seconds.items(), key=lambda item: -item[1])[:4]
         lines.append("Time per node: " + ", ".join(f"{name.removesuffix('_node')} {s:.0f} s" for name, s in slowest)
-                     + f" (all: {STAGE_TIMES})")  # fmt: skip
+                     + f" (all: {self.paths['stage_times']})")  # fmt: skip
         local = "" if mlflow_run.on_a_server() else "make mlflow-ui, then "
         console = Console()
         console.print(Panel("\n".join(lines), title="dinoflow run summary", expand=False))
