@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import io
 import json
 import logging
 import os
@@ -125,18 +126,24 @@ def build_shard(
     A record's ``sha256`` (when given) must match its file: the dataset fingerprint is computed
     from the manifest, so a manifest older than the files would name content the shards do not hold.
     """
-    for record in records:
-        if record.sha256 and (found := file_sha256(record.path)) != record.sha256:
-            raise StaleManifestError(
-                f"{record.path} has sha256 {found[:16]}… but the manifest the dataset is built from lists "
-                f"{record.sha256[:16]}…: the manifest is older than the files (the source changed after "
-                "ingestion, validation or curation last ran). Rerun them before the dataset: "
-                "`kedro run`, or `kedro run --pipelines data_ingestion,data_validation,curate,dataset`"
-            )
-    images = [load_image(r.path, max_side, max_aspect, background) for r in records]
+    images = [load_image(_read_checked(r), max_side, max_aspect, background) for r in records]
     has_masks = bool(records) and all(r.mask_path is not None for r in records)
     masks = [load_mask(r.mask_path, max_side, max_aspect) for r in records] if has_masks else []
     return pack_shard(images, [r.label for r in records], masks)
+
+
+def _read_checked(record: ImageRecord) -> io.BytesIO:
+    """The record's file bytes, read once for both the check and the decode; raises
+    ``StaleManifestError`` when they are not the bytes its manifest row hashed."""
+    data = record.path.read_bytes()
+    if record.sha256 and (found := hashlib.sha256(data).hexdigest()) != record.sha256:
+        raise StaleManifestError(
+            f"{record.path} has sha256 {found[:16]}… but the manifest the dataset is built from lists "
+            f"{record.sha256[:16]}…: the manifest is older than the files (the source changed after "
+            "ingestion, validation or curation last ran). Rerun them before the dataset: "
+            "`kedro run`, or `kedro run --pipelines data_ingestion,data_validation,curate,dataset`"
+        )
+    return io.BytesIO(data)
 
 
 def pack_shard(images: Sequence[np.ndarray], labels: Sequence[int], masks: Sequence[np.ndarray] = ()) -> dict:
