@@ -8,6 +8,7 @@ the Kubernetes pods can all read them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -58,6 +59,23 @@ class TrainingSummary(BaseModel):
     peak_lr: float
 
 
+class PretrainPlan(_Contract):
+    """What the pretrain pipeline is about to train, before it starts: the resolved config, the run
+    folder named by its key (config, data, training code, warm-start weights) and its lineage."""
+
+    key: str
+    output_dir: str
+    config_path: str  # <output_dir>/config.yaml, the resolved config the process reads
+    preset: str
+    config: dict[str, Any]  # the resolved config as a dict (logged as the run's params)
+    lineage: dict[str, str] = {}  # parent_model_version / distilled_from and their weights' sha256
+    tuned: dict[str, str] = {}  # tuned.study / tuned.trial when the tuned values were applied
+
+    @property
+    def summary_path(self) -> Path:
+        return Path(self.output_dir) / "summary.json"
+
+
 class PretrainResult(_Contract):
     """The pretrain node's output. A local run has its folder here (``output_dir``, ``config``,
     ``summary``); a run on Kubernetes whose claim is not mounted here has only where its
@@ -69,6 +87,7 @@ class PretrainResult(_Contract):
     output_dir: str | None = None
     config: str | None = None
     summary: TrainingSummary | None = None
+    reused: bool = False  # a finished run of the same key: nothing was trained this time
     dry_run: bool = False
     job: str | None = None
     manifests: str | None = None

@@ -1,6 +1,6 @@
-"""Kedro hooks: one MLflow run per pipeline run, the time each node took, a summary of what was
-produced, no validation report of an earlier run left to pass for this run's, and one run at a
-time per project."""
+"""Kedro hooks: one MLflow run per pipeline run, each node's outputs on its page, the time each node
+took, a summary of what was produced, no validation report of an earlier run left to pass for this
+run's, and one run at a time per project."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from rich.panel import Panel
 from dinoflow import project_lock, run_summary
 from dinoflow.config import resolve_config
 from dinoflow.config.pipeline_params import EvaluateParams
-from dinoflow.tracking import mlflow_run
+from dinoflow.tracking import mlflow_run, run_page
 from dinoflow.validation import DataValidationError
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,15 @@ class MlflowRunHook:
         console.print(Panel("\n".join(lines), title="dinoflow run summary", expand=False))
         # Below the box, on one line: an address broken over the box's lines could not be clicked.
         console.print(f"Open the MLflow UI: {local}{mlflow_run.ui_address(run_id=self.run_id)}", soft_wrap=True)
+
+
+class RunPageHook:
+    """After each node, logs its outputs to the pipeline's MLflow run (``tracking.run_page``):
+    the nodes return plain values and never call MLflow themselves."""
+
+    @hook_impl
+    def after_node_run(self, inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
+        run_page.log_node_outputs(inputs, outputs)
 
 
 class ValidationReportsHook:

@@ -2,11 +2,12 @@
 
 from omegaconf.resolvers import oc
 
-from dinoflow.hooks import MlflowRunHook, ProjectLockHook, ValidationReportsHook
+from dinoflow.hooks import MlflowRunHook, ProjectLockHook, RunPageHook, ValidationReportsHook
 
 # pluggy calls the last registered first: reports are cleared before the MLflow run opens. The
-# project lock is taken before both and released after both (tryfirst / trylast).
-HOOKS = (MlflowRunHook(), ValidationReportsHook(), ProjectLockHook())
+# project lock is taken before all and released after all (tryfirst / trylast). A node's outputs
+# reach the run page (RunPageHook) before its time is logged and before the run ends.
+HOOKS = (MlflowRunHook(), RunPageHook(), ValidationReportsHook(), ProjectLockHook())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from dinoflow.config import resolve_config, save_config, to_dict
 from dinoflow.launch.local import training_command
-from dinoflow.pipelines.pretrain.nodes import replay_buffered_metrics
+from dinoflow.launch.training import replay_buffered_metrics
 from dinoflow.tracking.mlflow_sink import PENDING_NAME
 from tests.faults.test_preemption import logged_steps
 from tests.servers import free_port, mlflow_server

@@ -21,11 +21,11 @@ from dinoflow.launch.local import TrainingFailedError
 from dinoflow.launch.manifests import render_training_job
 from dinoflow.launch.remote import RunNotHereError
 from dinoflow.pipelines.evaluate.nodes import evaluate_node
-from dinoflow.pipelines.pretrain.nodes import pretrain_node
 from tests.eval.test_protocol import project_params
 from tests.k8s.pod_security import restricted_violations
 from tests.launch.fake_kube_api import FakeKubeApi
 from tests.project_copy import PROJECT_ROOT
+from tests.runner import pretrain as run_pretrain
 
 K8S_VERSION = "1.33.0"
 BASE = PROJECT_ROOT / "k8s" / "base"
@@ -115,12 +115,12 @@ def test_a_job_past_its_time_limit_is_deleted(documents, tmp_path, monkeypatch):
     assert api.objects == {}
 
 
-def test_dry_run_from_the_pretrain_node_writes_valid_manifests(tiny_shards, tiny_config, tmp_path, mlflow_tmp,
+def test_dry_run_from_the_pretrain_pipeline_writes_valid_manifests(tiny_shards, tiny_config, tmp_path, mlflow_tmp,
                                                                monkeypatch):  # fmt: skip
     monkeypatch.chdir(PROJECT_ROOT)  # the node renders from k8s/base, as `kedro run` does
     launcher = LauncherParams(kind="kubernetes", nproc_per_node=1, timeout_s=60, output_root=str(tmp_path / "models"),
                               kubernetes=KubernetesParams(dry_run=True, manifests_dir=str(tmp_path / "k8s")))  # fmt: skip
-    result, curve = pretrain_node(DatasetIndex.model_validate(tiny_shards), to_dict(tiny_config), {}, launcher)
+    result, curve = run_pretrain(DatasetIndex.model_validate(tiny_shards), to_dict(tiny_config), {}, launcher)
     assert result.dry_run is True and curve.empty
     documents = list(yaml.safe_load_all(open(result.manifests)))
     assert [d["kind"] for d in documents] == ["ConfigMap", "Service", "Job"]
@@ -137,9 +137,9 @@ def test_a_dry_run_renders_its_manifests_even_when_the_same_run_finished_here(ti
                                                                                mlflow_tmp, monkeypatch):  # fmt: skip
     monkeypatch.chdir(PROJECT_ROOT)
     local = LauncherParams(kind="local", nproc_per_node=1, timeout_s=300, output_root=str(tmp_path / "models"))
-    trained, _ = pretrain_node(DatasetIndex.model_validate(tiny_shards), to_dict(tiny_config), {}, local)
+    trained, _ = run_pretrain(DatasetIndex.model_validate(tiny_shards), to_dict(tiny_config), {}, local)
     dry = local.model_copy(update={"kind": "kubernetes", "kubernetes": KubernetesParams(
         dry_run=True, manifests_dir=str(tmp_path / "k8s"))})  # fmt: skip
-    reused, curve = pretrain_node(DatasetIndex.model_validate(tiny_shards), to_dict(tiny_config), {}, dry)
+    reused, curve = run_pretrain(DatasetIndex.model_validate(tiny_shards), to_dict(tiny_config), {}, dry)
     assert reused.config == trained.config and not curve.empty  # the finished run, ready to evaluate
     assert [p.name for p in (tmp_path / "k8s").iterdir()] == [f"dinoflow-{trained.config_hash}.yaml"]

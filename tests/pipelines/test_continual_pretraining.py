@@ -12,7 +12,6 @@ import pytest
 import torch
 import yaml
 from kedro.io import DataCatalog
-from kedro.runner import SequentialRunner
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file, save_file
 
@@ -21,8 +20,8 @@ from dinoflow.config.pipeline_params import EvaluateParams, LauncherParams, Regi
 from dinoflow.contracts import DatasetIndex
 from dinoflow.data.synthetic import SyntheticSpec, generate
 from dinoflow.datasets import OptionalYAMLDataset
+from dinoflow.launch.run_folder import init_source, run_key, stage_init, training_code_fingerprint
 from dinoflow.pipelines.pretrain import create_pipeline as pretrain
-from dinoflow.pipelines.pretrain.nodes import init_source, pretrain_node, run_key, stage_init, training_code_fingerprint
 from dinoflow.pipelines.register import create_pipeline as register
 from dinoflow.registry.mlflow_registry import download_backbone_files, registered_version
 from dinoflow.tracking import mlflow_run
@@ -30,6 +29,8 @@ from dinoflow.train.run_files import BACKBONE_NAME, INIT_DIR
 from dinoflow.train.warm_start import RECORD_NAME, state_digest
 from tests.conftest import shards_of
 from tests.project_copy import PROJECT_ROOT
+from tests.runner import pretrain as run_pretrain
+from tests.runner import run_pipeline
 from tests.train.test_warm_start import source_folder
 
 PRESETS = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_pretrain.yml").read_text())["pretrain_presets"]
@@ -74,7 +75,7 @@ def make_catalog(dataset_index: dict, pretrain_params: dict, tmp_path: Path) -> 
 @pytest.mark.slow
 def test_warm_start_from_the_registered_version_on_new_data_then_resume(data_versions, tmp_path, mlflow_tmp, caplog):
     client = MlflowClient()
-    cold = SequentialRunner().run(pretrain() + register(), make_catalog(data_versions[0], {"preset": "ci"}, tmp_path))
+    cold = run_pipeline(pretrain() + register(), make_catalog(data_versions[0], {"preset": "ci"}, tmp_path))
     assert cold["registration"].load()["version"] == "1"
     mlflow_run.end_run()
 
@@ -82,7 +83,7 @@ def test_warm_start_from_the_registered_version_on_new_data_then_resume(data_ver
     warm_params = {"preset": "ci", "init_from": f"models:/{MODEL}@challenger",
                    "run": {"checkpoint_every": 2, "keep_checkpoints": 2}}  # fmt: skip
     warm_run = mlflow_run.start_run(tmp_path, "test", "warm", tags={"git_sha": "test"})
-    warm = SequentialRunner().run(pretrain() + register(), make_catalog(data_versions[1], warm_params, tmp_path))
+    warm = run_pipeline(pretrain() + register(), make_catalog(data_versions[1], warm_params, tmp_path))
     assert warm["registration"].load()["version"] == "2"
     parent = download_backbone_files(registered_version(f"models:/{MODEL}/1"), tmp_path / "v1")
 
@@ -126,7 +127,7 @@ def test_warm_start_from_the_registered_version_on_new_data_then_resume(data_ver
     args = [catalog.load(n) for n in ("dataset_index", "params:pretrain", "params:pretrain_presets",
                                       "params:pretrain_launcher")]  # fmt: skip
     with caplog.at_level(logging.INFO, logger="dinoflow.launch.local"):
-        resumed, _ = pretrain_node(*args)
+        resumed, _ = run_pretrain(*args)
     assert resumed.output_dir == str(output_dir) and resumed.parent_model_version == f"{MODEL}/1"
     assert f"the warm start from models:/{MODEL}@challenger is not applied again" in caplog.text
     assert "resumed from" in caplog.text and (output_dir / RECORD_NAME).read_text() == warm_record

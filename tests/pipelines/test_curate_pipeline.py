@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from kedro.io import DataCatalog
-from kedro.runner import SequentialRunner
 
 from dinoflow.config import save_config
 from dinoflow.config.pipeline_params import CurationParams, DatasetParams
@@ -23,6 +22,7 @@ from dinoflow.train.builders import build_backbone_from_config
 from dinoflow.train.checkpoint import export_teacher_backbone
 from dinoflow.train.run_files import BACKBONE_NAME
 from tests.pipelines.test_data_pipelines import data_params
+from tests.runner import run_pipeline
 
 
 def run(planted, tmp_path, **curation) -> tuple[dict, pd.DataFrame]:
@@ -48,7 +48,7 @@ def run(planted, tmp_path, **curation) -> tuple[dict, pd.DataFrame]:
     )
     catalog["params:data"] = data_params(tmp_path)
     catalog["params:dataset"] = DatasetParams(max_side=32, workers=1, output_dir=str(tmp_path / "dataset"))
-    outputs = SequentialRunner().run(curate() + dataset(), catalog)
+    outputs = run_pipeline(curate() + dataset(), catalog)
     names = ("curated_manifest", "curation_report", "curation_removed")
     return {"dataset_index": outputs["dataset_index"].load(), **{n: catalog.load(n) for n in names}}, manifest
 

@@ -6,10 +6,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from kedro.framework.hooks.manager import _create_hook_manager
 from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline
-from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import CSVDataset
 from PIL import Image
@@ -25,6 +23,7 @@ from dinoflow.pipelines.data_validation.nodes import stop_on_failed_validation_n
 from dinoflow.pipelines.dataset import create_pipeline as dataset
 from dinoflow.tracking import mlflow_run
 from dinoflow.validation import DataValidationError
+from tests.runner import run_pipeline
 
 
 def data_params(tmp_path, **overrides) -> DataParams:
@@ -64,7 +63,7 @@ def test_ingestion_validation_dataset_with_the_runner(tmp_path, mlflow_tmp):
     catalog = file_catalog(tmp_path, data_params(tmp_path))  # the gate node consumes the report
     catalog["params:dataset"] = DatasetParams(max_side=24, workers=1, output_dir=str(tmp_path / "dataset"))
     catalog["params:curation"] = curation_params(tmp_path, enabled=False)
-    outputs = SequentialRunner().run(ingestion() + validation() + curate() + dataset(), catalog)
+    outputs = run_pipeline(ingestion() + validation() + curate() + dataset(), catalog)
     index = outputs["dataset_index"].load()
     assert {split: s.count for split, s in index.splits.items()} == {"train": 24, "val": 12}
     assert index.classes == ["00_disc", "01_ring", "02_square"]
@@ -165,22 +164,20 @@ def file_catalog(tmp_path, data: DataParams) -> DataCatalog:
 def test_a_failed_validation_leaves_its_own_reports_not_the_previous_runs(tmp_path, mlflow_tmp):
     params = data_params(tmp_path)
     mlflow_run.set_tags({"kedro.run_id": "good-run"})
-    SequentialRunner().run(ingestion() + validation(), file_catalog(tmp_path, params))
+    run_pipeline(ingestion() + validation(), file_catalog(tmp_path, params))
     reporting = tmp_path / "08_reporting"
     assert pd.read_json(reporting / "validation_report.json", typ="series")["success"]
     for i in range(5):  # 5 of 41 files unreadable: above the 5% threshold
         (tmp_path / "raw" / "images" / "train" / "00_disc" / f"broken{i}.png").write_text("not a png")
     mlflow_run.set_tags({"kedro.run_id": "bad-run"})
-    hooks = _create_hook_manager()  # as `kedro run` has it: the stop names the catalog's report files
-    hook = ValidationReportsHook()
+    hook = ValidationReportsHook()  # as `kedro run` has it: the stop names the catalog's report files
     paths = {
         "validation_report": "08_reporting/validation_report.json",
         "quarantine_report": "08_reporting/quarantine.csv",
     }
     hook.after_context_created(FakeContext(tmp_path, paths))
-    hooks.register(hook)
     with pytest.raises(DataValidationError) as stop:
-        SequentialRunner().run(ingestion() + validation(), file_catalog(tmp_path, params), hooks)
+        run_pipeline(ingestion() + validation(), file_catalog(tmp_path, params), hook)
     assert str(stop.value).splitlines() == [
         "data validation failed (1 rule(s)):",
         "  broken files: 5 of 41 distinct files were quarantined (12.2%); allowed at most 5.0% "

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from kedro.runner import SequentialRunner
 from mlflow.tracking import MlflowClient
 
 from dinoflow.config.pipeline_params import Gates, PromoteParams, RegisterParams
@@ -19,6 +18,7 @@ from dinoflow.tracking import mlflow_run
 from dinoflow.train.distill import RECORD_NAME
 from dinoflow.train.run_files import BACKBONE_NAME, HEAD_NAME, TEACHER_DIR
 from tests.pipelines.test_continual_pretraining import MODEL, make_catalog
+from tests.runner import run_pipeline
 
 STUDENT = "ci-student"
 GATES = dict(max_knn_drop=0.01, max_seg_drop=0.01, require_validation_passed=True, forbid_collapse=False,
@@ -34,7 +34,7 @@ def test_a_smaller_student_is_distilled_from_the_registered_teacher_and_gated_ag
     tiny_shards, tmp_path, mlflow_tmp
 ):
     catalog = make_catalog(tiny_shards, {"preset": "ci"}, tmp_path)
-    assert SequentialRunner().run(pretrain() + register(), catalog)["registration"].load()["version"] == "1"
+    assert run_pipeline(pretrain() + register(), catalog)["registration"].load()["version"] == "1"
     mlflow_run.end_run()
 
     # The student: the ci preset halved (32-dim, 1 block), same prototypes, on the distill recipe.
@@ -46,7 +46,7 @@ def test_a_smaller_student_is_distilled_from_the_registered_teacher_and_gated_ag
     # What evaluate would score (the evaluation itself is not under test): 90 % of the teacher's 0.5.
     catalog["metrics"] = {"knn_top1": 0.45, "knn_top1_random_init": 0.25}
     catalog["params:promote"] = PromoteParams(gates=Gates(**GATES, min_share_of_teacher_knn=0.8))
-    outputs = SequentialRunner().run(pretrain() + register() + promote(), catalog)
+    outputs = run_pipeline(pretrain() + register() + promote(), catalog)
     assert outputs["promotion"].load()["decision"] == "promoted"
 
     # Registered under its own name, with the teacher's version and weights in its lineage.

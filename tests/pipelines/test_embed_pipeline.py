@@ -18,7 +18,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from kedro.io import DataCatalog
-from kedro.runner import SequentialRunner
 
 from dinoflow.config.pipeline_params import EmbedParams
 from dinoflow.curation.embedding_store import EMBEDDINGS_FILE, PARTS_DIR, read_embeddings
@@ -29,6 +28,7 @@ from dinoflow.search import search
 from tests.pipelines.test_curate_pipeline import register_tiny_backbone
 from tests.pipelines.test_data_pipelines import data_params, validation_params
 from tests.project_copy import bin_path, command_env, make_project_copy, run_in
+from tests.runner import run_pipeline
 
 MODEL = "models:/embed-test@champion"
 
@@ -60,7 +60,7 @@ def run_embed(tmp_path: Path, source: Path | None, **embed) -> dict:
         "source": source and str(source), "model": MODEL, "output_dir": str(tmp_path / "embed"), "batch_size": 8,
         "ingest_cache": str(tmp_path / "embed_cache.json"), "docs_root": str(tmp_path / "docs"), **embed,
     })  # fmt: skip
-    SequentialRunner().run(embed_pipeline(), catalog)
+    run_pipeline(embed_pipeline(), catalog)
     return {n: catalog.load(n) for n in ("embed_report", "embed_quarantine_report")}
 
 

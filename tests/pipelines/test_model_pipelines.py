@@ -1,5 +1,5 @@
-"""pretrain → evaluate → register with Kedro's runner on an in-memory catalog (real subprocess,
-real MLflow sqlite store, real registry)."""
+"""pretrain → evaluate → register with Kedro's runner on an in-memory catalog and the run-page
+hook (real subprocess, real MLflow sqlite store, real registry)."""
 
 import hashlib
 import json
@@ -10,7 +10,6 @@ import mlflow
 import pytest
 import torch
 from kedro.io import DataCatalog
-from kedro.runner import SequentialRunner
 from mlflow.tracking import MlflowClient
 from safetensors.torch import save_file
 
@@ -21,12 +20,14 @@ from dinoflow.datasets import OptionalYAMLDataset
 from dinoflow.eval.protocol import evaluation_protocol
 from dinoflow.pipelines.evaluate import create_pipeline as evaluate
 from dinoflow.pipelines.pretrain import create_pipeline as pretrain
-from dinoflow.pipelines.pretrain.nodes import pretrain_node, run_key
+from dinoflow.pipelines.pretrain.nodes import plan_pretrain_node
 from dinoflow.pipelines.register import create_pipeline as register
 from dinoflow.pipelines.register.nodes import register_node
-from dinoflow.tracking import mlflow_run
+from dinoflow.tracking import mlflow_run, run_page
 from dinoflow.train.builders import build_backbone_from_config
 from dinoflow.train.run_files import BACKBONE_NAME
+from tests.runner import pretrain as run_pretrain
+from tests.runner import run_pipeline
 
 
 @pytest.fixture
@@ -58,9 +59,9 @@ def catalog(tiny_shards, tiny_config, tmp_path):
 
 def test_pretrain_evaluate_register(catalog, mlflow_tmp):
     mlflow_run.set_tags({"data.root": "data/01_raw/synthetic"})  # as ingestion (or the hook) tags it
-    outputs = SequentialRunner().run(pretrain() + evaluate() + register(), catalog)
+    outputs = run_pipeline(pretrain() + evaluate() + register(), catalog)
     client = MlflowClient()
-    metrics = client.get_run(mlflow_tmp).data.metrics  # the evaluate node logged them, grouped
+    metrics = client.get_run(mlflow_tmp).data.metrics  # the run page logged evaluate's output, grouped
     assert all(
         0.0 <= metrics[f"eval/{k}"] <= 1.0
         for k in (
@@ -141,8 +142,9 @@ def test_an_identical_rerun_links_to_the_registered_version(catalog, tiny_config
     mlflow_run.end_run()
 
     rerun = mlflow_run.start_run(tmp_path, "test", "rerun", tags={})
-    with caplog.at_level(logging.INFO, logger="dinoflow.pipelines.register.nodes"):
+    with caplog.at_level(logging.INFO, logger="dinoflow.registry.registration"):
         again = register_node(result, *args, *params)
+    run_page.log_node_outputs({}, {"registration": again})  # as the run hook does after the node
     assert again == {**first, "linked": True, "logged_model_uri": version.source}  # the same logged model id too
     assert f"tiny-backbone v{first['version']} was registered from the same run key abc123def456" in caplog.text
     assert [str(v.version) for v in client.search_model_versions("name = 'tiny-backbone'")] == [first["version"]]
@@ -167,42 +169,20 @@ def test_same_config_and_data_reuses_the_finished_run(catalog, mlflow_tmp):
             "params:pretrain_launcher",
         )
     ]
-    first, curve = pretrain_node(*args)
-    assert list(curve["step"]) == list(range(1, first.summary.iterations + 1))
+    first, curve = run_pretrain(*args)
+    assert list(curve["step"]) == list(range(1, first.summary.iterations + 1)) and not first.reused
     mlflow.end_run()
     with mlflow.start_run() as second_run:
-        second, _ = pretrain_node(*args)
-    assert second.output_dir == first.output_dir and second.summary == first.summary
+        second, _ = run_pretrain(*args)
+    assert second.output_dir == first.output_dir and second.summary == first.summary and second.reused
     run = MlflowClient().get_run(second_run.info.run_id)
     assert run.data.tags["pretrain.reused"] == "true"
     assert len(MlflowClient().get_metric_history(run.info.run_id, "train/loss")) == first.summary.iterations
 
 
-def test_run_key_changes_with_config_or_data():
-    config = {"optim": {"epochs": 1}}
-    assert run_key(config, "a") == run_key(json.loads(json.dumps(config)), "a")
-    assert run_key(config, "a") != run_key(config, "b")
-    assert run_key(config, "a") != run_key({"optim": {"epochs": 2}}, "a")
-    assert run_key(config, "a", "code-v1") != run_key(config, "a", "code-v2")
-
-
-def test_training_code_fingerprint_follows_training_sources_only(tmp_path):
-    from dinoflow.pipelines.pretrain.nodes import training_code_fingerprint
-
-    for name in ("train/loop.py", "data/multicrop.py", "pipelines/evaluate/nodes.py"):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("x = 1\n")
-    before = training_code_fingerprint(tmp_path)
-    (tmp_path / "pipelines/evaluate/nodes.py").write_text("x = 2\n")  # not training code
-    assert training_code_fingerprint(tmp_path) == before
-    (tmp_path / "train/loop.py").write_text("x = 2\n")
-    assert training_code_fingerprint(tmp_path) != before
-    assert len(training_code_fingerprint()) == 64  # the installed package
-
-
 def test_bad_training_config_names_the_key(catalog, mlflow_tmp):
     with pytest.raises(ConfigError, match=r"pretrain\.crops\.local_sise"):
-        pretrain_node(
+        plan_pretrain_node(
             catalog.load("dataset_index"),
             {"crops": {"local_sise": 3}},
             {},

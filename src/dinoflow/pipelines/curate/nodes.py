@@ -18,7 +18,6 @@ import pandas as pd
 from dinoflow.config.pipeline_params import CurationParams, DataParams, DatasetParams
 from dinoflow.data.decode import parse_background
 from dinoflow.data.manifest import inside
-from dinoflow.tracking import mlflow_run
 
 if TYPE_CHECKING:
     from dinoflow.curation.curate import Curation, CurationSettings
@@ -94,10 +93,8 @@ def curate_node(
     paths = [inside(root, p) for p in frame["path"]]
     vectors, embedding = embed(paths, curation, dataset.max_side, parse_background(data.alpha_background))
     result = curate(frame, vectors, settings_of(curation))
-    report = {"enabled": True, "embedding": embedding, **result.report}
+    pictures = draw_pictures(result, paths, curation.pictures, Path(curation.pictures_dir))
+    report = {"enabled": True, "embedding": embedding, **result.report, "pictures": [str(p) for p in pictures]}
     log.info("curation kept %d of %d training images: removed %s", report["images_out"]["train"],
              report["images_in"]["train"], ", ".join(f"{n} {why}" for why, n in report["removed"].items()))  # fmt: skip
-    for picture in draw_pictures(result, paths, curation.pictures, Path(curation.pictures_dir)):
-        mlflow_run.log_artifact(picture, "curation")
-    mlflow_run.log_metrics({f"curation.removed.{why}": n for why, n in report["removed"].items()})
     return frame[result.kept].reset_index(drop=True), report, result.removed

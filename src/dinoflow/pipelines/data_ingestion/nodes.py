@@ -12,7 +12,6 @@ from dinoflow.config.pipeline_params import DataParams
 from dinoflow.data.decode import parse_background
 from dinoflow.data.manifest import build_manifest, is_duplicate
 from dinoflow.data.synthetic import SyntheticSpec, generate
-from dinoflow.tracking import mlflow_run
 from dinoflow.versioning import dvc
 
 log = logging.getLogger(__name__)
@@ -35,7 +34,6 @@ def materialize_source(data: DataParams) -> dict[str, Any]:
         source = {"kind": "folder", "root": str(root)}
     if data.dvc_track:
         source.update(dvc.track(root))
-    mlflow_run.set_tags({f"data.{k}": v for k, v in source.items()})
     return source
 
 

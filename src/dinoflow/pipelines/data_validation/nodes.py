@@ -76,10 +76,6 @@ def validate_manifest_node(
         Path(validation.docs_root),
     )
     report["run"] = run_identity()
-    mlflow_run.log_dict(report, "validation/gx_result.json")
-    mlflow_run.log_artifacts(Path(report["data_docs"]).parent, "validation/data_docs")
-    mlflow_run.log_metrics({f"data_{k}": v for k, v in report["statistics"].items()})
-    mlflow_run.set_tags({"validation_status": "passed" if report["success"] else "failed"})
     quarantine = _quarantine(manifest, report["run"]["kedro_run_id"] or report["run"]["validated_at"])
     log_quarantine_summary(quarantine)
     return manifest[manifest["status"] == "ok"].reset_index(drop=True), quarantine, report

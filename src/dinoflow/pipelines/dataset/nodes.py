@@ -12,7 +12,6 @@ from dinoflow.config.pipeline_params import DataParams, DatasetParams
 from dinoflow.contracts import DatasetIndex
 from dinoflow.data.decode import parse_background
 from dinoflow.data.manifest import inside
-from dinoflow.tracking import mlflow_run
 
 if TYPE_CHECKING:
     from dinoflow.data.shards import ImageRecord
@@ -29,7 +28,7 @@ def build_dataset_node(
     classes = sorted(label for label in clean_manifest["label"].unique() if label)
     records = _image_records(clean_manifest, Path(source["root"]), classes)
     fingerprint_rows = clean_manifest[["path", "sha256", "label", "split"]].itertuples(index=False)
-    index = DatasetIndex.model_validate(
+    return DatasetIndex.model_validate(
         build_dataset(
             records,
             classes,
@@ -42,8 +41,6 @@ def build_dataset_node(
             background=parse_background(data.alpha_background),
         )
     )
-    mlflow_run.set_tags({"data.fingerprint": index.fingerprint})
-    return index
 
 
 def _image_records(manifest: pd.DataFrame, root: Path, classes: list[str]) -> dict[str, list[ImageRecord]]:

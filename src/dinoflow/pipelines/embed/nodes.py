@@ -17,7 +17,6 @@ import pandas as pd
 from dinoflow.config.pipeline_params import DataParams, EmbedParams, ValidationParams
 from dinoflow.curation.embedding_store import EMBEDDINGS_FILE, update_embeddings
 from dinoflow.data.manifest import inside
-from dinoflow.tracking import mlflow_run
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +63,4 @@ def embed_node(clean_manifest: pd.DataFrame, source: dict[str, Any], embed: Embe
               "output_dir": str(output)}  # fmt: skip
     log.info("embedded %d image(s), reused %d from earlier runs; %s index of %d rows in %s",
              result.computed, result.reused, kind, len(paths), output)  # fmt: skip
-    mlflow_run.set_tags({"embed.model_version": model.uri, "embed.index": kind})
-    mlflow_run.log_metrics({f"embed.{k}": report[k] for k in ("count", "computed", "reused", "embed_seconds")})
     return report

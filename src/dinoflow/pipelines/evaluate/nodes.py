@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -15,15 +16,15 @@ from dinoflow.contracts import DatasetIndex, PretrainResult
 from dinoflow.eval.protocol import eval_set, eval_settings
 from dinoflow.launch.remote import require_local_run
 from dinoflow.run_summary import evaluation_lines
-from dinoflow.tracking import mlflow_run
 
 log = logging.getLogger(__name__)
 
 
 def evaluate_node(
     dataset_index: DatasetIndex, pretrain_result: PretrainResult, evaluate: EvaluateParams
-) -> dict[str, float]:
-    """Returns the flat metrics dict written to ``data/08_reporting/metrics.json``."""
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Returns the flat metrics written to ``data/08_reporting/metrics.json`` and the evaluation's
+    record for the run page (``tags``: the best linear heads; ``pictures``: the files drawn)."""
     from dinoflow.eval.suite import evaluate_backbone
     from dinoflow.train.builders import backbone_from_files
 
@@ -32,21 +33,15 @@ def evaluate_node(
     trained, cfg = backbone_from_files(Path(pretrain_result.output_dir))
     random_init, _ = backbone_from_files(Path(pretrain_result.output_dir), weights=False)
     settings = eval_settings(evaluate, cfg.crops.global_size)
-    mlflow_run.log_dataset("evaluation", "val", dataset_index.fingerprint, dataset_index.dir)
     metrics, details = evaluate_backbone(trained, random_init, eval_set(dataset_index, settings), settings)
-    lines = evaluation_lines(metrics, evaluate.knn_k, evaluate.knn_temperature)
-    for line in lines:
+    for line in evaluation_lines(metrics, evaluate.knn_k, evaluate.knn_temperature):
         log.info(line)
-    mlflow_run.set_tags(details)
-    mlflow_run.log_metrics(metrics)
-    mlflow_run.add_to_description(lines)
-    if evaluate.pictures:
-        _pictures(trained, dataset_index, cfg.crops.global_size, evaluate)
-    return metrics
+    pictures = _pictures(trained, dataset_index, cfg.crops.global_size, evaluate) if evaluate.pictures else []
+    return metrics, {"tags": details, "pictures": [str(p) for p in pictures]}
 
 
-def _pictures(backbone, dataset_index: DatasetIndex, image_size: int, evaluate: EvaluateParams) -> None:
-    """Attention maps and patch-token PCA of the first ``evaluate.pictures`` val images, on disk and the run page."""
+def _pictures(backbone, dataset_index: DatasetIndex, image_size: int, evaluate: EvaluateParams) -> list[Path]:
+    """Attention maps and patch-token PCA of the first ``evaluate.pictures`` val images."""
     from dinoflow.data.shards import ShardReader
     from dinoflow.eval.features import evaluation_batches, extract_features
     from dinoflow.eval.pictures import render_pictures
@@ -54,19 +49,20 @@ def _pictures(backbone, dataset_index: DatasetIndex, image_size: int, evaluate: 
     val = ShardReader.from_index(Path(dataset_index.dir), "val")
     images = next(evaluation_batches(val, image_size, evaluate.pictures))
     tokens = extract_features(backbone, [images]).patch_tokens
-    for path in render_pictures(backbone, images, tokens, Path(evaluate.pictures_dir)):
-        mlflow_run.log_image(path)
+    paths = render_pictures(backbone, images, tokens, Path(evaluate.pictures_dir))
+    for path in paths:
         log.info("wrote %s", path)
+    return list(paths)
 
 
-def training_curve_picture_node(training_curve: pd.DataFrame, evaluate: EvaluateParams) -> None:
-    """``training_curve.png`` beside the other pictures, and on the run page (no curve: a run
-    that trained on a cluster without its checkpoints mounted here)."""
+def training_curve_picture_node(training_curve: pd.DataFrame, evaluate: EvaluateParams) -> dict[str, Any]:
+    """``training_curve.png`` beside the other pictures (none for a run that trained on a cluster
+    without its checkpoints mounted here). Returns ``{"pictures": [its path]}`` for the run page."""
     from dinoflow.eval.pictures import plot_training_curve
 
     if not evaluate.pictures or training_curve.empty:
-        return
+        return {"pictures": []}
     records = [{k: v for k, v in row.items() if pd.notna(v)} for row in training_curve.to_dict("records")]
     path = plot_training_curve(records, Path(evaluate.pictures_dir) / "training_curve.png")
-    mlflow_run.log_image(path)
     log.info("wrote %s", path)
+    return {"pictures": [str(path)]}

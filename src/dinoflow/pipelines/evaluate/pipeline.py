@@ -9,13 +9,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 evaluate_node,
                 ["dataset_index", "pretrain_result", "params:evaluate"],
-                "metrics",
+                ["metrics", "evaluation_record"],
                 name="evaluate_node",
             ),
             Node(
                 training_curve_picture_node,
                 ["training_curve", "params:evaluate"],
-                None,
+                "training_curve_picture",
                 name="training_curve_picture_node",
             ),
         ]
