@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import yaml
+from optuna.trial import TrialState
 
 from dinoflow.config.pipeline_params import EvaluateParams, TuneParams
 from dinoflow.launch.local import run_process
 from dinoflow.tracking import mlflow_run
+from dinoflow.tuning.study import open_study
 
 
 def worker_commands(
@@ -54,6 +57,20 @@ def run_workers(base: dict[str, Any], dataset_dir: Path, tune: TuneParams, evalu
         base_path.write_text(yaml.safe_dump(base, sort_keys=False))
         params_path.write_text(tune.model_dump_json())
         commands = worker_commands(base_path, params_path, dataset_dir, tune, evaluate)
+        env = mlflow_run.child_process_env()
         with ThreadPoolExecutor(len(commands)) as pool:
-            env = mlflow_run.child_process_env()
-            list(pool.map(lambda c: run_process(c, env=env, timeout_s=tune.timeout_s + 600), commands))
+            started = [pool.submit(run_process, commands[0], env=env, timeout_s=tune.timeout_s + 600)]
+            if len(commands) > 1:
+                _wait_for_the_queue_to_empty(tune, started[0])
+            started += [pool.submit(run_process, c, env=env, timeout_s=tune.timeout_s + 600) for c in commands[1:]]
+            for worker in started:
+                worker.result()
+
+
+def _wait_for_the_queue_to_empty(tune: TuneParams, first: Future, poll_s: float = 0.2) -> None:
+    """Until the first worker has taken the queued baseline trial (or stopped). Optuna hands a queued
+    trial to whichever worker asks; on SQLite (no row locks) two workers asking at once can both
+    take it, and the second then fails with "Cannot tell a COMPLETE trial" (optuna/optuna#4621)."""
+    study = open_study(tune)
+    while not first.done() and study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        time.sleep(poll_s)
