@@ -130,7 +130,7 @@ def test_dry_run_from_the_pretrain_pipeline_writes_valid_manifests(tiny_shards, 
     assert "MLFLOW_TRACKING_URI" not in env  # a sqlite store is not reachable from pods
     assert yaml.safe_load(documents[0]["data"]["config.yaml"])["optim"]["epochs"] == tiny_config.optim.epochs
     with pytest.raises(RunNotHereError, match=r"evaluate needs .*dry_run is true.*only rendered to .*\.yaml.*pvc://"):
-        evaluate_node(DatasetIndex.model_validate(tiny_shards), result, project_params())
+        evaluate_node(DatasetIndex.model_validate(tiny_shards), result, curve, project_params())
 
 
 def test_a_dry_run_renders_its_manifests_even_when_the_same_run_finished_here(tiny_shards, tiny_config, tmp_path,

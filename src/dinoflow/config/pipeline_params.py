@@ -218,7 +218,7 @@ class EvaluateParams(_Params):
     linear_epochs: int = Field(ge=1, description="epochs of the linear-probe grid")
     segmentation_epochs: int = Field(ge=1, description="epochs of the segmentation probe")
     pictures: int = Field(ge=0, description="validation images shown in the attention / PCA figures")
-    pictures_dir: str = Field(description="attention_maps.png, patch_pca.png")
+    pictures_dir: str = Field(description="attention_maps.png, patch_pca.png, training_curve.png")
     knn_temperature: float = Field(gt=0.0, description="vote weight exp(sim / T)")
     batch_size: int = Field(ge=1, description="feature-extraction batch")
 

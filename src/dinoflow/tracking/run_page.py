@@ -117,7 +117,6 @@ LOGGERS: dict[str, Callable[[Any, NodeIO], None]] = {
     "pretrain_result": _pretrain_result,
     "metrics": _metrics,
     "evaluation_record": _evaluation_record,
-    "training_curve_picture": _evaluation_record,
     "registration": _registration,
     "promotion": _promotion,
     "tuning_summary": _tuning_summary,

@@ -21,10 +21,11 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_node(
-    dataset_index: DatasetIndex, pretrain_result: PretrainResult, evaluate: EvaluateParams
+    dataset_index: DatasetIndex, pretrain_result: PretrainResult, training_curve: pd.DataFrame, evaluate: EvaluateParams
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Returns the flat metrics written to ``data/08_reporting/metrics.json`` and the evaluation's
-    record for the run page (``tags``: the best linear heads; ``pictures``: the files drawn)."""
+    record (``data/08_reporting/evaluation.json``: ``tags``, the best linear heads; ``pictures``,
+    the files drawn under ``evaluate.pictures_dir``), which the run page logs."""
     from dinoflow.eval.suite import evaluate_backbone
     from dinoflow.train.builders import backbone_from_files
 
@@ -36,33 +37,27 @@ def evaluate_node(
     metrics, details = evaluate_backbone(trained, random_init, eval_set(dataset_index, settings), settings)
     for line in evaluation_lines(metrics, evaluate.knn_k, evaluate.knn_temperature):
         log.info(line)
-    pictures = _pictures(trained, dataset_index, cfg.crops.global_size, evaluate) if evaluate.pictures else []
+    pictures = _pictures(trained, dataset_index, training_curve, cfg.crops.global_size, evaluate)
     return metrics, {"tags": details, "pictures": [str(p) for p in pictures]}
 
 
-def _pictures(backbone, dataset_index: DatasetIndex, image_size: int, evaluate: EvaluateParams) -> list[Path]:
-    """Attention maps and patch-token PCA of the first ``evaluate.pictures`` val images."""
+def _pictures(backbone, dataset_index: DatasetIndex, training_curve: pd.DataFrame, image_size: int,
+              evaluate: EvaluateParams) -> list[Path]:  # fmt: skip
+    """Attention maps and patch-token PCA of the first ``evaluate.pictures`` val images, and the
+    training curves (none for evaluate.pictures: 0)."""
     from dinoflow.data.shards import ShardReader
     from dinoflow.eval.features import evaluation_batches, extract_features
-    from dinoflow.eval.pictures import render_pictures
+    from dinoflow.eval.pictures import plot_training_curve, render_pictures
 
+    if not evaluate.pictures:
+        return []
     val = ShardReader.from_index(Path(dataset_index.dir), "val")
     images = next(evaluation_batches(val, image_size, evaluate.pictures))
     tokens = extract_features(backbone, [images]).patch_tokens
-    paths = render_pictures(backbone, images, tokens, Path(evaluate.pictures_dir))
+    paths = list(render_pictures(backbone, images, tokens, Path(evaluate.pictures_dir)))
+    records = [{k: v for k, v in row.items() if pd.notna(v)} for row in training_curve.to_dict("records")]
+    if records:  # a run trained before its metrics log existed has none
+        paths.append(plot_training_curve(records, Path(evaluate.pictures_dir) / "training_curve.png"))
     for path in paths:
         log.info("wrote %s", path)
-    return list(paths)
-
-
-def training_curve_picture_node(training_curve: pd.DataFrame, evaluate: EvaluateParams) -> dict[str, Any]:
-    """``training_curve.png`` beside the other pictures (none for a run that trained on a cluster
-    without its checkpoints mounted here). Returns ``{"pictures": [its path]}`` for the run page."""
-    from dinoflow.eval.pictures import plot_training_curve
-
-    if not evaluate.pictures or training_curve.empty:
-        return {"pictures": []}
-    records = [{k: v for k, v in row.items() if pd.notna(v)} for row in training_curve.to_dict("records")]
-    path = plot_training_curve(records, Path(evaluate.pictures_dir) / "training_curve.png")
-    log.info("wrote %s", path)
-    return {"pictures": [str(path)]}
+    return paths
