@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,15 +30,13 @@ log = logging.getLogger(__name__)
 def register_run(
     pretrain_result: PretrainResult,
     metrics: dict[str, float],
-    validation_report: dict[str, Any],
-    data_source: dict[str, Any],
     dataset_index: DatasetIndex,
     register: RegisterParams,
-    evaluate: EvaluateParams,
+    evidence: Callable[[], dict[str, str]],
 ) -> dict[str, Any]:
-    """Register the run's teacher backbone (the file evaluate scored) with its evidence (see
-    ``version_tags``) and the scores; or, for an identical version, point the alias at it. Every
-    registry call, reading the run's tags included, is inside the retried part.
+    """Register the run's teacher backbone (the file evaluate scored) with the tags ``evidence()``
+    returns (``version_tags``: it reads the run's tags, so it is called inside the retried part,
+    as every registry call is) and the scores; or, for an identical version, point the alias at it.
 
     Returns ``{"name", "version", "alias", "model_uri", "logged_model_uri"}`` (``"linked": True``
     for an existing version). Raises ``RegistrationFailedError`` after ``register.attempts`` tries.
@@ -60,8 +59,7 @@ def register_run(
             existing = identical_version(register.model_name, pretrain_result.config_hash, weights_sha256)
             if existing is not None:
                 return _link(existing, register.alias, pretrain_result.config_hash, weights_sha256)
-            evidence = version_tags(pretrain_result, metrics, validation_report, data_source, dataset_index, evaluate)
-            tags = {**evidence, "weights_sha256": weights_sha256, "preset": cfg.preset, **onnx.ensure()}
+            tags = {**evidence(), "weights_sha256": weights_sha256, "preset": cfg.preset, **onnx.ensure()}
             files = [*_run_files(pretrain_result), onnx.path]
             return register_backbone(backbone, onnx.example.numpy(), register.model_name, register.alias, tags,
                                      files, scores, preprocessing)  # fmt: skip

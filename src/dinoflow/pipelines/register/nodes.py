@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from dinoflow.config.pipeline_params import EvaluateParams, RegisterParams
 from dinoflow.contracts import DatasetIndex, PretrainResult
 from dinoflow.launch.remote import require_local_run
-from dinoflow.registry.registration import register_run
+from dinoflow.registry.registration import register_run, version_tags
 
 
 def register_node(
@@ -29,4 +30,5 @@ def register_node(
             times; the run folder and the evaluation stay on disk for a later registration.
     """
     require_local_run(pretrain_result, "register")
-    return register_run(pretrain_result, metrics, validation_report, data_source, dataset_index, register, evaluate)
+    evidence = partial(version_tags, pretrain_result, metrics, validation_report, data_source, dataset_index, evaluate)
+    return register_run(pretrain_result, metrics, dataset_index, register, evidence)
