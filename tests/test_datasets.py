@@ -15,6 +15,7 @@ from dinoflow.datasets import (
     AtomicJSONDataset,
     AtomicParquetDataset,
     ContractJSONDataset,
+    DatasetFolderIndex,
     OptionalYAMLDataset,
 )
 from tests.project_copy import PROJECT_ROOT
@@ -25,7 +26,14 @@ def test_every_file_the_catalog_writes_is_written_then_renamed():
     types = {entry["type"] for entry in catalog.values()}
     assert types <= {
         f"dinoflow.datasets.{cls.__name__}"
-        for cls in (AtomicCSVDataset, AtomicJSONDataset, AtomicParquetDataset, ContractJSONDataset, OptionalYAMLDataset)
+        for cls in (
+            AtomicCSVDataset,
+            AtomicJSONDataset,
+            AtomicParquetDataset,
+            ContractJSONDataset,
+            DatasetFolderIndex,
+            OptionalYAMLDataset,
+        )
     }
 
 
@@ -55,6 +63,28 @@ def test_a_contract_round_trips_through_its_file_and_a_file_missing_a_field_fail
     (tmp_path / "index.json").write_text(json.dumps({k: v for k, v in INDEX.items() if k != "fingerprint"}))
     with pytest.raises(Exception, match=r"(?s)fingerprint.*Field required"):
         dataset.load()
+
+
+def test_the_dataset_index_is_declared_not_rewritten_and_loads_with_its_folder(tmp_path):
+    folder = tmp_path / "moved" / "dataset"
+    folder.mkdir(parents=True)
+    written = {k: v for k, v in INDEX.items() if k != "dir"}
+    (folder / "index.json").write_text(json.dumps(written))  # as the shard writer leaves it
+    stamp = (folder / "index.json").stat().st_mtime_ns
+    dataset = DatasetFolderIndex(filepath=str(folder / "index.json"), contract="dinoflow.contracts.DatasetIndex")
+    dataset.save({**INDEX, "dir": str(folder)})
+    assert (folder / "index.json").stat().st_mtime_ns == stamp and json.loads(
+        (folder / "index.json").read_text()
+    ) == written
+    assert dataset.load().dir == str(folder)  # where the file is now, not where it was written
+    elsewhere = DatasetFolderIndex(filepath=str(tmp_path / "index.json"), contract="dinoflow.contracts.DatasetIndex")
+    with pytest.raises(
+        Exception, match=r"wrote its folder at data/ds \(parameter dataset.output_dir\).*no index there"
+    ):
+        elsewhere.save(INDEX)
+    (tmp_path / "index.json").write_text(json.dumps({**written, "classes": ["c"]}))
+    with pytest.raises(Exception, match="another index there"):
+        elsewhere.save(INDEX)
 
 
 def test_a_pretrain_result_says_whether_its_run_is_here_and_carries_only_the_lineage_it_has():

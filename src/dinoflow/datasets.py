@@ -66,6 +66,29 @@ class ContractJSONDataset(AtomicJSONDataset):
         super().save(self._contract.model_validate(data).model_dump(mode="json", exclude_none=True))
 
 
+class DatasetFolderIndex(ContractJSONDataset):
+    """The dataset folder's own ``index.json`` (``dinoflow.contracts.DatasetIndex``). The shard writer
+    writes it beside the shards, last, as the sign that the folder is complete; the catalog declares
+    it and does not write it again. ``save`` checks that the index handed on is the file on disk (a
+    catalog path that is not ``dataset.output_dir``/index.json fails here, in words); ``load`` reads
+    it with ``dir`` set to its folder, so the folder can move."""
+
+    def load(self) -> Any:
+        index = super().load()
+        return index.model_copy(update={"dir": str(Path(self._filepath).parent)})
+
+    def save(self, data: Any) -> None:
+        index = self._contract.model_validate(data)
+        on_disk = self._contract.model_validate(JSONDataset.load(self)) if self._exists() else None
+        if on_disk is None or on_disk.model_dump(exclude={"dir"}) != index.model_dump(exclude={"dir"}):
+            found = "no index there" if on_disk is None else "another index there"
+            raise DatasetError(
+                f"dataset_index: the dataset node wrote its folder at {index.dir} (parameter dataset.output_dir) "
+                f"but the catalog's dataset_index reads {self._filepath} ({found}); the catalog path must be "
+                "<dataset.output_dir>/index.json: change one of them so they agree"
+            )
+
+
 class OptionalYAMLDataset(_WriteThenRename, YAMLDataset):
     """``yaml.YAMLDataset``, written then renamed, that loads as None while its file does not
     exist: an input a pipeline may run without (the tuned values, before any study has run)."""
