@@ -25,7 +25,7 @@ from pathlib import Path
 from dinoflow.curation.planted import COPY_KINDS, plant_copies
 from dinoflow.data.synthetic import SyntheticSpec, generate
 from dinoflow.eval.suite import EvalSettings
-from dinoflow.train.builders import backbone_from_files
+from dinoflow.train.builders import load_backbone
 from e2e import fresh_clone
 from quality import run_pipeline
 from quality_common import score_on
@@ -93,7 +93,7 @@ def compare(tmp: Path, minutes: float, seeds: list[int], scenario: str = "bursts
             run = run_pipeline(project, data["folder"], minutes, seed, params)
             if not bank.exists():
                 shutil.copytree(project / "data" / "05_model_input" / "dataset", bank)
-            backbone, cfg = backbone_from_files(Path(run["config"]).parent)
+            backbone, cfg = load_backbone(Path(run["config"]).parent)
             same_bank = score_on(backbone, bank, EvalSettings(image_size=cfg.crops.global_size))["knn_top1"]
             keys = ("seed", "knn_top1", "knn_top1_random_init", "iterations", "images_seen")
             runs[name].append({**{k: run[k] for k in keys}, "knn_top1_uncurated_bank": same_bank})

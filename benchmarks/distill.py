@@ -33,7 +33,7 @@ from dinoflow.data.shards import ImageRecord, build_dataset
 from dinoflow.data.synthetic import SyntheticSpec, generate
 from dinoflow.eval.protocol import eval_set, eval_settings
 from dinoflow.eval.suite import score_backbone
-from dinoflow.train.builders import backbone_from_files
+from dinoflow.train.builders import load_backbone
 from dinoflow.train.distill import parameter_count
 from dinoflow.train.distributed import DistEnv
 from dinoflow.train.loop import train
@@ -112,7 +112,7 @@ def main() -> None:
         results = {}
         for name, folder, secs in (("teacher", teacher, t_secs), ("student", student, s_secs),
                                    ("scratch", scratch, r_secs)):  # fmt: skip
-            backbone, cfg = backbone_from_files(folder)
+            backbone, cfg = load_backbone(folder)
             settings = eval_settings(EVALUATE, cfg.crops.global_size)
             scores = score_backbone(backbone, eval_set(dataset, settings), settings, name, linear=False)
             results[name] = {"knn_top1": scores["knn"]["top1"], "backbone_params": parameter_count(backbone),

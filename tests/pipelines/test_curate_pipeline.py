@@ -19,7 +19,7 @@ from dinoflow.pipelines.curate import create_pipeline as curate
 from dinoflow.pipelines.dataset import create_pipeline as dataset
 from dinoflow.registry.mlflow_registry import register_backbone
 from dinoflow.train.builders import build_backbone_from_config
-from dinoflow.train.checkpoint import export_teacher_backbone
+from dinoflow.train.checkpoint import export_weights
 from dinoflow.train.run_files import BACKBONE_NAME
 from tests.pipelines.test_data_pipelines import data_params
 from tests.runner import run_pipeline
@@ -89,7 +89,7 @@ def register_tiny_backbone(config, folder: Path, model_name: str) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     backbone = build_backbone_from_config(config, drop_path=False)
     files = [save_config(config, folder / "config.yaml"),
-             export_teacher_backbone(backbone.state_dict(), folder / BACKBONE_NAME)]  # fmt: skip
+             export_weights(backbone.state_dict(), folder / BACKBONE_NAME)]  # fmt: skip
     size = config.crops.global_size
     example = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32)
     return register_backbone(backbone, example, model_name, "champion", tags={}, files=files)

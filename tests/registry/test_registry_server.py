@@ -24,6 +24,7 @@ from dinoflow.pipelines.promote.nodes import promote_node
 from dinoflow.registry.mlflow_registry import register_backbone
 from dinoflow.tracking import mlflow_run
 from dinoflow.train.builders import build_backbone_from_config
+from dinoflow.train.run_files import BACKBONE_NAME, RANDOM_INIT_NAME
 from tests.servers import mlflow_server, postgres_cluster
 
 pytestmark = pytest.mark.slow
@@ -41,16 +42,18 @@ def server(request, tmp_path):
         yield url
 
 
-def register(cfg, tmp_path: Path, validation: str, evidence: dict | None = None) -> str:
-    """One pipeline-like run that registers the config's backbone as @challenger (``evidence``:
-    extra version tags, as the register node writes them)."""
+def register(cfg, tmp_path: Path, validation: str, evidence: dict | None = None, scores: dict | None = None) -> str:
+    """One pipeline-like run that registers the config's backbone as @challenger, with the files a
+    run writes (its trained weights here are its random init) and, as the register node does,
+    ``evidence`` (extra version tags) and ``scores`` (evaluation metrics linked to the logged model)."""
     backbone = build_backbone_from_config(cfg, drop_path=False)
-    files = [save_config(cfg, tmp_path / "config.yaml"), tmp_path / "teacher_backbone.safetensors"]
+    files = [save_config(cfg, tmp_path / "config.yaml"), tmp_path / BACKBONE_NAME, tmp_path / RANDOM_INIT_NAME]
     save_file(backbone.state_dict(), files[1])
+    save_file(backbone.state_dict(), files[2])
     mlflow_run.start_run(tmp_path, "registry-test", "register", tags={})
     example = torch.randn(2, 3, 16, 16).numpy()
     tags = {"validation_status": validation, "collapsed": "false", "label_set": LABELS, **(evidence or {})}
-    version = register_backbone(backbone, example, NAME, "challenger", tags, files)["version"]
+    version = register_backbone(backbone, example, NAME, "challenger", tags, files, scores or {})["version"]
     mlflow_run.end_run()
     return version
 
@@ -119,26 +122,28 @@ def test_register_promote_reject_rollback_and_load(server, tiny_config, tiny_sha
 
 
 def test_promote_reuses_scores_recorded_on_the_same_data_and_protocol(tiny_config, tiny_shards, tmp_path, monkeypatch):
-    """The register node's ``metric.*`` tags stand in for re-scoring only when the dataset
-    fingerprint and the evaluation protocol match; otherwise the version is rebuilt and re-scored."""
+    """The scores linked to a version's logged model stand in for re-scoring only when the dataset
+    fingerprint and the evaluation protocol (its tags) match; otherwise the version is rebuilt and
+    re-scored. The scores are read as numbers: the ``metric.*`` tags are for people and are not read."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     protocol = evaluation_protocol(evaluate_params(tmp_path))
-    recorded = {"evaluation_protocol": protocol, "metric.knn_top1": "0.777", "metric.knn_top1_random_init": "0.111"}
+    recorded = {"evaluation_protocol": protocol, "metric.knn_top1": "0.5"}  # a tag promote must not read
+    scores = {"knn_top1": 0.777, "knn_top1_random_init": 0.111}
 
-    register(tiny_config, tmp_path, "passed", {"data_fingerprint": tiny_shards["fingerprint"], **recorded})
+    register(tiny_config, tmp_path, "passed", {"data_fingerprint": tiny_shards["fingerprint"], **recorded}, scores)
     first = promote(tiny_shards, tmp_path)
     assert first["scored"] == {"challenger": "recorded", "random_init": "recorded"}
     assert first["scores"] == {"challenger": {"knn_top1": 0.777}, "random_init": {"knn_top1": 0.111}}
     assert first["decision"] == "promoted"
 
-    register(tiny_config, tmp_path, "passed", {"data_fingerprint": "another-dataset", **recorded})
+    register(tiny_config, tmp_path, "passed", {"data_fingerprint": "another-dataset", **recorded}, scores)
     second = promote(tiny_shards, tmp_path)
     assert second["scored"] == {"challenger": "re-scored", "champion": "recorded"}
     assert second["scores"]["challenger"]["knn_top1"] != 0.777  # measured, not read back
     assert second["scores"]["champion"]["knn_top1"] == 0.777
 
     stale = {**recorded, "evaluation_protocol": "older-protocol"}
-    register(tiny_config, tmp_path, "passed", {"data_fingerprint": tiny_shards["fingerprint"], **stale})
+    register(tiny_config, tmp_path, "passed", {"data_fingerprint": tiny_shards["fingerprint"], **stale}, scores)
     assert promote(tiny_shards, tmp_path)["scored"]["challenger"] == "re-scored"
 
 
@@ -153,10 +158,9 @@ def test_raw_pixel_gate_measures_raw_pixels_or_reuses_the_recorded_figure(
     assert "min +0.5000" in reason and "unknown" not in reason
 
     protocol = evaluation_protocol(evaluate_params(tmp_path))
-    recorded = {"data_fingerprint": tiny_shards["fingerprint"], "evaluation_protocol": protocol,
-                "metric.knn_top1": "0.900", "metric.knn_top1_random_init": "0.100",
-                "metric.knn_top1_raw_pixels": "0.600"}  # fmt: skip
-    register(tiny_config, tmp_path, "passed", recorded)
+    recorded = {"data_fingerprint": tiny_shards["fingerprint"], "evaluation_protocol": protocol}
+    scores = {"knn_top1": 0.9, "knn_top1_random_init": 0.1, "knn_top1_raw_pixels": 0.6}
+    register(tiny_config, tmp_path, "passed", recorded, scores)
     reused = promote(tiny_shards, tmp_path, min_gain_over_raw_pixels=0.2)
     assert "k-NN gain over raw pixels +0.3000 (0.9000 vs 0.6000, min +0.2000)" in reused["reasons"]
 
@@ -169,12 +173,17 @@ def test_promote_refuses_another_label_set_unless_allowed(tiny_config, tiny_shar
     client = MlflowClient(store)  # named: an earlier test's mlflow.set_tracking_uri outlives it
     protocol = evaluation_protocol(evaluate_params(tmp_path))
     recorded = {"data_fingerprint": tiny_shards["fingerprint"], "evaluation_protocol": protocol}
-    recorded["metric.knn_top1_random_init"] = "0.100"
-    v1 = register(tiny_config, tmp_path, "passed", {**recorded, "metric.knn_top1": "0.500"})
+    v1 = register(tiny_config, tmp_path, "passed", recorded, {"knn_top1": 0.5, "knn_top1_random_init": 0.1})
     assert promote(tiny_shards, tmp_path)["decision"] == "promoted"
 
     clipart = json.dumps(["animals/mammals", "icons/flat"])
-    v2 = register(tiny_config, tmp_path, "passed", {**recorded, "metric.knn_top1": "0.900", "label_set": clipart})
+    v2 = register(
+        tiny_config,
+        tmp_path,
+        "passed",
+        {**recorded, "label_set": clipart},
+        {"knn_top1": 0.9, "knn_top1_random_init": 0.1},
+    )
     refused = promote(tiny_shards, tmp_path)
     reason = (
         f"label set differs from champion v{v1}'s: 2 classes vs 2, added animals/mammals, icons/flat, removed circle, "

@@ -106,5 +106,5 @@ def test_a_distillation_run_keeps_the_teacher_frozen_and_exports_a_smaller_stude
     record = json.loads((tmp_path / "out" / distill.RECORD_NAME).read_text())
     assert record["teacher_sha256_start"] == record["teacher_sha256_end"]
     assert record["student_backbone_params"] < record["teacher_backbone_params"] / 3
-    student, _ = builders.backbone_from_files(tmp_path / "out")  # the EMA copy, as the final model
+    student, _ = builders.load_backbone(tmp_path / "out")  # the EMA copy, as the final model
     assert student.embed_dim == 16 and (tmp_path / "out" / HEAD_NAME).is_file()

@@ -107,7 +107,7 @@ def test_dinov2_recipe_trains_with_ibot_sinkhorn_and_koleo(tiny_config, tiny_sha
 def test_teacher_backbone_export_loads_into_a_plain_timm_model(tiny_config, tiny_shards, tmp_path):
     from safetensors.torch import load_file
 
-    from dinoflow.train.builders import build_backbone_from_config
+    from dinoflow.train.builders import build_backbone_from_config, load_backbone
     from dinoflow.train.checkpoint import teacher_backbone_state
 
     run(tiny_config, tiny_shards, tmp_path, ListSink())
@@ -117,6 +117,11 @@ def test_teacher_backbone_export_loads_into_a_plain_timm_model(tiny_config, tiny
     reference = teacher_backbone_state(load_checkpoint(tmp_path / "checkpoint.pt"))
     assert exported.keys() == reference.keys()
     assert all(torch.equal(exported[k], reference[k]) for k in reference)
+    (tmp_path / "random_init_backbone.safetensors").unlink()  # as a folder trained by an older dinoflow
+    with pytest.raises(FileNotFoundError, match="no random_init_backbone.safetensors .*older dinoflow lack it"):
+        load_backbone(tmp_path, "random_init")
+    with pytest.raises(ValueError, match="which='student'"):
+        load_backbone(tmp_path, "student")
 
 
 def test_keep_last_k_checkpoints(tiny_config, tiny_shards, tmp_path):

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from dinoflow.config import save_config
 from dinoflow.train import builders
 from dinoflow.train.checkpoint import load_checkpoint
-from dinoflow.train.run_files import BACKBONE_NAME, INIT_DIR
+from dinoflow.train.run_files import BACKBONE_NAME, INIT_DIR, RANDOM_INIT_NAME
 from dinoflow.train.warm_start import RECORD_NAME, init_folder, state_digest, warm_start
 from tests.train.test_loop import ListSink, run
 
@@ -86,10 +86,17 @@ def test_a_resumed_warm_run_matches_an_uninterrupted_one_without_reading_the_sou
     run(cfg, tiny_shards, tmp_path / "straight", ListSink())
     record = json.loads((tmp_path / "straight" / RECORD_NAME).read_text())
     assert record["student_backbone_sha256"] == record["teacher_backbone_sha256"] == state_digest(stored)
+    # The random-init baseline saved beside the teacher is the net as drawn, not the warm-start weights.
+    saved = load_file(tmp_path / "straight" / RANDOM_INIT_NAME)
+    drawn = builders.build_backbone_from_config(cfg, drop_path=False).state_dict()
+    assert saved.keys() == drawn.keys() and all(torch.equal(saved[k], drawn[k]) for k in drawn)
+    assert state_digest(saved) != state_digest(stored)
     with pytest.raises(RuntimeError, match="injected crash"):
         run(cfg, tiny_shards, tmp_path / "crashed", ListSink(fail_at_step=7))
+    written = (tmp_path / "crashed" / RANDOM_INIT_NAME).stat().st_mtime_ns
     shutil.rmtree(tmp_path / "source")  # the checkpoint wins: a resume must not even look for the source
     run(cfg, tiny_shards, tmp_path / "crashed", ListSink())
+    assert (tmp_path / "crashed" / RANDOM_INIT_NAME).stat().st_mtime_ns == written  # a resume does not redraw it
     straight = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
     resumed = load_checkpoint(tmp_path / "crashed" / "checkpoint.pt")
     for part in ("student", "teacher", "dino_loss"):

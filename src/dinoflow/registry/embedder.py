@@ -18,7 +18,7 @@ from mlflow.models import Model
 from dinoflow.eval.features import ImagePreprocessing
 from dinoflow.registry import image_model
 from dinoflow.registry.mlflow_registry import download_backbone_files, registered_version
-from dinoflow.train.builders import backbone_from_files
+from dinoflow.train.builders import load_backbone
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def load_embedder(uri: str, destination: Path) -> VersionEmbedder:
         folder = mlflow.artifacts.download_artifacts(artifact_uri=f"{pinned}/{data}", dst_path=str(destination))
     except (MlflowException, KeyError):
         log.warning("%s has no image-in model data; rebuilt from its backbone_files/ at its evaluation size", pinned)
-        backbone, cfg = backbone_from_files(download_backbone_files(version, destination))
+        backbone, cfg = load_backbone(download_backbone_files(version, destination))
         size = cfg.crops.global_size
         return VersionEmbedder(image_model.ImageEmbedder(backbone, ImagePreprocessing(size, size)), pinned)
     # The flavour's own loader (MLflow's loader_module entry point): what `mlflow models serve` runs.

@@ -49,7 +49,7 @@ from torch import nn
 
 from dinoflow.data.multicrop import normalize
 from dinoflow.eval.features import ImagePreprocessing, image_view
-from dinoflow.train.builders import backbone_from_files
+from dinoflow.train.builders import load_backbone
 from dinoflow.train.run_files import BACKBONE_NAME
 
 IMAGE, PATH = "image", "path"
@@ -171,7 +171,7 @@ def load_embedder(data_path: str | Path) -> ImageEmbedder:
     """The image embedder saved in a model's pyfunc data folder (``config.yaml``, the weights and
     ``preprocessing.json``)."""
     folder = Path(data_path)
-    backbone, _ = backbone_from_files(folder)
+    backbone, _ = load_backbone(folder)
     spec = json.loads((folder / PREPROCESSING_FILE).read_text())
     return ImageEmbedder(backbone, ImagePreprocessing(**{**spec, "background": tuple(spec["background"])}))
 

@@ -166,8 +166,7 @@ def link_version(version: ModelVersion, alias: str) -> dict[str, Any]:
         "alias": alias,
         "model_uri": f"models:/{name}@{alias}",
         "logged_model_uri": version.source,
-        # MLflow 3 sources are models:/<logged model id>; a version registered from run files has none
-        "logged_model_id": version.source.removeprefix("models:/") if version.source.startswith("models:/") else None,
+        "logged_model_id": logged_model_id(version),
         "linked": True,
     }
 
@@ -204,6 +203,23 @@ def download_backbone_files(version: ModelVersion, destination: Path) -> Path:
         run_id=version.run_id, artifact_path=FILES_DIR, dst_path=str(destination)
     )
     return Path(local)
+
+
+def logged_model_id(version: ModelVersion) -> str | None:
+    """The MLflow 3 logged model a version was registered from: its source is ``models:/<id>`` (the
+    version's own ``model_id`` field stays empty in this MLflow); None for one registered from run files."""
+    return version.source.removeprefix("models:/") if version.source.startswith("models:/") else None
+
+
+def recorded_scores(version: ModelVersion) -> dict[str, float]:
+    """The evaluation scores linked to the version's logged model (``register_backbone``'s
+    ``metrics``), as numbers by their flat keys (``knn_top1``, ``seg_miou_random_init``, ...);
+    empty for a version without them (registered from files, or without an evaluation)."""
+    model_id = logged_model_id(version)
+    if model_id is None:
+        return {}
+    metrics = MlflowClient().get_logged_model(model_id).metrics or []
+    return {metric.key.rsplit("/", 1)[-1]: float(metric.value) for metric in metrics}
 
 
 def record_decision(

@@ -1,8 +1,8 @@
 """Promotion: score @challenger and @champion on the same evaluation set, apply the gates
 (``registry.gates``), record the decision on the version and move ``champion`` when it passes.
 
-A version's own evaluation (its ``metric.*`` tags) is reused when it was made on the same dataset
-fingerprint under the same protocol; anything else is rebuilt from its registered files and re-scored.
+A version's own evaluation (the scores linked to its logged model, as numbers) is reused when it was
+made on the same dataset fingerprint under the same protocol (its tags); anything else is rebuilt from its registered files and re-scored.
 Scoring code (torch, timm) is imported where a version is re-scored: ``kedro run`` imports every node."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dinoflow.registry.mlflow_registry import (
     CHAMPION,
     download_backbone_files,
     record_decision,
+    recorded_scores,
     registered_version,
     version_by_alias,
 )
@@ -60,9 +61,9 @@ def _score(version, dataset_index, evaluate: EvaluateParams, workdir: Path, rand
 def _score_files(files: Path, dataset_index, evaluate: EvaluateParams, name: str, random_init: bool = False) -> dict:
     """Score the backbone a folder of ``config.yaml`` + weights describes (a version's files or a run folder)."""
     from dinoflow.eval.suite import score_backbone
-    from dinoflow.train.builders import backbone_from_files
+    from dinoflow.train.builders import load_backbone
 
-    backbone, cfg = backbone_from_files(files, weights=not random_init)
+    backbone, cfg = load_backbone(files, "random_init" if random_init else "teacher")
     settings = eval_settings(evaluate, cfg.crops.global_size)
     name += " random init" if random_init else ""
     return score_backbone(backbone, eval_set(dataset_index, settings), settings, name, linear=False)
@@ -86,17 +87,24 @@ def _teacher(challenger, dataset_index, evaluate: EvaluateParams) -> tuple[Evide
     return Evidence(source, scores["knn"]["top1"], scores.get("seg"), True, False), scores
 
 
-def _recorded(version, fingerprint: str, protocol: str, random_init: bool = False) -> dict | None:
-    """The scores the version's own run recorded (its ``metric.*`` tags), when they were measured
-    on this dataset fingerprint under this evaluation protocol; otherwise None (re-score)."""
+def _recorded_here(version, fingerprint: str, protocol: str) -> dict[str, float]:
+    """The scores linked to the version's logged model when they were measured on this dataset
+    fingerprint under this evaluation protocol (the version's tags say where); otherwise empty."""
     tags = version.tags
     if tags.get("data_fingerprint") != fingerprint or tags.get("evaluation_protocol") != protocol:
-        return None
+        return {}
+    return recorded_scores(version)
+
+
+def _recorded(version, fingerprint: str, protocol: str, random_init: bool = False) -> dict | None:
+    """The version's recorded k-NN (and segmentation) scores, of the trained or the random-init
+    backbone, when they count here (``_recorded_here``); otherwise None (re-score)."""
+    scores = _recorded_here(version, fingerprint, protocol)
     suffix = "_random_init" if random_init else ""
-    knn, seg = tags.get(f"metric.knn_top1{suffix}"), tags.get(f"metric.seg_miou{suffix}")
+    knn, seg = scores.get(f"knn_top1{suffix}"), scores.get(f"seg_miou{suffix}")
     if knn is None:
         return None
-    return {"knn": {"top1": float(knn)}, **({"seg": float(seg)} if seg is not None else {})}
+    return {"knn": {"top1": knn}, **({"seg": seg} if seg is not None else {})}
 
 
 def _scores(challenger, champion, dataset_index, evaluate: EvaluateParams) -> tuple[dict, dict]:
@@ -118,9 +126,9 @@ def _scores(challenger, champion, dataset_index, evaluate: EvaluateParams) -> tu
 def _raw_pixels_knn(challenger, dataset_index, evaluate: EvaluateParams) -> float:
     """k-NN top-1 of standardised raw pixels at the challenger's evaluation size: the value its
     run recorded on this dataset and protocol, else computed (no network involved, seconds)."""
-    recorded = challenger.tags.get("metric.knn_top1_raw_pixels")
-    if recorded is not None and _recorded(challenger, dataset_index.fingerprint, evaluation_protocol(evaluate)):
-        return float(recorded)
+    recorded = _recorded_here(challenger, dataset_index.fingerprint, evaluation_protocol(evaluate))
+    if "knn_top1_raw_pixels" in recorded:
+        return recorded["knn_top1_raw_pixels"]
     from dinoflow.eval.features import raw_pixel_features
     from dinoflow.eval.suite import knn_metrics
 

@@ -19,7 +19,7 @@ from dinoflow.eval.protocol import evaluation_protocol
 from dinoflow.registry.mlflow_registry import identical_version, link_version, register_backbone, with_retries
 from dinoflow.tracking import mlflow_run
 from dinoflow.tracking.mlflow_run import metric_name
-from dinoflow.train.run_files import BACKBONE_NAME, HEAD_NAME
+from dinoflow.train.run_files import BACKBONE_NAME, HEAD_NAME, RANDOM_INIT_NAME
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -43,10 +43,10 @@ def register_run(
     """
     from dinoflow.eval.features import ImagePreprocessing
     from dinoflow.models.export import OnnxExport
-    from dinoflow.train.builders import backbone_from_files
+    from dinoflow.train.builders import load_backbone
 
     run_dir = Path(pretrain_result.output_dir)
-    backbone, cfg = backbone_from_files(run_dir)  # what evaluate scored: the same file, the same loader
+    backbone, cfg = load_backbone(run_dir)  # what evaluate scored: the same file, the same loader
     with (run_dir / BACKBONE_NAME).open("rb") as f:
         weights_sha256 = hashlib.file_digest(f, "sha256").hexdigest()
     scores = {k: v for k, v in metrics.items() if metric_name(k).startswith("eval/")}
@@ -70,11 +70,12 @@ def register_run(
 
 
 def _run_files(pretrain_result: PretrainResult) -> list[Path]:
-    """The run's files a version stores: config, teacher backbone and, when exported, its heads
-    (they make the version usable as a distillation teacher; runs before they were exported lack them)."""
+    """The run's files a version stores: config, teacher backbone and, when the run wrote them, its
+    heads (they make the version usable as a distillation teacher) and its random-init backbone (what
+    promote re-scores a first promotion against; the served model holds neither)."""
     run_dir = Path(pretrain_result.output_dir)
-    head = run_dir / HEAD_NAME
-    return [Path(pretrain_result.config), run_dir / BACKBONE_NAME, *([head] if head.is_file() else [])]
+    optional = [run_dir / name for name in (HEAD_NAME, RANDOM_INIT_NAME) if (run_dir / name).is_file()]
+    return [Path(pretrain_result.config), run_dir / BACKBONE_NAME, *optional]
 
 
 def _link(existing: ModelVersion, alias: str, run_key: str, weights_sha256: str) -> dict[str, Any]:
@@ -99,7 +100,8 @@ def version_tags(
         "config_hash": pretrain_result.config_hash,  # the run key; with weights_sha256 it finds identical re-runs
         "data_fingerprint": dataset_index.fingerprint,
         "label_set": json.dumps(dataset_index.classes),  # promote refuses a champion of another label set
-        "evaluation_protocol": evaluation_protocol(evaluate),  # with data_fingerprint: promote may reuse metric.*
+        # with data_fingerprint: where the scores linked to the logged model were measured (promote may reuse them)
+        "evaluation_protocol": evaluation_protocol(evaluate),
         "data_dvc_md5": data_source.get("dvc_md5", "untracked"),
         "data_root": data_source.get("root", "unknown"),
         "validation_status": "passed" if validation_report["success"] else "failed",
@@ -108,6 +110,7 @@ def version_tags(
         # Continual pretraining: the version it was warm-started from (<name>/<version>, or a run folder).
         # Distillation: the teacher's version (distilled_from) and weights.
         **pretrain_result.lineage(),
+        # For people (the version page, the scorecard); promote reads the logged model's metrics, as numbers.
         **{
             f"metric.{k}": f"{v:.6f}" for k, v in metrics.items() if k.startswith(("knn_top", "linear_top", "seg_miou"))
         },

@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from dinoflow.config import ConfigError, PretrainConfig
 from dinoflow.models.backbone import use_fused_attention
 from dinoflow.train import builders, distill, sharding
+from dinoflow.train.checkpoint import export_weights
 from dinoflow.train.distributed import DistEnv, ensure_process_group
 from dinoflow.train.optim import build_optimizer
 from dinoflow.train.step import TrainParts
@@ -37,11 +38,20 @@ def _frozen_teacher(cfg: PretrainConfig, folder: Path | None, student: nn.Module
 
 
 def build_parts(
-    cfg: PretrainConfig, env: DistEnv, device: torch.device, probe, init: Path | None, teacher_dir: Path | None = None
+    cfg: PretrainConfig,
+    env: DistEnv,
+    device: torch.device,
+    probe,
+    init: Path | None,
+    teacher_dir: Path | None = None,
+    random_init_to: Path | None = None,
 ) -> tuple[TrainParts, dict[str, str] | None]:
     """The networks, optimizer and losses; with ``init``, warm-started (returns the warm-start record);
-    with ``teacher_dir``, with the frozen distillation teacher read from there."""
+    with ``teacher_dir``, with the frozen distillation teacher read from there; with ``random_init_to``,
+    the backbone as built, before any warm start, is saved there (evaluation's random-init baseline)."""
     student, teacher = builders.build_student_teacher(cfg)
+    if random_init_to is not None:
+        export_weights(student.backbone.state_dict(), random_init_to)
     # Before DDP broadcasts rank 0's weights and FSDP shards them; every rank reads the same files.
     record = warm_start(student, teacher, init, cfg) if init is not None else None
     frozen = _frozen_teacher(cfg, teacher_dir, student)

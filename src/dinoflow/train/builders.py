@@ -16,7 +16,7 @@ from dinoflow.losses.ibot_loss import IBOTPatchLoss
 from dinoflow.models.backbone import build_backbone
 from dinoflow.models.heads import DINOHead
 from dinoflow.models.teacher import DINOModel, make_teacher
-from dinoflow.train.run_files import BACKBONE_NAME
+from dinoflow.train.run_files import BACKBONE_FILES
 from dinoflow.train.schedules import Schedules, build_schedules
 
 
@@ -41,13 +41,23 @@ def build_backbone_from_config(cfg: PretrainConfig, drop_path: bool = True) -> n
     return backbone
 
 
-def backbone_from_files(folder: Path, weights: bool = True) -> tuple[nn.Module, PretrainConfig]:
-    """The backbone a run or registered version describes in ``folder`` (``config.yaml`` and the
-    teacher's safetensors weights), without drop-path; ``weights=False``: the same net at init."""
+def load_backbone(folder: Path, which: str = "teacher") -> tuple[nn.Module, PretrainConfig]:
+    """The backbone a run folder or a registered version's files describe (``config.yaml`` and
+    safetensors weights), without drop-path. ``which``: ``"teacher"``, the trained teacher's weights
+    (what is evaluated, registered and served); ``"random_init"``, the weights the run started from
+    before any warm start, saved by the training process (the baseline evaluation compares with)."""
+    if which not in BACKBONE_FILES:
+        raise ValueError(f"which={which!r}: a run folder holds the backbones {sorted(BACKBONE_FILES)}")
+    weights = Path(folder) / BACKBONE_FILES[which]
+    if not weights.is_file():
+        why = {
+            "teacher": "a training run writes it when it finishes: is the run complete?",
+            "random_init": "runs trained by an older dinoflow lack it: train the run again",
+        }[which]
+        raise FileNotFoundError(f"{folder} has no {weights.name} ({which.replace('_', ' ')} backbone weights); {why}")
     cfg = load_config_file(Path(folder) / "config.yaml")
     backbone = build_backbone_from_config(cfg, drop_path=False)
-    if weights:
-        backbone.load_state_dict(load_file(Path(folder) / BACKBONE_NAME), strict=True)
+    backbone.load_state_dict(load_file(weights), strict=True)
     return backbone, cfg
 
 

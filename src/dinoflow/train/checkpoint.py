@@ -61,10 +61,10 @@ def teacher_head_state(teacher_state: dict[str, torch.Tensor]) -> dict[str, torc
     return {k: v for k, v in teacher_state.items() if k.startswith(HEAD_PREFIXES)}
 
 
-def export_teacher_backbone(backbone_state: dict[str, torch.Tensor], path: Path) -> Path:
-    """Write the teacher backbone's weights as safetensors with timm's own key names, so they load
-    with ``timm.create_model(arch, ...).load_state_dict(load_file(path), strict=True)``."""
-    state = {k: v.detach().contiguous().cpu() for k, v in backbone_state.items()}
-    with atomic_path(path, "teacher backbone weights") as tmp:
+def export_weights(state_dict: dict[str, torch.Tensor], path: Path) -> Path:
+    """Write a module's weights (a backbone's: with timm's own key names, so they load with
+    ``timm.create_model(arch, ...).load_state_dict(load_file(path), strict=True)``) as safetensors."""
+    state = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    with atomic_path(path, f"weights ({Path(path).name})") as tmp:
         save_file(state, tmp)
     return Path(path)

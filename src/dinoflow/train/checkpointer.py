@@ -18,7 +18,7 @@ from typing import Any
 from dinoflow.config import PretrainConfig
 from dinoflow.train import sharding
 from dinoflow.train.checkpoint import (
-    export_teacher_backbone,
+    export_weights,
     load_checkpoint,
     save_checkpoint,
     teacher_backbone_state,
@@ -58,9 +58,9 @@ class FullCheckpointer:
         """The teacher's backbone and heads as safetensors (the checkpoint was saved at ``total``)."""
         if self.env.is_main:
             teacher = self.parts.teacher
-            export_teacher_backbone(teacher.backbone.state_dict(), self.output_dir / BACKBONE_NAME)
+            export_weights(teacher.backbone.state_dict(), self.output_dir / BACKBONE_NAME)
             # The heads too, so that this run (or its registered version) can teach a distillation.
-            export_teacher_backbone(teacher_head_state(teacher.state_dict()), self.output_dir / HEAD_NAME)
+            export_weights(teacher_head_state(teacher.state_dict()), self.output_dir / HEAD_NAME)
 
 
 class ShardedCheckpointer(FullCheckpointer):
@@ -90,8 +90,8 @@ class ShardedCheckpointer(FullCheckpointer):
         full = {name: sharding.full_state(network) for name, network in self.networks.items()}
         if self.env.is_main:
             save_checkpoint({**full, "iteration": total, **self.run_state}, self.output_dir)
-            export_teacher_backbone(teacher_backbone_state(full), self.output_dir / BACKBONE_NAME)
-            export_teacher_backbone(teacher_head_state(full["teacher"]), self.output_dir / HEAD_NAME)
+            export_weights(teacher_backbone_state(full), self.output_dir / BACKBONE_NAME)
+            export_weights(teacher_head_state(full["teacher"]), self.output_dir / HEAD_NAME)
 
 
 def _kind(cfg: PretrainConfig) -> type[FullCheckpointer]:

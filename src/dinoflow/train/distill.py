@@ -26,7 +26,7 @@ from torch import nn
 
 from dinoflow.config import ConfigError, PretrainConfig
 from dinoflow.models.teacher import DINOModel
-from dinoflow.train.builders import backbone_from_files, build_heads
+from dinoflow.train.builders import build_heads, load_backbone
 from dinoflow.train.checkpoint import HEAD_PREFIXES
 from dinoflow.train.run_files import DISTILL_KEY as KEY
 from dinoflow.train.run_files import HEAD_NAME, TEACHER_DIR, TEACHER_FILES
@@ -67,7 +67,7 @@ def load_teacher(folder: Path, cfg: PretrainConfig) -> DINOModel:
     Raises:
         ConfigError: the teacher does not fit the configured student (``_check_fits``).
     """
-    backbone, teacher_cfg = backbone_from_files(folder)
+    backbone, teacher_cfg = load_backbone(folder)
     _check_fits(teacher_cfg, cfg, folder)
     head, patch_head = build_heads(teacher_cfg, backbone.num_features)
     teacher = DINOModel(backbone, head, patch_head if patch_head is not None else head)

@@ -29,6 +29,7 @@ from dinoflow.train.checkpointer import FullCheckpointer, has_checkpoint, make_c
 from dinoflow.train.distributed import DistEnv, all_reduce_max, all_reduce_mean
 from dinoflow.train.health import teacher_health, warn_on_collapse
 from dinoflow.train.preemption import Preempted, PreemptionFlag
+from dinoflow.train.run_files import RANDOM_INIT_NAME
 from dinoflow.train.schedules import Schedules
 from dinoflow.train.sinks import MetricsSink
 from dinoflow.train.step import NonFiniteLossError, StepResult, TrainParts, train_step
@@ -163,9 +164,11 @@ def _build_parts(
                  cfg.init_from)  # fmt: skip
     teacher_dir = distill.teacher_folder(cfg, output_dir)
     init = None if resuming else init_folder(cfg.init_from, output_dir)
-    parts, record = build_parts(cfg, env, device, probe, init, teacher_dir)
-    if record is not None and env.is_main:
+    random_init_to = output_dir / RANDOM_INIT_NAME if env.is_main and not resuming else None
+    if env.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
+    parts, record = build_parts(cfg, env, device, probe, init, teacher_dir, random_init_to)
+    if record is not None and env.is_main:
         (output_dir / RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n")
     if parts.distill_teacher is not None and env.is_main:
         distill.write_record(output_dir, parts.distill_teacher, parts.student, cfg, teacher_dir)

@@ -8,6 +8,9 @@ from pathlib import Path
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BACKBONE_NAME = "teacher_backbone.safetensors"
+# The backbone at random init, before any warm start (seeded by run.seed): evaluation's baseline.
+RANDOM_INIT_NAME = "random_init_backbone.safetensors"
+BACKBONE_FILES = {"teacher": BACKBONE_NAME, "random_init": RANDOM_INIT_NAME}  # load_backbone's `which`
 # The teacher's DINO head (and iBOT patch head when separate): what a distillation teacher's targets need.
 HEAD_NAME = "teacher_head.safetensors"
 INIT_DIR = "init"  # the staged copy of a warm-start source's backbone files

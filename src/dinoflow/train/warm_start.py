@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from dinoflow.config import ConfigError, PretrainConfig, to_dict
-from dinoflow.train.builders import backbone_from_files
+from dinoflow.train.builders import load_backbone
 from dinoflow.train.run_files import INIT_DIR, INIT_FILES, require_backbone_files
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def warm_start(student: nn.Module, teacher: nn.Module, folder: Path, cfg: Pretra
         the run's warm-start record: ``init_from``, ``folder`` and the :func:`state_digest` of the
         source, student and teacher backbones right after loading (all three equal).
     """
-    source, source_cfg = backbone_from_files(folder)
+    source, source_cfg = load_backbone(folder)
     differences = _shape_differences(source, student.backbone)
     if differences:
         there, here = _architecture(source_cfg), _architecture(cfg)

@@ -32,7 +32,7 @@ def embed(
     """(N, V, D) unit embeddings of the images (V variants each) and what made them (for the report)."""
     from dinoflow.curation.embeddings import backbone_embeddings, pixel_embeddings
     from dinoflow.registry.mlflow_registry import download_backbone_files, registered_version
-    from dinoflow.train.builders import backbone_from_files
+    from dinoflow.train.builders import load_backbone
 
     if curation.embedding == "pixels":
         vectors = pixel_embeddings(paths, curation.eval_size, curation.thumbnail, curation.crop_tolerance, max_side,
@@ -41,7 +41,7 @@ def embed(
                          f"evaluation view, {vectors.shape[1]} crop variant(s) each")  # fmt: skip
     version = registered_version(curation.embedding)
     with tempfile.TemporaryDirectory() as tmp:
-        backbone, cfg = backbone_from_files(download_backbone_files(version, Path(tmp)))
+        backbone, cfg = load_backbone(download_backbone_files(version, Path(tmp)))
     size = cfg.crops.global_size
     vectors = backbone_embeddings(backbone, paths, size, max_side, background, progress=True)
     return vectors, f"{curation.embedding} (version {version.version}): CLS token of the {size} px evaluation view"

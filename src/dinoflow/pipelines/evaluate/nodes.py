@@ -27,12 +27,12 @@ def evaluate_node(
     record (``data/08_reporting/evaluation.json``: ``tags``, the best linear heads; ``pictures``,
     the files drawn under ``evaluate.pictures_dir``), which the run page logs."""
     from dinoflow.eval.suite import evaluate_backbone
-    from dinoflow.train.builders import backbone_from_files
+    from dinoflow.train.builders import load_backbone
 
     require_local_run(pretrain_result, "evaluate")
     # The exported teacher backbone: the very file register uploads, so the version carries the scored weights.
-    trained, cfg = backbone_from_files(Path(pretrain_result.output_dir))
-    random_init, _ = backbone_from_files(Path(pretrain_result.output_dir), weights=False)
+    trained, cfg = load_backbone(Path(pretrain_result.output_dir))
+    random_init, _ = load_backbone(Path(pretrain_result.output_dir), "random_init")
     settings = eval_settings(evaluate, cfg.crops.global_size)
     metrics, details = evaluate_backbone(trained, random_init, eval_set(dataset_index, settings), settings)
     for line in evaluation_lines(metrics, evaluate.knn_k, evaluate.knn_temperature):
