@@ -16,6 +16,7 @@ from kedro.io.core import DatasetError, get_filepath_str
 from kedro.utils import load_obj
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import CSVDataset, ParquetDataset
+from kedro_datasets.pillow import ImageDataset
 from kedro_datasets.yaml import YAMLDataset
 
 from dinoflow.atomic import atomic_path
@@ -95,6 +96,14 @@ class OptionalYAMLDataset(_WriteThenRename, YAMLDataset):
 
     def load(self) -> Any:
         return super().load() if self._exists() else None
+
+
+class AtomicImageDataset(_WriteThenRename, ImageDataset):
+    """``pillow.ImageDataset``, written then renamed; the format comes from the final name (the
+    temporary one ends in ``.tmp``). The pictures' folders are partitions of these."""
+
+    def _get_format(self, file_path: PurePosixPath) -> str | None:
+        return ImageDataset._get_format(PurePosixPath(str(file_path).removesuffix(".tmp")))
 
 
 class AtomicCSVDataset(_WriteThenRename, CSVDataset):

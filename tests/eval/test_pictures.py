@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from PIL import Image
 
 from dinoflow.data.multicrop import normalize
 from dinoflow.eval.pictures import cls_attention_maps, pca_rgb, plot_training_curve, render_pictures
@@ -40,24 +39,23 @@ def test_pca_rgb_spans_zero_to_one_and_follows_the_main_direction():
     assert (first[:, :, 2:].mean() - first[:, :, :2].mean()).abs() > 0.9  # the halves are told apart
 
 
-def test_render_pictures_writes_both_figures(tmp_path):
+def test_render_pictures_draws_both_figures():
     backbone = tiny_backbone(fused_attn=True)
     images = torch.rand(3, 3, 16, 16)
     tokens = torch.randn(3, 24, 4, 4)
-    attention, pca = render_pictures(backbone, images, tokens, tmp_path)
-    assert Image.open(attention).size == (4 * 98, 3 * 98)  # image + 3 heads per row, one row per image
-    assert Image.open(pca).size == (2 * 98, 3 * 98)
+    pictures = render_pictures(backbone, images, tokens)
+    assert pictures["attention_maps"].size == (4 * 98, 3 * 98)  # image + 3 heads per row, one row per image
+    assert pictures["patch_pca"].size == (2 * 98, 3 * 98)
 
 
-def test_training_curve_picture_draws_a_panel_per_logged_group(tmp_path):
+def test_training_curve_picture_draws_a_panel_per_logged_group():
     records = [{"step": s, "loss": 5.0 - s / 10, "lr": 1e-3, "teacher_entropy": 0.9} for s in range(1, 11)]
-    path = plot_training_curve(records, tmp_path / "curve.png")
-    width, height = Image.open(path).size
+    width, height = plot_training_curve(records).size
     assert (width, height) == (round(3 * 3.6 * 110), round(3.0 * 110))  # loss, health, lr; no online k-NN
-    with_knn = plot_training_curve([{**r, "online_knn_top1": 0.5} for r in records], tmp_path / "knn.png")
-    assert Image.open(with_knn).size[0] == round(4 * 3.6 * 110)
+    with_knn = plot_training_curve([{**r, "online_knn_top1": 0.5} for r in records])
+    assert with_knn.size[0] == round(4 * 3.6 * 110)
 
 
-def test_training_curve_picture_refuses_an_empty_log(tmp_path):
+def test_training_curve_picture_refuses_an_empty_log():
     with pytest.raises(ValueError, match="no training metrics"):
-        plot_training_curve([], tmp_path / "curve.png")
+        plot_training_curve([])

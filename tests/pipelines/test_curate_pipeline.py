@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from kedro.io import DataCatalog
+from kedro_datasets.partitions import PartitionedDataset
 
 from dinoflow.config import save_config
 from dinoflow.config.pipeline_params import CurationParams, DatasetParams
 from dinoflow.data.manifest import build_manifest
 from dinoflow.data.shards import ShardReader
-from dinoflow.datasets import AtomicCSVDataset, AtomicJSONDataset, AtomicParquetDataset
+from dinoflow.datasets import AtomicCSVDataset, AtomicImageDataset, AtomicJSONDataset, AtomicParquetDataset
 from dinoflow.pipelines.curate import create_pipeline as curate
 from dinoflow.pipelines.dataset import create_pipeline as dataset
 from dinoflow.registry.mlflow_registry import register_backbone
@@ -34,6 +35,8 @@ def run(planted, tmp_path, **curation) -> tuple[dict, pd.DataFrame]:
         "curated_manifest": AtomicParquetDataset(filepath=str(files / "curated_manifest.parquet")),
         "curation_report": AtomicJSONDataset(filepath=str(files / "curation_report.json")),
         "curation_removed": AtomicCSVDataset(filepath=str(files / "curation_removed.csv"), save_args={"index": False}),
+        "curation_pictures": PartitionedDataset(path=str(files / "curation"), dataset=AtomicImageDataset,
+                                                filename_suffix=".png", overwrite=True),
     })  # fmt: skip
     catalog["clean_manifest"] = manifest
     catalog["data_source"] = {"root": str(planted["root"])}
@@ -41,7 +44,6 @@ def run(planted, tmp_path, **curation) -> tuple[dict, pd.DataFrame]:
         **{
             "enabled": True,
             "sampling": {"levels": [16, 4]},
-            "pictures_dir": str(tmp_path / "pictures"),
             "workers": 1,
             **curation,
         }
@@ -74,6 +76,8 @@ def test_on_the_copies_leave_the_dataset_and_the_run_shows_why(planted, tmp_path
     assert len(ShardReader.from_index(Path(index.dir), "train")) == train_count
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(mlflow_tmp, "curation")}
     assert artifacts == {"curation/near_duplicates.png", "curation/cluster_sizes.png", "curation/cluster_examples.png"}
+    pictures = {p.name for p in (tmp_path / "catalog" / "curation").iterdir()}  # the same pictures, as files
+    assert pictures == {"near_duplicates.png", "cluster_sizes.png", "cluster_examples.png"}
     metrics = mlflow.get_run(mlflow_tmp).data.metrics
     assert metrics["curation.removed.near_duplicate"] == report["removed"]["near_duplicate"]
 

@@ -49,7 +49,7 @@ def validation_params(tmp_path, max_quarantine_share: float) -> ValidationParams
 
 
 def curation_params(tmp_path, **overrides) -> CurationParams:
-    params = {"enabled": True, "sampling": {"levels": [8, 2]}, "pictures_dir": str(tmp_path / "curation"), "workers": 1}
+    params = {"enabled": True, "sampling": {"levels": [8, 2]}, "workers": 1}
     return CurationParams(**{**params, **overrides})
 
 

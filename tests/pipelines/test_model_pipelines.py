@@ -10,13 +10,14 @@ import mlflow
 import pytest
 import torch
 from kedro.io import DataCatalog
+from kedro_datasets.partitions import PartitionedDataset
 from mlflow.tracking import MlflowClient
 from safetensors.torch import save_file
 
 from dinoflow.config import ConfigError, save_config, to_dict
 from dinoflow.config.pipeline_params import EvaluateParams, LauncherParams, RegisterParams, TunedParams
 from dinoflow.contracts import DatasetIndex, PretrainResult
-from dinoflow.datasets import OptionalYAMLDataset
+from dinoflow.datasets import AtomicImageDataset, OptionalYAMLDataset
 from dinoflow.eval.protocol import evaluation_protocol
 from dinoflow.pipelines.evaluate import create_pipeline as evaluate
 from dinoflow.pipelines.pretrain import create_pipeline as pretrain
@@ -49,7 +50,9 @@ def catalog(tiny_shards, tiny_config, tmp_path):
         segmentation_epochs=2,
         batch_size=16,
         pictures=3,
-        pictures_dir=str(tmp_path / "pictures"),
+    )
+    catalog["evaluation_pictures"] = PartitionedDataset(  # as conf/base/catalog.yml stores them
+        path=str(tmp_path / "pictures"), dataset=AtomicImageDataset, filename_suffix=".png", overwrite=True
     )
     catalog["params:register"] = RegisterParams(model_name="tiny-backbone", alias="challenger")
     catalog["data_source"] = {"kind": "synthetic", "root": "unused"}
@@ -57,7 +60,7 @@ def catalog(tiny_shards, tiny_config, tmp_path):
     return catalog
 
 
-def test_pretrain_evaluate_register(catalog, mlflow_tmp):
+def test_pretrain_evaluate_register(catalog, mlflow_tmp, tmp_path):
     mlflow_run.set_tags({"data.root": "data/01_raw/synthetic"})  # as ingestion (or the hook) tags it
     outputs = run_pipeline(pretrain() + evaluate() + register(), catalog)
     client = MlflowClient()
@@ -90,8 +93,11 @@ def test_pretrain_evaluate_register(catalog, mlflow_tmp):
     # Pictures are images on the run page (keyed by name), and files beside the reports.
     images = {a.path.split("/")[1].split("+")[0] for a in client.list_artifacts(mlflow_tmp, "images")}
     assert images == {"attention_maps", "patch_pca", "training_curve"}
-    pictures = catalog.load("params:evaluate").pictures_dir
-    assert {p.name for p in Path(pictures).iterdir()} == {"attention_maps.png", "patch_pca.png", "training_curve.png"}
+    assert {p.name for p in (tmp_path / "pictures").iterdir()} == {
+        "attention_maps.png",
+        "patch_pca.png",
+        "training_curve.png",
+    }
     # The training process sampled the machine into the run's system charts.
     system = {k for k in client.get_run(mlflow_tmp).data.metrics if k.startswith("system/")}
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import mlflow
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from dinoflow.pipeline_registry import DEFAULT_FLOW
 from dinoflow.tracking.run_page import LOGGERS, log_node_outputs
@@ -43,12 +44,12 @@ def test_an_unchanged_champion_is_only_described(mlflow_tmp):
 
 
 def test_a_tuning_summary_logs_the_study_its_plots_and_the_best_values(mlflow_tmp, tmp_path):
-    plot = tmp_path / "optimization_history.png"
-    plot.write_bytes(b"png")
+    plot = Image.new("RGB", (40, 30), "white")
     tune = SimpleNamespace(storage="postgresql://optuna:secret@db:5432/optuna", study_name="s1")  # params:tune
     summary = {"trials": 4, "complete": 3, "pruned": 1, "failed": 0, "best_value": 0.42,
-               "best_params": {"loss.teacher_temp": 0.05}, "plots": [str(plot)]}  # fmt: skip
-    log_node_outputs({"params:tune": tune}, {"tuning_summary": summary, "tuned_pretrain": {}})
+               "best_params": {"loss.teacher_temp": 0.05}}  # fmt: skip
+    outputs = {"tuning_summary": summary, "tuned_pretrain": {}, "tuning_plots": {"optimization_history": plot}}
+    log_node_outputs({"params:tune": tune}, outputs)
     run = MlflowClient().get_run(mlflow_tmp)
     assert run.data.tags["optuna.storage"] == "postgresql://optuna:***@db:5432/optuna"
     assert run.data.tags["optuna.study"] == "s1" and run.data.params == {"best.loss.teacher_temp": "0.05"}
@@ -56,3 +57,6 @@ def test_a_tuning_summary_logs_the_study_its_plots_and_the_best_values(mlflow_tm
     assert [a.path for a in mlflow.MlflowClient().list_artifacts(mlflow_tmp, "tuning")] == [
         "tuning/optimization_history.png"
     ]
+    logged = Image.open(mlflow.artifacts.download_artifacts(run_id=mlflow_tmp, artifact_path="tuning/optimization_history.png",
+                                                           dst_path=str(tmp_path)))  # fmt: skip
+    assert logged.size == (40, 30)

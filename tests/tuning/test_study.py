@@ -33,18 +33,18 @@ def tune_params(tmp_path: Path, storage: str, n_trials: int, workers: int) -> Tu
     return TuneParams(
         study_name="test-study", storage=storage, n_trials=n_trials, workers=workers, timeout_s=600, seed=0,
         pruner="median", probe_images=24, proxy={"optim.epochs": 2, "optim.warmup_epochs": 0, "run.log_every": 1},
-        space=SPACE, plots_dir=str(tmp_path / "plots"),
+        space=SPACE,
     )  # fmt: skip
 
 
-def run_tune(tiny_config, tiny_shards, tmp_path, params: TuneParams) -> tuple[dict, dict]:
+def run_tune(tiny_config, tiny_shards, tmp_path, params: TuneParams) -> tuple[dict, dict, dict]:
     evaluate = EvaluateParams(knn_k=20, knn_ks=[20], knn_temperature=0.07, linear_epochs=1, segmentation_epochs=1,
-                              pictures=0, pictures_dir=str(tmp_path / "pictures"), batch_size=64)  # fmt: skip
+                              pictures=0, batch_size=64)  # fmt: skip
     return tune_node(DatasetIndex.model_validate(tiny_shards), to_dict(tiny_config), {}, params, evaluate)
 
 
 def test_a_small_study_completes_and_feeds_pretrain(tiny_config, tiny_shards, tmp_path, mlflow_tmp):
-    summary, tuned = run_tune(
+    summary, tuned, plots = run_tune(
         tiny_config, tiny_shards, tmp_path, tune_params(tmp_path, f"sqlite:///{tmp_path}/o.db", 4, 1)
     )
     assert summary["trials"] == 4 and summary["complete"] + summary["pruned"] == 4 and summary["failed"] == 0
@@ -54,7 +54,7 @@ def test_a_small_study_completes_and_feeds_pretrain(tiny_config, tiny_shards, tm
     with pytest.raises(FileNotFoundError, match=r"pretrain_tuned.use is true but no tuning study .*`make tune`"):
         tuned_overrides(TunedParams(use=True), None)  # the catalog's tuned_pretrain before any study
     assert sorted(overrides) == sorted(f"{k}={v}" for k, v in summary["best_params"].items())
-    assert (tmp_path / "plots" / "optimization_history.png").exists()
+    assert {"optimization_history", "slice"} <= set(plots) and plots["optimization_history"].size > (100, 100)
     children = MlflowClient().search_runs(
         [MlflowClient().get_run(mlflow_tmp).info.experiment_id], f"tags.mlflow.parentRunId = '{mlflow_tmp}'"
     )
@@ -83,7 +83,7 @@ def test_a_collapsing_teacher_temperature_is_pruned_and_says_why(tiny_shards, tm
 def test_two_worker_processes_share_one_study(backend, tiny_config, tiny_shards, tmp_path, mlflow_tmp):
     database = contextlib.nullcontext(f"sqlite:///{tmp_path}/o.db") if backend == "sqlite" else postgres_cluster()
     with database as storage:
-        summary, _ = run_tune(tiny_config, tiny_shards, tmp_path, tune_params(tmp_path, storage, 4, 2))
+        summary, _, _ = run_tune(tiny_config, tiny_shards, tmp_path, tune_params(tmp_path, storage, 4, 2))
         trials = open_study(tune_params(tmp_path, storage, 4, 2)).trials
     assert summary["trials"] == 4 and sorted(t.number for t in trials) == [0, 1, 2, 3]
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 4  # distinct draws, not one seed twice

@@ -124,7 +124,6 @@ class CurationParams(_Params):
     )
     sampling: CurationSamplingParams = Field(description="balanced sampling; no target: off")
     pictures: int = Field(default=8, ge=0, description="duplicate groups and clusters shown in the pictures")
-    pictures_dir: str = Field(description="near_duplicates.png, cluster_sizes.png, cluster_examples.png")
     workers: int = Field(default=0, ge=0, description="decoding processes; 0 = one per CPU core")
 
     @field_validator("embedding")
@@ -218,7 +217,6 @@ class EvaluateParams(_Params):
     linear_epochs: int = Field(ge=1, description="epochs of the linear-probe grid")
     segmentation_epochs: int = Field(ge=1, description="epochs of the segmentation probe")
     pictures: int = Field(ge=0, description="validation images shown in the attention / PCA figures")
-    pictures_dir: str = Field(description="attention_maps.png, patch_pca.png, training_curve.png")
     knn_temperature: float = Field(gt=0.0, description="vote weight exp(sim / T)")
     batch_size: int = Field(ge=1, description="feature-extraction batch")
 
@@ -278,7 +276,6 @@ class TuneParams(_Params):
     probe_images: int = Field(ge=10, description="train and val images of the online k-NN (each)")
     proxy: dict[str, Any] = Field(description="training-config overrides of the short proxy run (dotted keys)")
     space: dict[str, SearchDimension] = Field(min_length=1, description="dotted training-config keys")
-    plots_dir: str = Field(description="study plots")
 
 
 class TunedParams(_Params):

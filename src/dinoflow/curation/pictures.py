@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure  # not pyplot: no GUI backend or global figure state on servers
+from PIL import Image
 
-from dinoflow.atomic import atomic_path
 from dinoflow.curation.embeddings import load_view
-from dinoflow.eval.pictures import save_grid
+from dinoflow.eval.pictures import figure_image, grid_image
 
 TILE_SOURCE_PX = 64
 
@@ -20,12 +20,12 @@ def _picture(path: Path) -> np.ndarray:
     return load_view(path, TILE_SOURCE_PX).permute(1, 2, 0).numpy()
 
 
-def image_rows(rows: Sequence[Sequence[Path]], path: Path, tile: int = 64) -> Path:
-    """One PNG, a row of tiles per sequence of image files."""
-    return save_grid([[_picture(p) for p in row] for row in rows], path, tile=tile)
+def image_rows(rows: Sequence[Sequence[Path]], tile: int = 64) -> Image.Image:
+    """One picture, a row of tiles per sequence of image files."""
+    return grid_image([[_picture(p) for p in row] for row in rows], tile=tile)
 
 
-def cluster_size_histogram(before: Sequence[int], after: Sequence[int], path: Path) -> Path:
+def cluster_size_histogram(before: Sequence[int], after: Sequence[int]) -> Image.Image:
     """Cluster sizes, largest first, before and after sampling (one bar pair per cluster)."""
     order = np.argsort(before)[::-1]
     figure = Figure(figsize=(7.0, 3.0), layout="tight")
@@ -38,6 +38,4 @@ def cluster_size_histogram(before: Sequence[int], after: Sequence[int], path: Pa
     axis.set_title("finest-level cluster sizes", fontsize=9)
     axis.tick_params(labelsize=7)
     axis.legend(fontsize=7)
-    with atomic_path(path, "picture") as tmp:
-        figure.savefig(tmp, dpi=110, format="png")
-    return path
+    return figure_image(figure)

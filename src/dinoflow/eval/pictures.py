@@ -8,9 +8,9 @@ picture of the training curves (loss terms, teacher health, learning rate).
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +19,6 @@ from matplotlib.figure import Figure  # not pyplot: no GUI backend or global fig
 from PIL import Image
 from torch import nn
 
-from dinoflow.atomic import atomic_path
 from dinoflow.data.multicrop import normalize
 
 
@@ -80,21 +79,28 @@ def _heat(map_: torch.Tensor) -> np.ndarray:
     return colormaps["inferno"](scaled.numpy())[..., :3]
 
 
-def save_grid(rows: list[list[np.ndarray]], path: Path, tile: int = 96) -> Path:
-    """Rows of (H, W, 3) arrays in [0, 1] → one PNG of tiles separated by 2 px gaps."""
+def grid_image(rows: list[list[np.ndarray]], tile: int = 96) -> Image.Image:
+    """Rows of (H, W, 3) arrays in [0, 1] → one RGB image of tiles separated by 2 px gaps."""
     columns = max(len(r) for r in rows)
     canvas = Image.new("RGB", (columns * (tile + 2), len(rows) * (tile + 2)), "white")
     for i, row in enumerate(rows):
         for j, array in enumerate(row):
             canvas.paste(_tile(array, tile), (j * (tile + 2), i * (tile + 2)))
-    with atomic_path(path, "picture") as tmp:
-        canvas.save(tmp, format="PNG")
-    return path
+    return canvas
 
 
-def render_pictures(backbone: nn.Module, images: torch.Tensor, patch_tokens: torch.Tensor, out_dir: Path) -> list[Path]:
-    """``attention_maps.png`` (per row: image, then each head's CLS attention) and ``patch_pca.png``
-    (per row: image, PCA of its patch features) under ``out_dir``.
+def figure_image(figure: Figure, dpi: int = 110, **savefig_args) -> Image.Image:
+    """A matplotlib figure rendered as a PNG would be, as an RGB image (the catalog writes it,
+    the run page shows it)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=dpi, format="png", **savefig_args)
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def render_pictures(backbone: nn.Module, images: torch.Tensor, patch_tokens: torch.Tensor) -> dict[str, Image.Image]:
+    """``attention_maps`` (per row: image, then each head's CLS attention) and ``patch_pca``
+    (per row: image, PCA of its patch features).
 
     Args:
         images: (B, 3, S, S) evaluation views in [0, 1]; patch_tokens: (B, D, h, w) of the same images.
@@ -106,10 +112,7 @@ def render_pictures(backbone: nn.Module, images: torch.Tensor, patch_tokens: tor
         [picture, *(_heat(head) for head in maps)] for picture, maps in zip(pictures, attention, strict=True)
     ]
     pca_rows = [[picture, colours.permute(1, 2, 0).numpy()] for picture, colours in zip(pictures, pca, strict=True)]
-    return [
-        save_grid(attention_rows, Path(out_dir) / "attention_maps.png"),
-        save_grid(pca_rows, Path(out_dir) / "patch_pca.png"),
-    ]
+    return {"attention_maps": grid_image(attention_rows), "patch_pca": grid_image(pca_rows)}
 
 
 # (panel title, metrics.jsonl keys): a panel is drawn when the run logged any of its keys.
@@ -121,8 +124,8 @@ CURVE_PANELS = (
 )
 
 
-def plot_training_curve(records: Sequence[Mapping[str, float]], path: Path) -> Path:
-    """``records`` (one per logging step, with ``step``; the rows of ``metrics.jsonl``) as one PNG:
+def plot_training_curve(records: Sequence[Mapping[str, float]]) -> Image.Image:
+    """``records`` (one per logging step, with ``step``; the rows of ``metrics.jsonl``) as one picture:
     a panel per group of ``CURVE_PANELS`` the run logged, steps on the x axis."""
     panels = [(title, [k for k in keys if any(k in r for r in records)]) for title, keys in CURVE_PANELS]
     panels = [(title, keys) for title, keys in panels if keys]
@@ -139,6 +142,4 @@ def plot_training_curve(records: Sequence[Mapping[str, float]], path: Path) -> P
         axis.tick_params(labelsize=7)
         if len(keys) > 1:
             axis.legend(fontsize=7)
-    with atomic_path(path, "picture") as tmp:
-        figure.savefig(tmp, dpi=110, format="png")
-    return path
+    return figure_image(figure)

@@ -21,7 +21,7 @@ def evaluation_protocol(evaluate: EvaluateParams) -> str:
     """Names the scoring protocol (k, temperature, probe epochs, batch): scores recorded under the
     same protocol on the same dataset fingerprint are comparable without re-scoring. The image
     size is the backbone's own (its config), so it is not part of this name."""
-    fields = evaluate.model_dump(exclude={"pictures", "pictures_dir"})
+    fields = evaluate.model_dump(exclude={"pictures"})
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -287,11 +287,15 @@ def log_artifact(path: Path, artifact_path: str | None = None) -> None:
     mlflow.log_artifact(str(path), artifact_path)
 
 
-def log_image(path: Path) -> None:
-    """Log a PNG as an image keyed by its file name (``attention_maps``): the run page shows it
-    inline, beside the charts, instead of only in the artifact tree."""
-    with Image.open(path) as image:
-        mlflow.log_image(image.convert("RGB"), key=Path(path).stem, step=0, synchronous=True)
+def log_image(image: Image.Image, key: str) -> None:
+    """Log a picture as an image under ``key`` (``attention_maps``): the run page shows it inline,
+    beside the charts, instead of only in the artifact tree."""
+    mlflow.log_image(image.convert("RGB"), key=key, step=0, synchronous=True)
+
+
+def log_picture(image: Image.Image, artifact_file: str) -> None:
+    """Log a picture as a PNG file of the run's artifacts (``curation/cluster_sizes.png``)."""
+    mlflow.log_image(image, artifact_file=artifact_file)
 
 
 def log_artifacts(directory: Path, artifact_path: str | None = None) -> None:

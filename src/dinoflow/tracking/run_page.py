@@ -35,8 +35,6 @@ def _validation_report(report: Mapping[str, Any], io: NodeIO) -> None:
 
 
 def _curation_report(report: Mapping[str, Any], io: NodeIO) -> None:
-    for picture in report.get("pictures", []):
-        mlflow_run.log_artifact(Path(picture), "curation")
     mlflow_run.log_metrics({f"curation.removed.{why}": n for why, n in report.get("removed", {}).items()})
 
 
@@ -74,8 +72,22 @@ def _metrics(metrics: Mapping[str, float], io: NodeIO) -> None:
 
 def _evaluation_record(record: Mapping[str, Any], io: NodeIO) -> None:
     mlflow_run.set_tags(record.get("tags", {}))
-    for picture in record.get("pictures", []):
-        mlflow_run.log_image(Path(picture))
+
+
+def _images(pictures: Mapping[str, Any], io: NodeIO) -> None:
+    """Evaluation's pictures, inline on the run page beside the charts."""
+    for name, picture in pictures.items():
+        mlflow_run.log_image(picture, name)
+
+
+def _pictures_under(folder: str) -> Callable[[Mapping[str, Any], NodeIO], None]:
+    """Pictures as files of the run's ``folder`` (curation, tuning: looked at, not compared over steps)."""
+
+    def log(pictures: Mapping[str, Any], io: NodeIO) -> None:
+        for name, picture in pictures.items():
+            mlflow_run.log_picture(picture, f"{folder}/{name}.png")
+
+    return log
 
 
 def _registration(registration: Mapping[str, Any], io: NodeIO) -> None:
@@ -97,8 +109,6 @@ def _promotion(record: Mapping[str, Any], io: NodeIO) -> None:
 def _tuning_summary(summary: Mapping[str, Any], io: NodeIO) -> None:
     tune = io["params:tune"]
     mlflow_run.set_tags({"optuna.study": tune.study_name, "optuna.storage": mlflow_run.redact(tune.storage)})
-    for picture in summary.get("plots", []):
-        mlflow_run.log_artifact(Path(picture), "tuning")
     mlflow_run.log_metrics({k: float(summary[k]) for k in ("trials", "complete", "pruned", "failed")})
     if summary["best_value"] is not None:
         mlflow_run.log_metrics({"best_online_knn_top1": summary["best_value"]})
@@ -117,6 +127,9 @@ LOGGERS: dict[str, Callable[[Any, NodeIO], None]] = {
     "pretrain_result": _pretrain_result,
     "metrics": _metrics,
     "evaluation_record": _evaluation_record,
+    "evaluation_pictures": _images,
+    "curation_pictures": _pictures_under("curation"),
+    "tuning_plots": _pictures_under("tuning"),
     "registration": _registration,
     "promotion": _promotion,
     "tuning_summary": _tuning_summary,

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
+from PIL import Image
 
 from dinoflow.config.loading import deep_merge, parse_overrides, validate
 from dinoflow.config.pipeline_params import SearchDimension, TuneParams
@@ -214,8 +215,8 @@ def summarize(study: optuna.Study, space: dict[str, SearchDimension]) -> dict[st
     }
 
 
-def save_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
-    """Optimisation history, parameter importances, slices and contour as PNGs (those the study
+def study_plots(study: optuna.Study) -> dict[str, Image.Image]:
+    """Optimisation history, parameter importances, slices and contour, by name (those the study
     has enough completed trials for)."""
     import matplotlib
 
@@ -223,8 +224,9 @@ def save_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as plots
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    from dinoflow.eval.pictures import figure_image
+
+    drawn = {}
     for name, draw in (("optimization_history", plots.plot_optimization_history),
                        ("param_importances", plots.plot_param_importances),
                        ("slice", plots.plot_slice), ("contour", plots.plot_contour)):  # fmt: skip
@@ -235,9 +237,7 @@ def save_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
         except (ValueError, RuntimeError) as error:  # e.g. importances need 2+ completed trials
             log.info("no %s plot: %s", name, error)
             continue
-        path = out_dir / f"{name}.png"
         plt.gcf().set_size_inches(10, 6)
-        plt.savefig(path, dpi=100, bbox_inches="tight")
+        drawn[name] = figure_image(plt.gcf(), dpi=100, bbox_inches="tight")
         plt.close("all")
-        written.append(path)
-    return written
+    return drawn

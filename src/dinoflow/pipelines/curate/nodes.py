@@ -20,6 +20,8 @@ from dinoflow.data.decode import parse_background
 from dinoflow.data.manifest import inside
 
 if TYPE_CHECKING:
+    from PIL.Image import Image
+
     from dinoflow.curation.curate import Curation, CurationSettings
 
 log = logging.getLogger(__name__)
@@ -55,24 +57,20 @@ def settings_of(curation: CurationParams) -> CurationSettings:
                             tuple(s.levels), s.target_size, s.target_share, s.kmeans_iterations, s.seed)  # fmt: skip
 
 
-def draw_pictures(result: Curation, paths: list[Path], shown: int, out_dir: Path) -> list[Path]:
+def draw_pictures(result: Curation, paths: list[Path], shown: int) -> dict[str, Image]:
     """The duplicate groups, the cluster sizes before / after sampling, examples per top cluster."""
     from dinoflow.curation import pictures
 
-    drawn = []
+    drawn = {}
     if result.groups and shown:
         rows = [[paths[i] for i in group[:8]] for group in result.groups[:shown]]
-        drawn.append(pictures.image_rows(rows, out_dir / "near_duplicates.png"))
+        drawn["near_duplicates"] = pictures.image_rows(rows)
     if result.report["sampling"] and shown:
         finest = result.report["sampling"]["levels"][0]
-        drawn.append(
-            pictures.cluster_size_histogram(
-                finest["sizes_before"], finest["sizes_after"], out_dir / "cluster_sizes.png"
-            )
-        )
+        drawn["cluster_sizes"] = pictures.cluster_size_histogram(finest["sizes_before"], finest["sizes_after"])
         top = result.clusters[-1]
         rows = [[paths[i] for i in np.flatnonzero(top == c)[:8]] for c in np.unique(top[top >= 0])[:shown]]
-        drawn.append(pictures.image_rows(rows, out_dir / "cluster_examples.png"))
+        drawn["cluster_examples"] = pictures.image_rows(rows)
     return drawn
 
 
@@ -82,10 +80,10 @@ def curate_node(
     curation: CurationParams,
     data: DataParams,
     dataset: DatasetParams,
-) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
-    """Returns (curated manifest, report, removed rows with their reason)."""
+) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame, dict[str, Image]]:
+    """Returns (curated manifest, report, removed rows with their reason, pictures by name)."""
     if not curation.enabled:
-        return clean_manifest, {"enabled": False}, pd.DataFrame(columns=REMOVED_COLUMNS)
+        return clean_manifest, {"enabled": False}, pd.DataFrame(columns=REMOVED_COLUMNS), {}
     from dinoflow.curation.curate import curate
 
     frame = clean_manifest.reset_index(drop=True)
@@ -93,8 +91,8 @@ def curate_node(
     paths = [inside(root, p) for p in frame["path"]]
     vectors, embedding = embed(paths, curation, dataset.max_side, parse_background(data.alpha_background))
     result = curate(frame, vectors, settings_of(curation))
-    pictures = draw_pictures(result, paths, curation.pictures, Path(curation.pictures_dir))
-    report = {"enabled": True, "embedding": embedding, **result.report, "pictures": [str(p) for p in pictures]}
+    report = {"enabled": True, "embedding": embedding, **result.report}
     log.info("curation kept %d of %d training images: removed %s", report["images_out"]["train"],
              report["images_in"]["train"], ", ".join(f"{n} {why}" for why, n in report["removed"].items()))  # fmt: skip
-    return frame[result.kept].reset_index(drop=True), report, result.removed
+    pictures = draw_pictures(result, paths, curation.pictures)
+    return frame[result.kept].reset_index(drop=True), report, result.removed, pictures

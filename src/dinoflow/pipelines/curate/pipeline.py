@@ -9,7 +9,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 curate_node,
                 ["clean_manifest", "data_source", "params:curation", "params:data", "params:dataset"],
-                ["curated_manifest", "curation_report", "curation_removed"],
+                ["curated_manifest", "curation_report", "curation_removed", "curation_pictures"],
                 name="curate_node",
             )
         ]

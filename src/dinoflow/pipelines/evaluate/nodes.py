@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -17,15 +17,18 @@ from dinoflow.eval.protocol import eval_set, eval_settings
 from dinoflow.launch.remote import require_local_run
 from dinoflow.run_summary import evaluation_lines
 
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
 log = logging.getLogger(__name__)
 
 
 def evaluate_node(
     dataset_index: DatasetIndex, pretrain_result: PretrainResult, training_curve: pd.DataFrame, evaluate: EvaluateParams
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """Returns the flat metrics written to ``data/08_reporting/metrics.json`` and the evaluation's
-    record (``data/08_reporting/evaluation.json``: ``tags``, the best linear heads; ``pictures``,
-    the files drawn under ``evaluate.pictures_dir``), which the run page logs."""
+) -> tuple[dict[str, float], dict[str, Any], dict[str, Image]]:
+    """Returns the flat metrics (``data/08_reporting/metrics.json``), the evaluation's record
+    (``evaluation.json``: ``tags``, the best linear heads) and its pictures by name (the catalog's
+    ``evaluation_pictures``); the run page logs all three."""
     from dinoflow.eval.suite import evaluate_backbone
     from dinoflow.train.builders import load_backbone
 
@@ -38,11 +41,11 @@ def evaluate_node(
     for line in evaluation_lines(metrics, evaluate.knn_k, evaluate.knn_temperature):
         log.info(line)
     pictures = _pictures(trained, dataset_index, training_curve, cfg.crops.global_size, evaluate)
-    return metrics, {"tags": details, "pictures": [str(p) for p in pictures]}
+    return metrics, {"tags": details}, pictures
 
 
 def _pictures(backbone, dataset_index: DatasetIndex, training_curve: pd.DataFrame, image_size: int,
-              evaluate: EvaluateParams) -> list[Path]:  # fmt: skip
+              evaluate: EvaluateParams) -> dict[str, Image]:  # fmt: skip
     """Attention maps and patch-token PCA of the first ``evaluate.pictures`` val images, and the
     training curves (none for evaluate.pictures: 0)."""
     from dinoflow.data.shards import ShardReader
@@ -50,14 +53,12 @@ def _pictures(backbone, dataset_index: DatasetIndex, training_curve: pd.DataFram
     from dinoflow.eval.pictures import plot_training_curve, render_pictures
 
     if not evaluate.pictures:
-        return []
+        return {}
     val = ShardReader.from_index(Path(dataset_index.dir), "val")
     images = next(evaluation_batches(val, image_size, evaluate.pictures))
     tokens = extract_features(backbone, [images]).patch_tokens
-    paths = list(render_pictures(backbone, images, tokens, Path(evaluate.pictures_dir)))
+    pictures = render_pictures(backbone, images, tokens)
     records = [{k: v for k, v in row.items() if pd.notna(v)} for row in training_curve.to_dict("records")]
     if records:  # a run trained before its metrics log existed has none
-        paths.append(plot_training_curve(records, Path(evaluate.pictures_dir) / "training_curve.png"))
-    for path in paths:
-        log.info("wrote %s", path)
-    return paths
+        pictures["training_curve"] = plot_training_curve(records)
+    return pictures

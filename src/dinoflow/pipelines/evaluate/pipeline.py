@@ -9,7 +9,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 evaluate_node,
                 ["dataset_index", "pretrain_result", "training_curve", "params:evaluate"],
-                ["metrics", "evaluation_record"],
+                ["metrics", "evaluation_record", "evaluation_pictures"],
                 name="evaluate_node",
             ),
         ]

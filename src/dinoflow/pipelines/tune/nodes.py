@@ -24,7 +24,7 @@ def tune_node(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Returns the study summary (``data/08_reporting/tuning_summary.json``) and the best trial's
     values for pretraining (the catalog's ``tuned_pretrain``; empty while no trial has completed)."""
-    from dinoflow.tuning.study import open_study, prepare_study, save_plots, summarize
+    from dinoflow.tuning.study import open_study, prepare_study, study_plots, summarize
     from dinoflow.tuning.workers import run_workers
 
     base = to_dict(resolve_config(pretrain, presets))
@@ -34,10 +34,8 @@ def tune_node(
     prepare_study(base, tune)  # tables and the baseline trial exist before the workers race for them
     run_workers(base, Path(dataset_index.dir), tune, evaluate)
     study = open_study(tune)
-    summary = {**summarize(study, tune.space), "plots": [str(p) for p in save_plots(study, Path(tune.plots_dir))]}
-    if summary["best_value"] is None:
-        return summary, {}
-    return summary, _best(summary, base["preset"])
+    summary = summarize(study, tune.space)
+    return summary, _best(summary, base["preset"]) if summary["best_value"] is not None else {}, study_plots(study)
 
 
 def _best(summary: dict[str, Any], preset: str) -> dict[str, Any]:

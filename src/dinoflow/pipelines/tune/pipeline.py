@@ -11,4 +11,4 @@ def create_pipeline(**kwargs) -> Pipeline:
         "params:tune",
         "params:evaluate",
     ]
-    return Pipeline([Node(tune_node, inputs, ["tuning_summary", "tuned_pretrain"], name="tune_node")])
+    return Pipeline([Node(tune_node, inputs, ["tuning_summary", "tuned_pretrain", "tuning_plots"], name="tune_node")])
