@@ -14,14 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from PIL.Image import Image  # light; at module level so Kedro can resolve the annotations and validate params:
 
 from dinoflow.config.pipeline_params import CurationParams, DataParams, DatasetParams
 from dinoflow.data.decode import parse_background
 from dinoflow.data.manifest import inside
 
 if TYPE_CHECKING:
-    from PIL.Image import Image
-
     from dinoflow.curation.curate import Curation, CurationSettings
 
 log = logging.getLogger(__name__)

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
+from PIL.Image import Image  # light; at module level so Kedro can resolve the annotations and validate params:
 
 from dinoflow.config.pipeline_params import EvaluateParams
 from dinoflow.contracts import DatasetIndex, PretrainResult
 from dinoflow.eval.protocol import eval_set, eval_settings
 from dinoflow.launch.remote import require_local_run
 from dinoflow.run_summary import evaluation_lines
-
-if TYPE_CHECKING:
-    from PIL.Image import Image
 
 log = logging.getLogger(__name__)
 
