@@ -159,8 +159,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pretrain", action="store_true", help="also pretrain on curated vs uncurated data")
-    parser.add_argument("--scenario", choices=["bursts", "skewed"], default="bursts", help="the --pretrain folder")
-    parser.add_argument("--duplicate-share", type=float, default=0.9, help="--scenario bursts: copies' share")
+    parser.add_argument(
+        "--scenario", choices=["bursts", "photo-bursts", "skewed"], default="bursts", help="the --pretrain folder"
+    )
+    parser.add_argument("--duplicate-share", type=float, default=0.9, help="bursts scenarios: copies' share")
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--scale", action="store_true", help="time and memory for 10k, 100k and 1M embeddings")
@@ -199,7 +201,7 @@ def main() -> None:
                 args.minutes,
                 args.seeds,
                 args.scenario,
-                **({"duplicate_share": args.duplicate_share} if args.scenario == "bursts" else {}),
+                **({"duplicate_share": args.duplicate_share} if args.scenario.endswith("bursts") else {}),
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))

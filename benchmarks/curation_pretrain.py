@@ -6,6 +6,8 @@ Two folders of the demo generator's shapes (64 px, demo settings), val balanced 
   resized, cropped or colour-cast) of 8 images of each of the two first classes, as many as make
   ``duplicate_share`` of the folder (default 0.9), as in folders filled from video frames, burst
   shots or re-posted pictures. Arms: as is, and deduplicated (``curation.enabled=true``).
+- ``photo-bursts``: the same bursts on 4,000 Fashion-MNIST training photos (2,000 val), where a
+  small backbone learns more in minutes than on the shapes.
 - ``skewed``: class sizes halving from 480 down to 60, and one near-copy of every training image
   of the two largest classes. Arms: as is, deduplicated, and deduplicated then balanced-sampled to
   ``SAMPLED_SHARE`` of what is left.
@@ -27,11 +29,13 @@ from dinoflow.data.synthetic import SyntheticSpec, generate
 from dinoflow.eval.suite import EvalSettings
 from dinoflow.train.builders import load_backbone
 from e2e import fresh_clone
+from fashion_mnist import write_folder
 from quality import run_pipeline
 from quality_common import score_on
 
 CLASS_SIZES = (480, 240, 120, 60, 60, 60, 60, 60)
 SAMPLED_SHARE = 0.6
+PHOTOS = {"train": 4000, "val": 2000}
 BURST_CLASSES, BURST_IMAGES_PER_CLASS, DISTINCT_PER_CLASS = 2, 8, 150
 DEMO_LOOK = {"clutter_strokes": 1, "texture_strength": 0.1, "background_noise": 0.03, "min_contrast": 0.3,
              "light_objects": True, "min_scale": 0.2, "max_scale": 0.45, "position_jitter": 1.0}  # fmt: skip
@@ -46,9 +50,9 @@ def _generated_folder(root: Path, train_per_class: int, val_per_class: int, seed
     return folder
 
 
-def burst_duplicated_folder(root: Path, seed: int = 0, duplicate_share: float = 0.9) -> dict:
-    folder = _generated_folder(root, DISTINCT_PER_CLASS, 100, seed)
-    distinct = DISTINCT_PER_CLASS * len(CLASS_SIZES)
+def _plant_bursts(folder: Path, distinct: int, duplicate_share: float, seed: int) -> dict:
+    """Near-copies of ``BURST_IMAGES_PER_CLASS`` training images of each of the first
+    ``BURST_CLASSES`` classes, as many as make ``duplicate_share`` of the training images."""
     bursts = [f.relative_to(folder).as_posix() for class_dir in sorted((folder / "train").iterdir())[:BURST_CLASSES]
               for f in sorted(class_dir.glob("*.png"))[:BURST_IMAGES_PER_CLASS]]  # fmt: skip
     copies_per_image = round(distinct * duplicate_share / (1 - duplicate_share) / len(bursts))
@@ -57,6 +61,18 @@ def burst_duplicated_folder(root: Path, seed: int = 0, duplicate_share: float = 
     return {"folder": folder, "train_images": distinct + len(copied), "distinct_train_images": distinct,
             "planted_copies": len(copied), "copied_images": len(bursts),
             "duplicate_share": duplicate_share}  # fmt: skip
+
+
+def burst_duplicated_folder(root: Path, seed: int = 0, duplicate_share: float = 0.9) -> dict:
+    folder = _generated_folder(root, DISTINCT_PER_CLASS, 100, seed)
+    return _plant_bursts(folder, DISTINCT_PER_CLASS * len(CLASS_SIZES), duplicate_share, seed)
+
+
+def photo_burst_folder(root: Path, seed: int = 0, duplicate_share: float = 0.9) -> dict:
+    """The bursts on real photos: the first ``PHOTOS`` of Fashion-MNIST (32 px), where a backbone
+    learns far more in minutes than on the generated shapes, so a loss of diversity can show."""
+    folder = write_folder(root / "folder", PHOTOS)
+    return {**_plant_bursts(folder, PHOTOS["train"], duplicate_share, seed), "source": "fashion-mnist"}
 
 
 def skewed_duplicated_folder(root: Path, seed: int = 0) -> dict:
@@ -78,6 +94,8 @@ def skewed_duplicated_folder(root: Path, seed: int = 0) -> dict:
 RELAXED = "validation.max_class_imbalance=1000"
 SCENARIOS = {
     "bursts": (burst_duplicated_folder, {"uncurated": [RELAXED], "deduplicated": [RELAXED, "curation.enabled=true"]}),
+    "photo-bursts": (photo_burst_folder, {"uncurated": [RELAXED],
+                                          "deduplicated": [RELAXED, "curation.enabled=true"]}),
     "skewed": (skewed_duplicated_folder, {"uncurated": [], "deduplicated": ["curation.enabled=true"],
                "deduplicated + sampled": ["curation.enabled=true", f"curation.sampling.target_share={SAMPLED_SHARE}"]}),
 }  # fmt: skip

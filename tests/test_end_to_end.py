@@ -74,7 +74,8 @@ def test_mlflow_run_finished_with_params_metrics_tags_and_artifacts(project_run,
     assert "system/cpu_utilization_percentage" in run.data.metrics
     files = {a.path for a in mlflow_client.list_artifacts(run.info.run_id, "backbone_files")}
     assert files == {"backbone_files/config.yaml", "backbone_files/teacher_backbone.safetensors",
-                     "backbone_files/teacher_head.safetensors", "backbone_files/backbone.onnx"}  # fmt: skip
+                     "backbone_files/teacher_head.safetensors", "backbone_files/random_init_backbone.safetensors",
+                     "backbone_files/backbone.onnx"}  # fmt: skip
 
 
 def test_training_loss_and_health_logged_at_every_logging_step(project_run, mlflow_client):
