@@ -126,6 +126,14 @@ def test_time_per_node_is_recorded_on_disk_and_in_mlflow(project_run, mlflow_cli
     assert "Time per node:" in project_run[1]
 
 
+def test_the_summary_names_what_was_written_pictures_included(project_run):
+    summary = re.sub(r"[│\s]+", " ", project_run[1])  # the panel's borders and wrapped lines, as one line
+    assert "metrics → data/08_reporting/metrics.json" in summary
+    assert "evaluation_pictures → data/08_reporting/pictures/" in summary
+    pictures = project_run[0] / "data" / "08_reporting" / "pictures"
+    assert sorted(p.name for p in pictures.iterdir()) == ["attention_maps.png", "patch_pca.png", "training_curve.png"]
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; `make test` does)")
 def test_mlflow_ui_in_a_browser_opens_on_named_runs_and_shows_the_scorecard(project_run, mlflow_client, tmp_path):
     run = the_run(mlflow_client)

@@ -36,10 +36,13 @@ FRESH_EACH_RUN = ("validation_report", "quarantine_report", "clean_manifest")
 
 
 def catalog_paths(context) -> dict[str, str]:
-    """Catalog entry name -> its ``filepath`` (relative to the project), for file-backed entries."""
-    catalog = context.config_loader["catalog"]
+    """Catalog entry name -> where it is written (relative to the project): a file's ``filepath``, or
+    the folder (``path/``) of a partitioned dataset such as the pictures."""
+    entries = context.config_loader["catalog"].items()
     return {
-        name: entry["filepath"] for name, entry in catalog.items() if isinstance(entry, dict) and "filepath" in entry
+        name: entry.get("filepath") or f"{entry['path']}/"
+        for name, entry in entries
+        if isinstance(entry, dict) and ("filepath" in entry or "path" in entry)
     }
 
 
