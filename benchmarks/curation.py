@@ -5,20 +5,21 @@ images removed, and whether pretraining on the curated set beats the uncurated o
    photos (Debian's dataset-fashion-mnist; skipped with the reason when it cannot be installed) —
    get planted near-copies of 10% of their training images (re-encoded JPEG, resized, small crop,
    small colour cast; equal shares) and copies of 5% of their val images placed in training. For
-   the pixel embedding with and without crop variants, and a random-init backbone (the demo
-   preset's ViT), over a grid of thresholds: share of planted copies removed per kind, share of
+   the pixel embedding with and without crop variants, a random-init backbone (the demo preset's
+   ViT) and, with ``--backbone <run folder>``, a trained one (on the photos), over a grid of thresholds: share of planted copies removed per kind, share of
    distinct images removed, share of planted val copies removed.
 2. ``--pretrain``: a duplicated generated set trained through ``kedro run`` with and without
    ``curation.enabled`` at the same time budget, k-NN on the same val split, per seed.
    ``--scenario bursts`` (default): 90% of the folder (``--duplicate-share``) is near-copies of 16
-   images; ``skewed``: class sizes 8:4:2:1:..., every image of the big classes copied once more
+   images; ``photo-bursts``: the same on 4,000 Fashion-MNIST photos; ``skewed``: class sizes 8:4:2:1:..., every image of the big classes copied once more
    (``curation_pretrain.py``).
 
 3. ``--scale``: embeddings → curation decisions for N = 10k, 100k and 1M random embeddings (64
    dims, 16 variants each as the pixel embedding has, 1% planted copies, 10% val), balanced
    sampling to half; wall time and peak memory, each N in its own process.
 
-    python benchmarks/curation.py [--pretrain] [--scenario bursts|skewed] [--minutes 2] [--seeds 0 1] [--scale]
+    python benchmarks/curation.py [--backbone RUN] [--pretrain] [--scenario bursts|photo-bursts|skewed]
+        [--minutes 2] [--seeds 0 1] [--scale]
 """
 
 from __future__ import annotations
@@ -43,13 +44,13 @@ from dinoflow.curation.embeddings import backbone_embeddings, pixel_embeddings
 from dinoflow.curation.planted import COPY_KINDS, plant_copies
 from dinoflow.data.manifest import build_manifest
 from dinoflow.data.synthetic import SyntheticSpec, generate
-from dinoflow.train.builders import build_backbone_from_config
+from dinoflow.train.builders import build_backbone_from_config, load_backbone
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fashion_mnist import DatasetUnavailable, write_folder  # noqa: E402
 from quality_common import PARAMS, RESULTS, in_own_process, machine  # noqa: E402
 
-THRESHOLDS = (0.85, 0.9, 0.93, 0.95, 0.96, 0.965, 0.97, 0.98)
+THRESHOLDS = (0.85, 0.9, 0.93, 0.95, 0.96, 0.965, 0.97, 0.98, 0.99, 0.995)
 
 
 def plant(root: Path, seed: int) -> dict:
@@ -89,8 +90,8 @@ def score(frame: pd.DataFrame, vectors: np.ndarray, planted: dict, threshold: fl
     }  # fmt: skip
 
 
-def embeddings(frame: pd.DataFrame, root: Path) -> dict[str, tuple[np.ndarray, float]]:
-    """name → ((N, V, D) vectors, seconds)."""
+def embeddings(frame: pd.DataFrame, root: Path, trained: Path | None = None) -> dict[str, tuple[np.ndarray, float]]:
+    """name → ((N, V, D) vectors, seconds); with ``trained`` (a run folder), its teacher's too."""
     paths = [root / p for p in frame["path"]]
     out = {}
     for name, tolerance in (("pixels, crop variants (default)", 0.06), ("pixels, plain view only", 0.0)):
@@ -100,15 +101,20 @@ def embeddings(frame: pd.DataFrame, root: Path) -> dict[str, tuple[np.ndarray, f
     started = time.perf_counter()
     backbone = build_backbone_from_config(demo, drop_path=False)
     out["random-init backbone (demo ViT)"] = (backbone_embeddings(backbone, paths, 32), time.perf_counter() - started)
+    if trained is not None:
+        started = time.perf_counter()
+        backbone, cfg = load_backbone(trained)
+        vectors = backbone_embeddings(backbone, paths, cfg.crops.global_size)
+        out[f"trained backbone ({trained.name})"] = (vectors, time.perf_counter() - started)
     return out
 
 
-def detection(name: str, root: Path, seed: int) -> dict:
+def detection(name: str, root: Path, seed: int, trained: Path | None = None) -> dict:
     planted = plant(root, seed)
     frame = pd.DataFrame([r for r in build_manifest(root, progress=False) if r["status"] == "ok"])
     report = {"folder": name, "images": len(frame), "planted_copies": len(planted["copies"]),
               "planted_val_copies": len(planted["val_copies"]), "embeddings": {}}  # fmt: skip
-    for embedding, (vectors, seconds) in embeddings(frame, root).items():
+    for embedding, (vectors, seconds) in embeddings(frame, root, trained).items():
         grid = [score(frame, vectors, planted, t) for t in THRESHOLDS]
         report["embeddings"][embedding] = {"embed_seconds": round(seconds, 1), "grid": grid}
         print(f"\n{name}: {embedding} ({seconds:.1f} s)")
@@ -165,6 +171,7 @@ def main() -> None:
     parser.add_argument("--duplicate-share", type=float, default=0.9, help="bursts scenarios: copies' share")
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--backbone", type=Path, help="also embed the photos with this run folder's teacher")
     parser.add_argument("--scale", action="store_true", help="time and memory for 10k, 100k and 1M embeddings")
     parser.add_argument("--scale-one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS / "curation.json")
@@ -189,7 +196,9 @@ def main() -> None:
         results["detection"].append(detection("generated shapes, 2,000 + 500", shapes, args.seed))
         try:
             photos = write_folder(Path(tmp) / "fashion-mnist", {"train": 5000, "val": 1000})
-            results["detection"].append(detection("Fashion-MNIST photos, 5,000 + 1,000", photos, args.seed))
+            results["detection"].append(
+                detection("Fashion-MNIST photos, 5,000 + 1,000", photos, args.seed, args.backbone)
+            )
         except DatasetUnavailable as err:
             print(f"Fashion-MNIST skipped: {err}")
             results["fashion_mnist_skipped"] = str(err)
