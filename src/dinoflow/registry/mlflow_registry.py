@@ -10,6 +10,7 @@ from those tags, are for people: each version's scorecard and the registered mod
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -216,10 +217,16 @@ def recorded_scores(version: ModelVersion) -> dict[str, float]:
     ``metrics``), as numbers by their flat keys (``knn_top1``, ``seg_miou_random_init``, ...);
     empty for a version without them (registered from files, or without an evaluation)."""
     model_id = logged_model_id(version)
-    if model_id is None:
-        return {}
+    return dict(_logged_model_metrics(model_id)) if model_id is not None else {}
+
+
+@functools.lru_cache(maxsize=64)
+def _logged_model_metrics(model_id: str) -> tuple[tuple[str, float], ...]:
+    """One request per logged model and process: promote asks for the challenger's scores up to three
+    times (its own, its random-init twin's, raw pixels'). Safe to keep: ids are unique and
+    ``register_backbone`` links the metrics before the version exists."""
     metrics = MlflowClient().get_logged_model(model_id).metrics or []
-    return {metric.key.rsplit("/", 1)[-1]: float(metric.value) for metric in metrics}
+    return tuple((metric.key.rsplit("/", 1)[-1], float(metric.value)) for metric in metrics)
 
 
 def record_decision(

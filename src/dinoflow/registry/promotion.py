@@ -1,8 +1,9 @@
 """Promotion: score @challenger and @champion on the same evaluation set, apply the gates
 (``registry.gates``), record the decision on the version and move ``champion`` when it passes.
 
-A version's own evaluation (the scores linked to its logged model, as numbers) is reused when it was
-made on the same dataset fingerprint under the same protocol (its tags); anything else is rebuilt from its registered files and re-scored.
+A version's own evaluation (the scores linked to its logged model, as numbers) is reused when its
+tags say it was made on the same dataset fingerprint under the same protocol; anything else is
+rebuilt from its registered files and re-scored.
 Scoring code (torch, timm) is imported where a version is re-scored: ``kedro run`` imports every node."""
 
 from __future__ import annotations

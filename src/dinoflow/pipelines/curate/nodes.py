@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from PIL.Image import Image  # light; at module level so Kedro can resolve the annotations and validate params:
+from PIL.Image import Image  # at module level: Kedro validates params: only when the annotations resolve
 
 from dinoflow.config.pipeline_params import CurationParams, DataParams, DatasetParams
 from dinoflow.data.decode import parse_background

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from PIL.Image import Image  # light; at module level so Kedro can resolve the annotations and validate params:
+from PIL.Image import Image  # at module level: Kedro validates params: only when the annotations resolve
 
 from dinoflow.config.pipeline_params import EvaluateParams
 from dinoflow.contracts import DatasetIndex, PretrainResult

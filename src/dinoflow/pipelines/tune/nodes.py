@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from PIL.Image import Image  # at module level: Kedro validates params: only when the annotations resolve
+
 from dinoflow.config import resolve_config, to_dict
 from dinoflow.config.pipeline_params import EvaluateParams, TuneParams
 from dinoflow.contracts import DatasetIndex
@@ -21,9 +23,10 @@ def tune_node(
     presets: dict[str, Any],
     tune: TuneParams,
     evaluate: EvaluateParams,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Returns the study summary (``data/08_reporting/tuning_summary.json``) and the best trial's
-    values for pretraining (the catalog's ``tuned_pretrain``; empty while no trial has completed)."""
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Image]]:
+    """Returns the study summary (``data/08_reporting/tuning_summary.json``), the best trial's
+    values for pretraining (the catalog's ``tuned_pretrain``; empty while no trial has completed)
+    and the study's plots by name (the catalog's ``tuning_plots``)."""
     from dinoflow.tuning.study import open_study, prepare_study, study_plots, summarize
     from dinoflow.tuning.workers import run_workers
 
@@ -35,7 +38,8 @@ def tune_node(
     run_workers(base, Path(dataset_index.dir), tune, evaluate)
     study = open_study(tune)
     summary = summarize(study, tune.space)
-    return summary, _best(summary, base["preset"]) if summary["best_value"] is not None else {}, study_plots(study)
+    tuned = _best(summary, base["preset"]) if summary["best_value"] is not None else {}
+    return summary, tuned, study_plots(study)
 
 
 def _best(summary: dict[str, Any], preset: str) -> dict[str, Any]:
