@@ -1,6 +1,8 @@
 """Time-budgeted training: the calibrated count ends every schedule, calibration leaves no trace,
 and a resumed run keeps its count."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ import torch
 import dinoflow.train.loop as loop
 from dinoflow.train.budget import iterations_for_budget, step_seconds
 from dinoflow.train.checkpoint import load_checkpoint
+from dinoflow.train.distributed import DistEnv
 from dinoflow.train.schedules import build_schedules
 from tests.train.test_loop import ListSink, run
 
@@ -84,3 +87,13 @@ def test_resumed_budgeted_run_never_recalibrates(tiny_config, tiny_shards, tmp_p
     assert resumed["calibration"] == calibrated
     for key, value in straight["teacher"].items():
         torch.testing.assert_close(resumed["teacher"][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_probes_sit_at_the_same_fractions_of_a_budgeted_run(tiny_config, tiny_shards, tmp_path, monkeypatch):
+    """Tuning probes once per nominal epoch; under a budget an epoch is that share of the calibrated
+    count, so a 9-step run of 2 nominal epochs is probed at step 4 (4.5 rounds to even) and at 9."""
+    monkeypatch.setattr(loop, "iterations_for_budget", lambda *_: 9)
+    steps = []
+    loop.train(budgeted(tiny_config), Path(tiny_shards["dir"]), tmp_path, ListSink(), DistEnv(), torch.device("cpu"),
+               probe=lambda step, _: steps.append(step), probes=tiny_config.optim.epochs)  # fmt: skip
+    assert steps == [4, 9]

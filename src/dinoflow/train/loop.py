@@ -67,7 +67,7 @@ def train(
     device: torch.device,
     preemption: PreemptionFlag | None = None,
     probe: Callable[[int, nn.Module], None] | None = None,
-    probe_every: int = 0,
+    probes: int = 0,
 ) -> dict:
     """Pretrain on the train split of the dataset in ``dataset_dir``; checkpoints go to ``output_dir``.
 
@@ -78,8 +78,10 @@ def train(
 
     Args:
         preemption: when it reports a SIGTERM, checkpoint and raise ``Preempted``.
-        probe: called on rank 0 with (iteration, teacher backbone) every ``probe_every``
-            iterations and at the end (tuning scores and prunes trials through it).
+        probe: called on rank 0 with (iteration, teacher backbone) at ``probes`` evenly spaced
+            iterations, the last at the end (tuning scores and prunes trials through it). Spacing
+            by the run's own count keeps a time-budgeted run's probes at the same fractions of
+            its schedules as an epoch-counted one's.
     """
     run = start_run(cfg, dataset_dir, output_dir, env, device, probe)
     step_log = StepLog(run, env, sink)
@@ -88,13 +90,14 @@ def train(
     progress = tqdm(
         total=run.total, initial=run.start_iter, desc="pretrain", unit="it", disable=not env.is_main or None
     )
+    probe_at = {round(run.total * (k + 1) / probes) for k in range(probes)} if probe is not None else set()
     for it in range(run.start_iter, run.total):
         crops, masks = _next_batch(run, it, preemption, progress)
         step = train_step(run.parts, it, crops, masks, run.schedules)
         step_log.after(it, step)
         progress.update(1)
         last = it + 1 == run.total
-        if probe is not None and probe_every and ((it + 1) % probe_every == 0 or last) and env.is_main:
+        if it + 1 in probe_at and env.is_main:
             probe(it + 1, run.parts.teacher.backbone)  # e.g. online k-NN for tuning; may raise to stop the run
         stop = preemption is not None and preemption.should_stop()
         if (it + 1) % cfg.run.checkpoint_every == 0 or last or stop:

@@ -116,7 +116,6 @@ class Objective:
         self.base, self.params, self.dataset_dir, self.parent_run_id = base, params, Path(dataset_dir), parent_run_id
         self.knn_k, self.knn_temperature = knn_k, knn_temperature
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.train_images = ShardReader.from_index(dataset_dir, "train")
         self.probe_sets = [
             Subset(ShardReader.from_index(dataset_dir, s), params.probe_images) for s in ("train", "val")
         ]
@@ -142,14 +141,13 @@ class Objective:
                                                                   "optuna.trial": str(trial.number)})  # fmt: skip
         trial.set_user_attr("mlflow_run_id", run_id)
         sink = TrialSink(run_id)
-        iters_per_epoch = len(self.train_images) // cfg.optim.batch_size_per_rank
         scores: list[float] = []
 
         def probe(step: int, backbone: torch.nn.Module) -> None:
             score = self.online_knn(backbone, cfg.crops.global_size)
             scores.append(score)
             mlflow_run.log_metrics_to(run_id, {"online_knn_top1": score}, step)
-            epoch = step // iters_per_epoch
+            epoch = len(scores)  # one probe per (nominal) epoch, also under a time budget
             trial.report(score, epoch)
             if sink.last.get("collapse_uniform") or sink.last.get("collapse_one_prototype"):
                 kind = "uniform" if sink.last.get("collapse_uniform") else "one-prototype"
@@ -161,7 +159,7 @@ class Objective:
         workdir = Path(tempfile.mkdtemp(prefix=f"dinoflow-trial-{trial.number}-"))
         try:
             train(cfg, self.dataset_dir, workdir, sink, DistEnv(), self.device, probe=probe,
-                  probe_every=iters_per_epoch)  # fmt: skip
+                  probes=cfg.optim.epochs)  # fmt: skip
         except optuna.TrialPruned as pruned:
             trial.set_user_attr("pruned_reason", str(pruned))
             mlflow_run.finish_run(run_id, "KILLED", {"optuna.state": "pruned", "optuna.pruned_reason": pruned})
