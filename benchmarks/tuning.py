@@ -136,7 +136,7 @@ def main() -> None:
             if best["number"] != baseline["number"]:
                 full(f"best (trial {best['number']})", seed, best["proxy_knn"], ["pretrain_tuned.use=true"])
     pairs = [(t["proxy_knn"], run["knn_top1"]) for t, run in checked if t["proxy_knn"] is not None]
-    rho = spearmanr(*zip(*pairs)).statistic if len(pairs) >= 3 else None
+    rho = spearmanr(*zip(*pairs, strict=True)).statistic if len(pairs) >= 3 else None
     report["rank_correlation"] = {"trials": len(pairs), "spearman": None if rho is None else round(float(rho), 3),
                                   "pairs": pairs}  # fmt: skip
     arms = {arm: [r["knn_top1"] for r in report["full_budget"] if r["arm"] == arm and r["seed"] in args.seeds]
