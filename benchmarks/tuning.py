@@ -46,14 +46,18 @@ def tune(project: Path, minutes: float, proxy_share: float, trials: int, probe_i
         proxy={"optim.time_budget_minutes": minutes * proxy_share, "run.log_every": 20,
                "run.checkpoint_every": 1_000_000},
     )  # fmt: skip
-    (project / "conf" / "local").mkdir(parents=True, exist_ok=True)
-    (project / "conf" / "local" / "parameters_tune.yml").write_text(yaml.safe_dump({"tune": params}))
+    # The study's settings as a local override, for this run only: with a parameters file in
+    # conf/local, Kedro replaced the whole `data` section by the later runs' `--params data.source=...`.
+    local = project / "conf" / "local" / "parameters_tune.yml"
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_text(yaml.safe_dump({"tune": params}))
     overrides = f"pretrain.preset=small,pretrain.optim.time_budget_minutes={minutes}"
     env = {**os.environ, "PYTHONPATH": str(project / "src")}
     env.pop("MLFLOW_TRACKING_URI", None)
     kedro = str(Path(sys.executable).with_name("kedro"))
     run = subprocess.run([kedro, "run", "--pipelines", "tune", "--params", overrides], cwd=project, env=env,
                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    local.unlink()
     if run.returncode:
         sys.exit(f"kedro run --pipelines tune failed:\n{run.stdout[-4000:]}")
     study = optuna.load_study(study_name=params["study_name"], storage=f"sqlite:///{project / STORAGE}")
