@@ -14,4 +14,8 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     # `${oc.env:VAR,default}` in parameters: database URLs with passwords stay out of the files.
     "custom_resolvers": {"oc.env": oc.env},
+    # A key in conf/local/parameters*.yml, or a `--params data.source=...`, changes that key only.
+    # Kedro's default (destructive) replaced the whole top-level section as soon as conf/local held
+    # a parameters file, so the rest of `data` went missing and validation failed.
+    "merge_strategy": {"parameters": "soft"},
 }

@@ -1,6 +1,9 @@
 """The project's own parameter files load through Kedro's config loader and validate."""
 
+import shutil
+
 import pytest
+import yaml
 from kedro.config import OmegaConfigLoader
 
 from dinoflow.config import resolve_config
@@ -26,8 +29,8 @@ MODELS = {
 }  # fmt: skip
 
 
-def parameters() -> dict:
-    return OmegaConfigLoader(conf_source=str(PROJECT_ROOT / "conf"), **CONFIG_LOADER_ARGS)["parameters"]
+def parameters(conf=PROJECT_ROOT / "conf", runtime_params=None) -> dict:
+    return OmegaConfigLoader(conf_source=str(conf), runtime_params=runtime_params, **CONFIG_LOADER_ARGS)["parameters"]
 
 
 def test_every_section_validates_and_every_preset_resolves(monkeypatch):
@@ -44,3 +47,18 @@ def test_every_section_validates_and_every_preset_resolves(monkeypatch):
 def test_the_tuning_database_comes_from_the_environment(monkeypatch, url):
     monkeypatch.setenv("DINOFLOW_TUNE_STORAGE", url)
     assert parameters()["tune"]["storage"] == url
+
+
+def test_local_and_command_line_parameters_change_only_the_keys_they_name(tmp_path):
+    """With a parameters file in conf/local, Kedro's default merge replaced whole sections: a later
+    `--params data.source=...` left `data` with two keys, and validation failed."""
+    conf = tmp_path / "conf"
+    shutil.copytree(PROJECT_ROOT / "conf" / "base", conf / "base")
+    (conf / "local").mkdir()
+    (conf / "local" / "parameters_tune.yml").write_text(yaml.safe_dump({"tune": {"n_trials": 3}}))
+    params = parameters(conf, {"data": {"source": "/photos", "dvc_track": False}})
+    data = DataParams.model_validate(params["data"])
+    assert (data.source, data.dvc_track) == ("/photos", False)
+    assert params["data"]["val_ratio"] == parameters()["data"]["val_ratio"]
+    tune = TuneParams.model_validate(params["tune"])
+    assert tune.n_trials == 3 and tune.study_name == parameters()["tune"]["study_name"]
