@@ -38,7 +38,8 @@ STORAGE = "data/07_model_output/optuna.db"
 
 def tune(project: Path, minutes: float, proxy_share: float, trials: int, probe_images: int) -> list[dict]:
     """The study in the clone, its proxy a ``proxy_share`` of the budget; every trial as a dict."""
-    params = yaml.safe_load((project / "conf" / "base" / "parameters_tune.yml").read_text())["tune"]
+    settings = project / "conf" / "base" / "parameters_tune.yml"  # the clone's own: nothing else reads it
+    params = yaml.safe_load(settings.read_text())["tune"]
     params.update(
         storage=f"sqlite:///{STORAGE}", n_trials=trials, probe_images=probe_images, timeout_s=36000,
         # Only the budget changes: the preset's nominal epochs keep every schedule's shape, so the
@@ -46,18 +47,13 @@ def tune(project: Path, minutes: float, proxy_share: float, trials: int, probe_i
         proxy={"optim.time_budget_minutes": minutes * proxy_share, "run.log_every": 20,
                "run.checkpoint_every": 1_000_000},
     )  # fmt: skip
-    # The study's settings as a local override, for this run only: with a parameters file in
-    # conf/local, Kedro replaced the whole `data` section by the later runs' `--params data.source=...`.
-    local = project / "conf" / "local" / "parameters_tune.yml"
-    local.parent.mkdir(parents=True, exist_ok=True)
-    local.write_text(yaml.safe_dump({"tune": params}))
+    settings.write_text(yaml.safe_dump({"tune": params}))
     overrides = f"pretrain.preset=small,pretrain.optim.time_budget_minutes={minutes}"
     env = {**os.environ, "PYTHONPATH": str(project / "src")}
     env.pop("MLFLOW_TRACKING_URI", None)
     kedro = str(Path(sys.executable).with_name("kedro"))
     run = subprocess.run([kedro, "run", "--pipelines", "tune", "--params", overrides], cwd=project, env=env,
                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-    local.unlink()
     if run.returncode:
         sys.exit(f"kedro run --pipelines tune failed:\n{run.stdout[-4000:]}")
     study = optuna.load_study(study_name=params["study_name"], storage=f"sqlite:///{project / STORAGE}")
