@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Every target sees the project's tools first, as in an activated virtualenv (DVC stages call kedro).
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install browser demo test test-fast test-faults tune tune-dashboard lint format repro bench bench-quality bench-curation bench-scaling mlflow-ui viz viz-build clean help gpu-check
+.PHONY: install browser demo test test-fast test-faults tune tune-dashboard lint format repro bench bench-quality bench-tuning bench-curation bench-scaling mlflow-ui viz viz-build clean help gpu-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ bench: install  ## run the benchmarks (+ the lightly reference); JSON results un
 bench-quality: install  ## real-data quality: Fashion-MNIST, 10-minute budget, lightly reference and supervised ceiling (~45 min)
 	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable '.[dev,bench]'
 	python benchmarks/quality.py
+
+bench-tuning: install  ## does tuning pay? the study on Fashion-MNIST with 2-minute proxies, preset vs best at 10 minutes (~100 min)
+	python benchmarks/tuning.py
 
 bench-curation: install  ## curation: planted near-copies found per embedding and threshold, curated vs uncurated pretraining (~25 min)
 	python benchmarks/curation.py --pretrain
