@@ -76,7 +76,7 @@ bench-quality: install  ## real-data quality: Fashion-MNIST, 10-minute budget, l
 	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable '.[dev,bench]'
 	python benchmarks/quality.py
 
-bench-tuning: install  ## does tuning pay? the study on Fashion-MNIST with 2-minute proxies, preset vs best at 10 minutes (~100 min)
+bench-tuning: install  ## does tuning pay? the study on Fashion-MNIST with 2-minute proxies, preset vs best at 10 minutes (~2 hours)
 	python benchmarks/tuning.py
 
 bench-curation: install  ## curation: planted near-copies found per embedding and threshold, curated vs uncurated pretraining (~25 min)
