@@ -29,7 +29,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from e2e import fresh_clone  # noqa: E402
 from fashion_mnist import DatasetUnavailable, write_folder  # noqa: E402
-from quality_common import RESULTS, machine, score_on  # noqa: E402
+from quality_common import RESULTS, machine, score_on, write_report  # noqa: E402
 
 
 def run_pipeline(project: Path, folder: Path, minutes: float, seed: int, params: list[str]) -> dict:
@@ -140,10 +140,7 @@ def main() -> None:
             report["ratio_knn_to_reference"] = report["dinoflow"][0]["knn_top1"] / report["reference"]["knn_top1"]
         if not args.no_ceiling:
             report["supervised_ceiling"] = ceiling(Path(report["dinoflow"][0]["config"]), dataset, args.minutes * 60)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(table(report))  # noqa: T201
-    print(f"wrote {args.out}")  # noqa: T201
+    write_report(args.out, report, table(report))
 
 
 if __name__ == "__main__":

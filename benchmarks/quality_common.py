@@ -68,3 +68,11 @@ def in_own_process(script: str, flag: str, n: int) -> dict:
         print(f"N = {n:,}: failed\n{run.stderr[-2000:]}")  # noqa: T201
         return {"n": n, "failed": run.stderr[-2000:]}
     return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def write_report(out: Path, report: dict, summary: str) -> None:
+    """The report as JSON at ``out``, and its table on stdout."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(summary)  # noqa: T201
+    print(f"wrote {out}")  # noqa: T201

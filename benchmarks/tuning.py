@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from e2e import fresh_clone  # noqa: E402
 from fashion_mnist import DatasetUnavailable, write_folder  # noqa: E402
 from quality import run_pipeline  # noqa: E402
-from quality_common import RESULTS, machine  # noqa: E402
+from quality_common import RESULTS, machine, write_report  # noqa: E402
 
 STORAGE = "data/07_model_output/optuna.db"
 
@@ -151,10 +151,7 @@ def main() -> None:
     arms = {arm: [r["knn_top1"] for r in report["full_budget"] if r["arm"] == arm and r["seed"] in args.seeds]
             for arm in ("preset", f"best (trial {best['number']})")}  # fmt: skip
     report["mean_knn"] = {arm: sum(v) / len(v) for arm, v in arms.items() if v}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(table(report))  # noqa: T201
-    print(f"wrote {args.out}")  # noqa: T201
+    write_report(args.out, report, table(report))
 
 
 if __name__ == "__main__":
