@@ -32,23 +32,27 @@ from fashion_mnist import DatasetUnavailable, write_folder  # noqa: E402
 from quality_common import RESULTS, machine, score_on, write_report  # noqa: E402
 
 
-def run_pipeline(project: Path, folder: Path, minutes: float, seed: int, params: list[str]) -> dict:
-    """``kedro run`` on the folder with the training budget; the run's metrics and summary."""
-    kedro = str(Path(sys.executable).with_name("kedro"))
-    preset = [] if any(p.startswith("pretrain.preset=") for p in params) else ["pretrain.preset=small"]
-    # The folder is benchmark data, not a dataset of this repository: DVC does not track it.
-    overrides = [f"data.source={folder}", "data.dvc_track=false", *preset, f"pretrain.optim.time_budget_minutes={minutes}",
-                 f"pretrain.run.seed={seed}", *params]  # fmt: skip
+def kedro_run(project: Path, *args: str) -> None:
+    """``kedro run *args`` in the clone, with its own store; exits with the log's end if it fails."""
     env = {**os.environ, "DO_NOT_TRACK": "true", "KEDRO_DISABLE_TELEMETRY": "1", "DVC_NO_ANALYTICS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     # The project's committed code, in kedro and in the training process it starts alike (the
     # installed package may be an editable checkout with changes in progress).
     env["PYTHONPATH"] = os.pathsep.join([str(project / "src"), *filter(None, [env.get("PYTHONPATH")])])
-    started = time.perf_counter()
-    run = subprocess.run([kedro, "run", "--params", ",".join(overrides)], cwd=project, env=env, text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    run = subprocess.run([str(Path(sys.executable).with_name("kedro")), "run", *args], cwd=project, env=env,
+                         text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     if run.returncode:
-        sys.exit(f"kedro run failed:\n{run.stdout[-4000:]}")
+        sys.exit(f"kedro run {' '.join(args)} failed:\n{run.stdout[-4000:]}")
+
+
+def run_pipeline(project: Path, folder: Path, minutes: float, seed: int, params: list[str]) -> dict:
+    """``kedro run`` on the folder with the training budget; the run's metrics and summary."""
+    preset = [] if any(p.startswith("pretrain.preset=") for p in params) else ["pretrain.preset=small"]
+    # The folder is benchmark data, not a dataset of this repository: DVC does not track it.
+    overrides = [f"data.source={folder}", "data.dvc_track=false", *preset, f"pretrain.optim.time_budget_minutes={minutes}",
+                 f"pretrain.run.seed={seed}", *params]  # fmt: skip
+    started = time.perf_counter()
+    kedro_run(project, "--params", ",".join(overrides))
     result = json.loads((project / "data" / "06_models" / "pretrain_result.json").read_text())
     metrics = json.loads((project / "data" / "08_reporting" / "metrics.json").read_text())
     config_path = project / result["config"]  # relative paths are the project's

@@ -11,15 +11,13 @@ budget and through the real pipeline:
 Writes benchmarks/results/tuning.json and prints a table with the CPU kind and the GEMM peaks
 measured in the same run.
 
-    python benchmarks/tuning.py [--minutes 10] [--proxy-share 0.2] [--trials 8] [--seeds 0 1] [--check 2]
+    python benchmarks/tuning.py [--minutes 10] [--proxy-share 0.2] [--trials 8] [--seeds 0 1] [--check 4]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -31,7 +29,7 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from e2e import fresh_clone  # noqa: E402
 from fashion_mnist import DatasetUnavailable, write_folder  # noqa: E402
-from quality import run_pipeline  # noqa: E402
+from quality import kedro_run, run_pipeline  # noqa: E402
 from quality_common import RESULTS, machine, write_report  # noqa: E402
 
 STORAGE = "data/07_model_output/optuna.db"
@@ -49,14 +47,8 @@ def tune(project: Path, minutes: float, proxy_share: float, trials: int, probe_i
                "run.checkpoint_every": 1_000_000},
     )  # fmt: skip
     settings.write_text(yaml.safe_dump({"tune": params}))
-    overrides = f"pretrain.preset=small,pretrain.optim.time_budget_minutes={minutes}"
-    env = {**os.environ, "PYTHONPATH": str(project / "src")}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    kedro = str(Path(sys.executable).with_name("kedro"))
-    run = subprocess.run([kedro, "run", "--pipelines", "tune", "--params", overrides], cwd=project, env=env,
-                         text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-    if run.returncode:
-        sys.exit(f"kedro run --pipelines tune failed:\n{run.stdout[-4000:]}")
+    kedro_run(project, "--pipelines", "tune", "--params",
+              f"pretrain.preset=small,pretrain.optim.time_budget_minutes={minutes}")  # fmt: skip
     study = optuna.load_study(study_name=params["study_name"], storage=f"sqlite:///{project / STORAGE}")
     return [{"number": t.number, "state": t.state.name, "proxy_knn": t.value, "params": t.params,
              "online_knn_by_epoch": t.intermediate_values, "pruned_reason": t.user_attrs.get("pruned_reason")}

@@ -56,9 +56,9 @@ def test_local_and_command_line_parameters_change_only_the_keys_they_name(tmp_pa
     shutil.copytree(PROJECT_ROOT / "conf" / "base", conf / "base")
     (conf / "local").mkdir()
     (conf / "local" / "parameters_tune.yml").write_text(yaml.safe_dump({"tune": {"n_trials": 3}}))
-    params = parameters(conf, {"data": {"source": "/photos", "dvc_track": False}})
+    params, base = parameters(conf, {"data": {"source": "/photos", "dvc_track": False}}), parameters()
     data = DataParams.model_validate(params["data"])
     assert (data.source, data.dvc_track) == ("/photos", False)
-    assert params["data"]["val_ratio"] == parameters()["data"]["val_ratio"]
+    assert params["data"]["val_ratio"] == base["data"]["val_ratio"]
     tune = TuneParams.model_validate(params["tune"])
-    assert tune.n_trials == 3 and tune.study_name == parameters()["tune"]["study_name"]
+    assert tune.n_trials == 3 and tune.study_name == base["tune"]["study_name"]
