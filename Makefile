@@ -24,7 +24,12 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (dinoflow needs Python 3.11); set PYTHON=..."; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile --constraint requirements.lock --editable '.[dev]'
+	$(BIN)/python -m pip install --quiet --constraint requirements.lock uv
+	@# uv puts the 6.6 GB of wheels in place in about 25 s where pip takes 70 (2 cores), from the
+	@# package sources pip is configured with (scripts/pip_config_for_uv.py); pip is the fallback.
+	eval "$$($(BIN)/python scripts/pip_config_for_uv.py requirements.lock)" \
+	  && $(BIN)/uv pip install --quiet --python $(BIN)/python --editable '.[dev]' \
+	  || $(BIN)/python -m pip install --quiet --no-compile --constraint requirements.lock --editable '.[dev]'
 	@# pip compiles the bytecode on one core, compileall on all of them (2:10 -> 1:40 on 2 cores). Like pip,
 	@# it ignores the few files in dependencies' test data that are not valid Python 3.11.
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null || true
