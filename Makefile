@@ -106,7 +106,7 @@ tune-dashboard: install  ## watch the tuning study live on http://127.0.0.1:8080
 
 mlflow-ui: install  ## serve the MLflow UI on http://127.0.0.1:5000 (prints the address of the runs)
 	@$(BIN)/python -c "from dinoflow.tracking.mlflow_run import print_ui_address; print_ui_address()"
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 # `make serve PORT=5002 MODEL=<name>`: another port or registered model. MLFLOW_TRACKING_URI, when
 # set, names the registry (a team server); otherwise the project's mlflow.db.

@@ -18,6 +18,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.project_copy import new_mlflow_store
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -71,12 +73,19 @@ def postgres_cluster() -> Iterator[str]:
 
 @contextlib.contextmanager
 def mlflow_server(backend_uri: str, artifacts: Path, timeout_s: float = 90, port: int | None = None) -> Iterator[str]:
-    """``mlflow server`` on 127.0.0.1 serving artifacts from ``artifacts``; yields its URL."""
+    """``mlflow server`` on 127.0.0.1 serving artifacts from ``artifacts``; yields its URL. A sqlite
+    store that does not exist yet starts as a copy of the empty store (``new_mlflow_store``)."""
+    if backend_uri.startswith("sqlite:///") and not Path(backend_uri.removeprefix("sqlite:///")).exists():
+        new_mlflow_store(Path(backend_uri.removeprefix("sqlite:///")))
     port = port or free_port()
     command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend_uri,
                "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
                "--workers", "1"]  # fmt: skip
-    with _serving("mlflow server", command, port, artifacts.parent / f"mlflow-server-{port}.log", timeout_s) as url:
+    # As README "team server" advises: no GenAI job runners (a dozen huey processes we never use).
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with _serving(
+        "mlflow server", command, port, artifacts.parent / f"mlflow-server-{port}.log", timeout_s, env
+    ) as url:
         yield url
 
 
