@@ -10,7 +10,7 @@ import torch
 
 from dinoflow.config import resolve_config
 from dinoflow.data.synthetic import SyntheticSpec, generate
-from tests.project_copy import PROJECT_ROOT  # noqa: E402,F401
+from tests.project_copy import PROJECT_ROOT, new_mlflow_store  # noqa: E402,F401
 
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
@@ -83,7 +83,7 @@ def mlflow_tmp(tmp_path, monkeypatch):
     """An isolated sqlite MLflow store with an active run, as the pipeline hook provides."""
     from dinoflow.tracking import mlflow_run
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", new_mlflow_store(tmp_path / "mlflow.db"))
     run_id = mlflow_run.start_run(tmp_path, "test", "test-run", tags={"git_sha": "test"})
     yield run_id
     mlflow_run.end_run()

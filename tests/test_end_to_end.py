@@ -25,7 +25,8 @@ CI_PARAMS = ",".join(
 
 @pytest.fixture(scope="module")
 def project_copy(tmp_path_factory) -> Path:
-    return make_project_copy(tmp_path_factory.mktemp("e2e") / "project")
+    # No store: the run creates it, as a fresh clone's first `kedro run` does.
+    return make_project_copy(tmp_path_factory.mktemp("e2e") / "project", with_store=False)
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from dinoflow.registry.mlflow_registry import register_backbone
 from dinoflow.tracking import mlflow_run
 from dinoflow.train.builders import build_backbone_from_config
 from dinoflow.train.run_files import BACKBONE_NAME, RANDOM_INIT_NAME
+from tests.project_copy import new_mlflow_store
 from tests.servers import mlflow_server, postgres_cluster
 
 pytestmark = pytest.mark.slow
@@ -124,7 +125,7 @@ def test_promote_reuses_scores_recorded_on_the_same_data_and_protocol(tiny_confi
     """The scores linked to a version's logged model stand in for re-scoring only when the dataset
     fingerprint and the evaluation protocol (its tags) match; otherwise the version is rebuilt and
     re-scored. The scores are read as numbers: the ``metric.*`` tags are for people and are not read."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", new_mlflow_store(tmp_path / "mlflow.db"))
     protocol = evaluation_protocol(evaluate_params(tmp_path))
     recorded = {"evaluation_protocol": protocol, "metric.knn_top1": "0.5"}  # a tag promote must not read
     scores = {"knn_top1": 0.777, "knn_top1_random_init": 0.111}
@@ -149,7 +150,7 @@ def test_promote_reuses_scores_recorded_on_the_same_data_and_protocol(tiny_confi
 def test_raw_pixel_gate_measures_raw_pixels_or_reuses_the_recorded_figure(
     tiny_config, tiny_shards, tmp_path, monkeypatch
 ):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", new_mlflow_store(tmp_path / "mlflow.db"))
     register(tiny_config, tmp_path, "passed")  # a random-init backbone: no better than raw pixels
     measured = promote(tiny_shards, tmp_path, min_gain_over_raw_pixels=0.5)
     assert measured["decision"] == "rejected"
@@ -167,7 +168,7 @@ def test_raw_pixel_gate_measures_raw_pixels_or_reuses_the_recorded_figure(
 def test_promote_refuses_another_label_set_unless_allowed(tiny_config, tiny_shards, tmp_path, monkeypatch):
     """A champion trained for other class names (another data domain) is not replaced, and the
     reason is recorded, unless ``promote.gates.allow_label_set_change`` says so."""
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = new_mlflow_store(tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     client = MlflowClient(store)  # named: an earlier test's mlflow.set_tracking_uri outlives it
     protocol = evaluation_protocol(evaluate_params(tmp_path))

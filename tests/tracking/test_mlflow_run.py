@@ -7,6 +7,7 @@ from mlflow.tracking import MlflowClient
 
 from dinoflow.tracking import mlflow_run
 from dinoflow.tracking.mlflow_run import EXPERIMENT_KIND_TAG, MODEL_TRAINING
+from tests.project_copy import new_mlflow_store
 
 
 def test_the_experiment_is_created_as_a_model_training_experiment(mlflow_tmp):
@@ -16,7 +17,7 @@ def test_the_experiment_is_created_as_a_model_training_experiment(mlflow_tmp):
 
 
 def test_an_experiment_made_before_gets_the_kind_and_a_chosen_kind_stays(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", new_mlflow_store(tmp_path / "mlflow.db"))
     client = MlflowClient(mlflow_run.tracking_uri(tmp_path))
     old = client.create_experiment("old")
     chosen = client.create_experiment("chosen", tags={EXPERIMENT_KIND_TAG: "finetuning"})
