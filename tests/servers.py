@@ -81,7 +81,7 @@ def mlflow_server(backend_uri: str, artifacts: Path, timeout_s: float = 90, port
     command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend_uri,
                "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
                "--workers", "1"]  # fmt: skip
-    # As README "team server" advises: no GenAI job runners (a dozen huey processes we never use).
+    # As README "team server" advises: no GenAI job runners (8 processes and 1.8 GB we never use).
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with _serving(
         "mlflow server", command, port, artifacts.parent / f"mlflow-server-{port}.log", timeout_s, env

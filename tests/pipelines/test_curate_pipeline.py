@@ -107,3 +107,15 @@ def test_a_registered_backbone_embeds_the_images(planted, tmp_path, mlflow_tmp, 
     report = outputs["curation_report"]
     assert report["embedding"].startswith("models:/curation-test@champion (version 1): CLS token of the 16 px")
     assert report["removed"]["near_duplicate"] > 0
+
+
+def test_a_large_removed_share_is_a_warning_that_names_its_parameters(planted, tmp_path, mlflow_tmp, caplog):
+    outputs, _ = run(planted, tmp_path)  # about a fifth of this folder are planted copies
+    report = outputs["curation_report"]
+    share = report["removed"]["near_duplicate"] / report["images_in"]["train"]
+    assert 0.1 < share < 0.25 and "curation.warn_removed_share" not in caplog.text
+    run(planted, tmp_path / "again", warn_removed_share=0.1)
+    assert f"took {100 * share:.0f}% of the training images" in caplog.text
+    assert (
+        "curation.warn_removed_share = 10%" in caplog.text and "curation.duplicate_threshold (now 0.965)" in caplog.text
+    )

@@ -122,6 +122,9 @@ class CurationParams(_Params):
     decontamination_threshold: float = Field(
         default=0.965, ge=-1.0, le=1.0, description="train images this close to a val one go"
     )
+    warn_removed_share: float = Field(
+        default=0.25, ge=0.0, le=1.0, description="warn when near-duplicates are more of the training images"
+    )
     sampling: CurationSamplingParams = Field(description="balanced sampling; no target: off")
     pictures: int = Field(default=8, ge=0, description="duplicate groups and clusters shown in the pictures")
     workers: int = Field(default=0, ge=0, description="decoding processes; 0 = one per CPU core")

@@ -73,6 +73,21 @@ def draw_pictures(result: Curation, paths: list[Path], shown: int) -> dict[str, 
     return drawn
 
 
+def warn_if_most_are_duplicates(report: dict[str, Any], curation: CurationParams) -> None:
+    """Distinct photos of look-alike objects can pass for copies (README: on Fashion-MNIST the pixel
+    embedding takes three quarters of the garments): say so when the removed share is large."""
+    share = report["removed"]["near_duplicate"] / max(report["images_in"]["train"], 1)
+    if share > curation.warn_removed_share:
+        log.warning(
+            "near-duplicate removal took %.0f%% of the training images (%d of %d), more than "
+            "curation.warn_removed_share = %.0f%%. If the groups in curation/near_duplicates.png hold distinct "
+            "images, raise curation.duplicate_threshold (now %s) or embed with a trained backbone "
+            "(curation.embedding: models:/<name>@champion).",
+            100 * share, report["removed"]["near_duplicate"], report["images_in"]["train"],
+            100 * curation.warn_removed_share, curation.duplicate_threshold,
+        )  # fmt: skip
+
+
 def curate_node(
     clean_manifest: pd.DataFrame,
     source: dict[str, Any],
@@ -93,5 +108,6 @@ def curate_node(
     report = {"enabled": True, "embedding": embedding, **result.report}
     log.info("curation kept %d of %d training images: removed %s", report["images_out"]["train"],
              report["images_in"]["train"], ", ".join(f"{n} {why}" for why, n in report["removed"].items()))  # fmt: skip
+    warn_if_most_are_duplicates(report, curation)
     pictures = draw_pictures(result, paths, curation.pictures)
     return frame[result.kept].reset_index(drop=True), report, result.removed, pictures
