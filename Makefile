@@ -62,12 +62,12 @@ test-faults: install  ## the fault-injection suite only (kill -9, SIGTERM, torn 
 	$(BIN)/pytest -m faults -n auto --dist loadfile --no-loadscope-reorder
 
 lint: install  ## ruff lint + format check
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
 
 format: install
-	$(BIN)/ruff check --fix src tests
-	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests scripts
+	$(BIN)/ruff format src tests scripts
 
 bench: install  ## run the benchmarks (+ the lightly reference); JSON results under benchmarks/results/
 	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable '.[dev,bench]'
