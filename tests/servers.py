@@ -75,8 +75,9 @@ def postgres_cluster() -> Iterator[str]:
 def mlflow_server(backend_uri: str, artifacts: Path, timeout_s: float = 90, port: int | None = None) -> Iterator[str]:
     """``mlflow server`` on 127.0.0.1 serving artifacts from ``artifacts``; yields its URL. A sqlite
     store that does not exist yet starts as a copy of the empty store (``new_mlflow_store``)."""
-    if backend_uri.startswith("sqlite:///") and not Path(backend_uri.removeprefix("sqlite:///")).exists():
-        new_mlflow_store(Path(backend_uri.removeprefix("sqlite:///")))
+    sqlite_file = Path(backend_uri.removeprefix("sqlite:///"))
+    if backend_uri.startswith("sqlite:///") and not sqlite_file.exists():
+        new_mlflow_store(sqlite_file)
     port = port or free_port()
     command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend_uri,
                "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
