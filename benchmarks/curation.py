@@ -5,8 +5,8 @@ images removed, and whether pretraining on the curated set beats the uncurated o
    photos (Debian's dataset-fashion-mnist; skipped with the reason when it cannot be installed) —
    get planted near-copies of 10% of their training images (re-encoded JPEG, resized, small crop,
    small colour cast; equal shares) and copies of 5% of their val images placed in training. For
-   the pixel embedding with and without crop variants, a random-init backbone (the demo preset's
-   ViT) and, with ``--backbone <run folder>``, a trained one (on the photos), over a grid of thresholds: share of planted copies removed per kind, share of
+   the pixel embedding with and without crop variants, the 16 px one whitened (``curation.whitening``),
+   a random-init backbone (the demo preset's ViT) and, with ``--backbone <run folder>``, a trained one (on the photos), over a grid of thresholds: share of planted copies removed per kind, share of
    distinct images removed, share of planted val copies removed.
 2. ``--pretrain``: a duplicated generated set trained through ``kedro run`` with and without
    ``curation.enabled`` at the same time budget, k-NN on the same val split, per seed.
@@ -40,7 +40,7 @@ import yaml
 
 from dinoflow.config import resolve_config
 from dinoflow.curation.curate import NEAR_DUPLICATE, VAL_NEAR_COPY, CurationSettings, curate
-from dinoflow.curation.embeddings import backbone_embeddings, pixel_embeddings
+from dinoflow.curation.embeddings import backbone_embeddings, pixel_embeddings, whiten
 from dinoflow.curation.planted import COPY_KINDS, plant_copies
 from dinoflow.data.manifest import build_manifest
 from dinoflow.data.synthetic import SyntheticSpec, generate
@@ -51,6 +51,7 @@ from fashion_mnist import DatasetUnavailable, write_folder  # noqa: E402
 from quality_common import PARAMS, RESULTS, in_own_process, machine  # noqa: E402
 
 THRESHOLDS = (0.85, 0.9, 0.93, 0.95, 0.96, 0.965, 0.97, 0.98, 0.99, 0.995)
+WHITENED_SHRINKAGE = 0.01  # curation.whitening as the README suggests it for look-alike objects
 
 
 def plant(root: Path, seed: int) -> dict:
@@ -97,6 +98,9 @@ def embeddings(frame: pd.DataFrame, root: Path, trained: Path | None = None) -> 
     for name, tolerance in (("pixels, crop variants (default)", 0.06), ("pixels, plain view only", 0.0)):
         started = time.perf_counter()
         out[name] = (pixel_embeddings(paths, size=32, tolerance=tolerance, workers=2), time.perf_counter() - started)
+    started = time.perf_counter()
+    vectors = whiten(pixel_embeddings(paths, size=32, thumbnail=16, workers=2), WHITENED_SHRINKAGE)
+    out[f"pixels 16 px, crop variants, whitened ({WHITENED_SHRINKAGE})"] = (vectors, time.perf_counter() - started)
     demo = resolve_config({"preset": "demo"}, yaml.safe_load(PARAMS.read_text())["pretrain_presets"])
     started = time.perf_counter()
     backbone = build_backbone_from_config(demo, drop_path=False)

@@ -7,7 +7,8 @@ Two folders of the demo generator's shapes (64 px, demo settings), val balanced 
   ``duplicate_share`` of the folder (default 0.9), as in folders filled from video frames, burst
   shots or re-posted pictures. Arms: as is, and deduplicated (``curation.enabled=true``).
 - ``photo-bursts``: the same bursts on 4,000 Fashion-MNIST training photos (2,000 val), where a
-  small backbone learns more in minutes than on the shapes.
+  small backbone learns more in minutes than on the shapes. A third arm deduplicates with the
+  whitened pixel embedding (``curation.whitening``), which keeps the distinct garments.
 - ``skewed``: class sizes halving from 480 down to 60, and one near-copy of every training image
   of the two largest classes. Arms: as is, deduplicated, and deduplicated then balanced-sampled to
   ``SAMPLED_SHARE`` of what is left.
@@ -92,10 +93,14 @@ def skewed_duplicated_folder(root: Path, seed: int = 0) -> dict:
 # The copies make two classes up to 40 times larger than the others: the validation gate would stop the
 # uncurated run (validation.max_class_imbalance), so it is relaxed in both arms alike.
 RELAXED = "validation.max_class_imbalance=1000"
+# The settings the README gives for look-alike objects: 16 px thumbnails in the folder's whitened basis.
+WHITENED = ["curation.thumbnail=16", "curation.whitening=0.01", "curation.duplicate_threshold=0.97",
+            "curation.decontamination_threshold=0.97"]  # fmt: skip
 SCENARIOS = {
     "bursts": (burst_duplicated_folder, {"uncurated": [RELAXED], "deduplicated": [RELAXED, "curation.enabled=true"]}),
     "photo-bursts": (photo_burst_folder, {"uncurated": [RELAXED],
-                                          "deduplicated": [RELAXED, "curation.enabled=true"]}),
+                                          "deduplicated": [RELAXED, "curation.enabled=true"],
+                                          "deduplicated, whitened": [RELAXED, "curation.enabled=true", *WHITENED]}),
     "skewed": (skewed_duplicated_folder, {"uncurated": [], "deduplicated": ["curation.enabled=true"],
                "deduplicated + sampled": ["curation.enabled=true", f"curation.sampling.target_share={SAMPLED_SHARE}"]}),
 }  # fmt: skip

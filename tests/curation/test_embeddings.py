@@ -1,12 +1,14 @@
-"""Curation embeddings: the pixel thumbnail's invariances, and the backbone embedding being the
-CLS token evaluation scores (same preprocessing, same token)."""
+"""Curation embeddings: the pixel thumbnail's invariances, the whitening against hand-computed
+values, and the backbone embedding being the CLS token evaluation scores (same preprocessing,
+same token)."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dinoflow.curation.embeddings import backbone_embeddings, load_view, pixel_embedding, pixel_embeddings
+from dinoflow.curation.embeddings import backbone_embeddings, load_view, pixel_embedding, pixel_embeddings, whiten
 from dinoflow.eval.features import extract_features
 from dinoflow.train.builders import build_backbone_from_config
 
@@ -33,6 +35,36 @@ def test_pixel_embeddings_of_files_match_one_by_one(tmp_path):
     cut_left = F.interpolate(view[None, :, :, 2:], size=(32, 32), mode="bilinear", antialias=True)[0]  # 2 px = 6% of 32
     assert min(np.abs(many[1] - pixel_embedding(cut_left, 8).numpy()).max(axis=1)) < 1e-6
     assert pixel_embeddings(paths[:1], tolerance=0.0).shape == (1, 1, 64)
+
+
+def test_whitening_matches_hand_computed_cosines():
+    # Plain views (variant 0) (±2, 0), (0, ±1): mean 0, covariance diag(8/3, 2/3) (N - 1 = 3).
+    # Shrinkage 0.5 adds 0.5 · 8/3: Λ_s = diag(4, 2), so (1, 1) ↦ (1/2, 1/√2) and (1, -1) ↦ (1/2, -1/√2),
+    # whose cosine is (1/4 - 1/2) / (3/4) = -1/3 (it was 0). Cosines do not depend on the eigenbasis' signs.
+    plain = np.array([[2, 0], [-2, 0], [0, 1], [0, -1]], np.float32)
+    second = np.array([[1, 1], [1, -1], [1, 1], [1, -1]], np.float32)
+    out = whiten(np.stack([plain, second], axis=1), shrinkage=0.5)
+    assert out.shape == (4, 2, 2)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=2), 1.0, atol=1e-6)
+    assert float(out[0, 1] @ out[1, 1]) == pytest.approx(-1 / 3, abs=1e-6)
+    assert float(out[0, 0] @ out[2, 0]) == pytest.approx(0.0, abs=1e-6)  # the axes stay orthogonal
+    assert np.array_equal(whiten(plain[:1, None], 0.5), plain[:1, None])  # one image: nothing to fit
+
+
+def test_whitening_separates_look_alikes_and_keeps_copies():
+    # A folder of centred look-alikes: every image is the same silhouette plus a large shared
+    # variation (direction 0, e.g. size) and small individual detail (the other 15 directions).
+    rng = np.random.default_rng(0)
+    silhouette = np.zeros(16, np.float32)
+    silhouette[0] = 5.0
+    images = silhouette + np.concatenate([rng.normal(0, 1.0, (500, 1)), rng.normal(0, 0.15, (500, 15))], axis=1)
+    copy = images[0] + rng.normal(0, 0.01, 16)  # a re-encode moves every direction a little
+    rows = F.normalize(torch.tensor(np.vstack([images, copy[None]]), dtype=torch.float32), dim=1).numpy()[:, None]
+    white = whiten(rows, shrinkage=0.01)
+    look_alike_before = float(rows[0, 0] @ rows[1, 0])
+    look_alike_after = float(white[0, 0] @ white[1, 0])
+    assert look_alike_before > 0.95 and look_alike_after < 0.5  # distinct images stop passing for copies
+    assert float(white[0, 0] @ white[-1, 0]) > 0.99  # the copy still does
 
 
 def test_backbone_embedding_is_the_cls_token_evaluation_scores(tmp_path, tiny_config):

@@ -112,6 +112,9 @@ class CurationParams(_Params):
         default=32, ge=8, description="side (px) of the evaluation view every image is embedded from"
     )
     thumbnail: int = Field(default=8, ge=4, description="pixels embedding: side of the grey thumbnail")
+    whitening: float | None = Field(
+        default=None, gt=0, le=1, description="PCA-whiten the embeddings with this shrinkage; null: off"
+    )
     crop_tolerance: float = Field(
         default=0.06, ge=0.0, le=0.25, description="pixels: side share a copy may lose to a crop"
     )

@@ -7,7 +7,9 @@
 - ``backbone_embeddings``: the L2-normalised CLS token of a backbone (a registered champion).
 
 Both return (N, V, D) float32 rows of unit norm, V variants per image (the plain view first), so
-an inner product is a cosine similarity (faiss ``IndexFlatIP``).
+an inner product is a cosine similarity (faiss ``IndexFlatIP``). ``whiten`` then optionally
+rescales either by the folder's own principal components, so that what all images share (a
+centred garment's silhouette) stops making distinct images look alike.
 """
 
 from __future__ import annotations
@@ -94,6 +96,29 @@ def pixel_embeddings(
     if not out:
         return np.zeros((0, len(crop_variants(torch.zeros(3, size, size), tolerance)), thumbnail**2), np.float32)
     return np.stack(out).astype(np.float32)
+
+
+def whiten(vectors: np.ndarray, shrinkage: float) -> np.ndarray:
+    """(N, V, D) unit rows → (N, V, D) unit rows in the shrunk PCA-whitened basis of the plain views
+    (variant 0): x ↦ Λ_s^(-1/2) Uᵀ (x − μ), with C = U Λ Uᵀ the covariance of the plain views and
+    Λ_s = Λ + shrinkage · max(Λ) (ridge shrinkage: directions of almost no variance are not blown
+    up into noise). Directions every image varies along count less, rare ones more: two distinct
+    look-alike photos differ in a rare direction and stop being near-copies, while a re-encode or a
+    small crop moves every direction little. Fitted on the folder itself (train and val), so the
+    same images give the same vectors."""
+    if len(vectors) < 2:
+        return vectors
+    plain = torch.from_numpy(vectors[:, 0]).double()
+    mean = plain.mean(0)
+    eigenvalues, basis = torch.linalg.eigh(torch.cov(plain.T))
+    if eigenvalues.max() <= 0:
+        return vectors  # all images alike: no direction to weigh
+    projection = (basis * (eigenvalues.clamp_min(0) + shrinkage * eigenvalues.max()).rsqrt()).float()
+    out = np.empty_like(vectors)
+    for start in range(0, len(vectors), 4096):  # in chunks: (N, V, D) may be most of the memory
+        chunk = torch.from_numpy(vectors[start : start + 4096])
+        out[start : start + 4096] = F.normalize((chunk - mean.float()) @ projection, dim=2).numpy()
+    return out
 
 
 @torch.no_grad()

@@ -31,6 +31,17 @@ def embed(
     paths: list[Path], curation: CurationParams, max_side: int, background: tuple[int, int, int]
 ) -> tuple[np.ndarray, str]:
     """(N, V, D) unit embeddings of the images (V variants each) and what made them (for the report)."""
+    from dinoflow.curation.embeddings import whiten
+
+    vectors, made_by = _embed_unwhitened(paths, curation, max_side, background)
+    if curation.whitening is None:
+        return vectors, made_by
+    return whiten(vectors, curation.whitening), f"{made_by}, PCA-whitened (shrinkage {curation.whitening})"
+
+
+def _embed_unwhitened(
+    paths: list[Path], curation: CurationParams, max_side: int, background: tuple[int, int, int]
+) -> tuple[np.ndarray, str]:
     from dinoflow.curation.embeddings import backbone_embeddings, pixel_embeddings
     from dinoflow.registry.mlflow_registry import download_backbone_files, registered_version
     from dinoflow.train.builders import load_backbone
@@ -81,10 +92,12 @@ def warn_if_most_are_duplicates(report: dict[str, Any], curation: CurationParams
         log.warning(
             "near-duplicate removal took %.0f%% of the training images (%d of %d), more than "
             "curation.warn_removed_share = %.0f%%. If the groups in curation/near_duplicates.png hold distinct "
-            "images, raise curation.duplicate_threshold (now %s) or embed with a trained backbone "
+            "images, raise curation.duplicate_threshold (now %s), whiten the embeddings for look-alike objects "
+            "such as product shots (curation.whitening, now %s; e.g. 0.01) or embed with a trained backbone "
             "(curation.embedding: models:/<name>@champion).",
             100 * share, report["removed"]["near_duplicate"], report["images_in"]["train"],
             100 * curation.warn_removed_share, curation.duplicate_threshold,
+            "null" if curation.whitening is None else curation.whitening,
         )  # fmt: skip
 
 
