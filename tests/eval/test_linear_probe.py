@@ -6,7 +6,7 @@ from torch import nn
 
 from dinoflow.data.multicrop import normalize
 from dinoflow.eval.features import extract_features
-from dinoflow.eval.linear_probe import LEARNING_RATES, train_linear_probes
+from dinoflow.eval.linear_probe import LEARNING_RATES, _cross_entropy_gradients, train_linear_probes
 from dinoflow.models.backbone import build_backbone
 
 
@@ -84,3 +84,17 @@ def test_batched_heads_train_as_one_optimizer_per_head():
     assert len(set(reference.values())) > 3  # the grid's heads differ, so the comparison is informative
     for head, accuracy in reference.items():  # rounding may flip at most one borderline sample
         assert abs(batched[head] - accuracy) <= 1 / 100 + 1e-6, head
+
+
+def test_closed_form_gradients_are_autograds():
+    generator = torch.Generator().manual_seed(2)
+    weight = torch.randn(3, 4, 6, generator=generator, requires_grad=True)  # (L, C, D)
+    bias = torch.randn(3, 1, 4, generator=generator, requires_grad=True)
+    features, labels = torch.randn(5, 6, generator=generator), torch.tensor([0, 3, 1, 1, 2])
+    logits = torch.einsum("lcd,bd->lbc", weight, features) + bias  # (L, B, C)
+    sum(F.cross_entropy(head_logits, labels) for head_logits in logits).backward()  # each head's mean loss
+    grad_weight, grad_bias = _cross_entropy_gradients(
+        weight.detach(), bias.detach(), features, F.one_hot(labels, 4).float()
+    )
+    torch.testing.assert_close(grad_weight, weight.grad)
+    torch.testing.assert_close(grad_bias, bias.grad)
