@@ -58,10 +58,13 @@ def run_pipeline(project: Path, folder: Path, minutes: float, seed: int, params:
     config_path = project / result["config"]  # relative paths are the project's
     config = yaml.safe_load(config_path.read_text())
     summary = result["summary"]
+    evaluate = json.loads((project / "data" / "08_reporting" / "stage_times.json").read_text())["nodes"]["evaluate_node"]
     return {
         "seed": seed,
         "wall_seconds": time.perf_counter() - started,
         "train_seconds": summary["loop_seconds"],
+        "evaluate_seconds": evaluate,  # the evaluate node: both backbones, raw pixels, pictures, logging
+        "evaluate_share_of_training": evaluate / summary["loop_seconds"],
         "iterations": summary["iterations"],
         "images_seen": summary["iterations"] * config["optim"]["batch_size_per_rank"],
         "knn_top1": metrics["knn_top1"],
@@ -109,6 +112,9 @@ def table(report: dict) -> str:
             rows.append(
                 f"| {name.replace('_', ' ')} | {r['knn_top1']:.3f} | {r['linear_top1']:.3f} | {r['images_seen']:,} |"
             )
+    rows.append("\n" + "; ".join(f"seed {r['seed']}: training {r['train_seconds']:.0f} s, evaluate node "
+                                 f"{r['evaluate_seconds']:.0f} s ({r['evaluate_share_of_training']:.0%})"
+                                 for r in report["dinoflow"]))  # fmt: skip
     m = report["machine"]
     rows.append(f"\n{m['cpu']} ({m['kind']}), {m['threads']} threads; GEMM peak {m['gemm_peak_tflops_bf16']} TFLOP/s "
                 f"bf16, {m['gemm_peak_tflops_fp32']} fp32; training budget {report['minutes']} min")  # fmt: skip
