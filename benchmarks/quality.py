@@ -58,7 +58,8 @@ def run_pipeline(project: Path, folder: Path, minutes: float, seed: int, params:
     config_path = project / result["config"]  # relative paths are the project's
     config = yaml.safe_load(config_path.read_text())
     summary = result["summary"]
-    evaluate = json.loads((project / "data" / "08_reporting" / "stage_times.json").read_text())["nodes"]["evaluate_node"]
+    stages = json.loads((project / "data" / "08_reporting" / "stage_times.json").read_text())
+    evaluate = stages["nodes"]["evaluate_node"]
     return {
         "seed": seed,
         "wall_seconds": time.perf_counter() - started,
