@@ -104,8 +104,9 @@ def whiten(vectors: np.ndarray, shrinkage: float) -> np.ndarray:
     Λ_s = Λ + shrinkage · max(Λ) (ridge shrinkage: directions of almost no variance are not blown
     up into noise). Directions every image varies along count less, rare ones more: two distinct
     look-alike photos differ in a rare direction and stop being near-copies, while a re-encode or a
-    small crop moves every direction little. Fitted on the folder itself (train and val), so the
-    same images give the same vectors."""
+    colour cast moves every direction little (a small crop does not: it shifts the fine detail that
+    whitening weighs up, README "Curate your data"). Fitted on the folder itself (train and val), so
+    the same images give the same vectors."""
     if len(vectors) < 2:
         return vectors
     plain = torch.from_numpy(vectors[:, 0]).double()
