@@ -44,8 +44,8 @@ demo: install  ## run the default pipeline on the embedded synthetic data (demo 
 # reorder by tests per file left the one-test DVC file to run alone at the end.
 # On a fresh clone with 2 Intel Xeon (AMX) cores, chromium already installed:
 # 429 tests (424 passed, 5 CUDA skips) in 8:47-10:01, 9:42-10:52 with the install (three clean clones);
-# 433 tests (428 passed) in 12:13, 13:22 with the install, on a slower machine of the same kind
-# (bf16 GEMM peak 1.5-1.8 TFLOP/s against 2.0-2.3; 21 CPU-minutes against 15-17).
+# 433 tests (428 passed) in 8:47-12:13, 9:35-13:22 with the install (two clean clones an hour apart on
+# one machine: 15 and 21 CPU-minutes for the same tests; bf16 GEMM peak 1.5-1.8 TFLOP/s that hour).
 test: install browser  ## run the whole test suite, end-to-end `kedro run` included
 	$(BIN)/pytest -n auto --dist loadfile --no-loadscope-reorder --durations=15
 
