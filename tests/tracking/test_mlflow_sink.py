@@ -12,10 +12,14 @@ def test_the_sink_samples_cpu_and_memory_into_the_system_charts(mlflow_tmp, tmp_
     monkeypatch.setenv("MLFLOW_RUN_ID", mlflow_tmp)
     monkeypatch.setenv(SYSTEM_METRICS_ENV, "0.1")
     sink = MlflowSink(tmp_path)
-    time.sleep(0.8)
-    sink.log_metrics({"loss": 1.0}, step=1)
-    sink.close()
     client = MlflowClient()
+    sink.log_metrics({"loss": 1.0}, step=1)
+    # Wait for the second sample, not for a fixed time: on a loaded machine 0.8 s once held only one.
+    deadline = time.monotonic() + 60
+    while len(client.get_metric_history(mlflow_tmp, "system/cpu_utilization_percentage")) < 2:
+        assert time.monotonic() < deadline, "the sink logged fewer than 2 system samples in 60 s at a 0.1 s interval"
+        time.sleep(0.1)
+    sink.close()
     cpu = client.get_metric_history(mlflow_tmp, "system/cpu_utilization_percentage")
     assert len(cpu) >= 2 and all(0.0 <= m.value <= 100.0 for m in cpu)
     assert [m.step for m in cpu] == list(range(len(cpu)))

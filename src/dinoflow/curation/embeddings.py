@@ -110,15 +110,14 @@ def whiten(vectors: np.ndarray, shrinkage: float) -> np.ndarray:
     if len(vectors) < 2:
         return vectors
     plain = torch.from_numpy(vectors[:, 0]).double()
-    mean = plain.mean(0)
     eigenvalues, basis = torch.linalg.eigh(torch.cov(plain.T))
     if eigenvalues.max() <= 0:
         return vectors  # all images alike: no direction to weigh
     projection = (basis * (eigenvalues.clamp_min(0) + shrinkage * eigenvalues.max()).rsqrt()).float()
-    out = np.empty_like(vectors)
+    mean, out = plain.mean(0).float(), np.empty_like(vectors)
     for start in range(0, len(vectors), 4096):  # in chunks: (N, V, D) may be most of the memory
         chunk = torch.from_numpy(vectors[start : start + 4096])
-        out[start : start + 4096] = F.normalize((chunk - mean.float()) @ projection, dim=2).numpy()
+        out[start : start + 4096] = F.normalize((chunk - mean) @ projection, dim=2).numpy()
     return out
 
 

@@ -10,7 +10,7 @@ The heads of one variant are one (L, C, D) weight: a single matmul serves all L 
 SGD's update is linear in the learning rate, so scaling each head's gradient by its own rate and
 stepping with the shared cosine factor is the same optimisation as L separate optimizers
 (``tests/eval/test_linear_probe.py`` checks it against that reference). The gradients of softmax
-regression have a closed form, so the loop needs no autograd: two matmuls and a softmax per step.
+regression have a closed form, so the loop needs no autograd: two matmuls and a softmax per variant and step.
 
 - [0]: Oquab et al., DINOv2, 2023, https://arxiv.org/abs/2304.07193 (App. B.3)
 - [1]: Caron et al., DINO, 2021, https://arxiv.org/abs/2104.14294 (App. F.2)
@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 # DINOv2's grid (multiplied by batch / 256 like theirs).
 LEARNING_RATES = (1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
@@ -76,9 +77,8 @@ def train_linear_probes(
     params = _init_weights(train_features, len(learning_rates), num_classes, generator)
     velocity = {v: (torch.zeros_like(w), torch.zeros_like(b)) for v, (w, b) in params.items()}
     rates = torch.tensor(learning_rates).view(-1, 1, 1) * batch_size / 256
-    one_hot = torch.nn.functional.one_hot(train_labels, num_classes).float()
-    steps_per_epoch = math.ceil(len(train_labels) / batch_size)
-    total, step = epochs * steps_per_epoch, 0
+    one_hot = F.one_hot(train_labels, num_classes).float()
+    total, step = epochs * math.ceil(len(train_labels) / batch_size), 0
     for _ in range(epochs):
         order = torch.randperm(len(train_labels), generator=generator)
         for start in range(0, len(order), batch_size):
