@@ -18,7 +18,7 @@ shard building use a pool of one worker per core; workers share pages, so this i
    classes, k in {10, 20, 100, 200}): ``eval.knn.knn_classify_multi_k``.
 4. feature extraction vs N (default 1k, 10k, 100k): random 64 px images in shards, read back
    with ``evaluation_batches`` at 32 px through the demo preset's ViT (random init) by
-   ``extract_features`` (bf16, 4 probe variants and patch tokens kept in memory, as evaluation does).
+   ``extract_features`` (bf16, the probe inputs and patch tokens kept in memory, as evaluation does).
 
 Per curve: the log-log slope of seconds vs N (cost ∝ N^slope; "linear" when 0.9-1.1) and a
 straight-line fit of peak memory (GB = base + per_item x N) giving the N at which a 24 GB machine
@@ -168,7 +168,7 @@ def features_point(n: int) -> dict:
         started = time.perf_counter()
         features = extract_features(backbone, evaluation_batches(reader, size, FEATURE_BATCH))
         seconds = time.perf_counter() - started
-    kept = sum(v.nbytes for v in features.variants.values()) + features.patch_tokens.nbytes
+    kept = features.probe_inputs.nbytes + features.patch_tokens.nbytes
     return {"n": n, "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 1), "view_px": size,
             "features_gb": round(kept / 2**30, 4), "peak_memory_gb": peak_memory_gb()}  # fmt: skip
 

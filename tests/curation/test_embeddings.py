@@ -77,7 +77,7 @@ def test_backbone_embedding_is_the_cls_token_evaluation_scores(tmp_path, tiny_co
     size = tiny_config.crops.global_size
     ours = backbone_embeddings(backbone, paths, size, batch_size=2)
     views = torch.stack([load_view(p, size) for p in paths])
-    cls = torch.nn.functional.normalize(extract_features(backbone, [views]).variants["cls1"], dim=1)
+    cls = torch.nn.functional.normalize(extract_features(backbone, [views]).variant("cls1"), dim=1)
     assert ours.shape == (5, 1, cls.shape[1])
     np.testing.assert_allclose(ours[:, 0], cls.numpy(), atol=2e-2)  # both under bf16 autocast
     assert np.allclose(np.linalg.norm(ours, axis=2), 1.0, atol=1e-5)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from dinoflow.data.shards import ImageRecord, ShardReader, build_shard, save_shard
-from dinoflow.eval.features import ImagePreprocessing, evaluation_batches, image_view
+from dinoflow.eval.features import ImagePreprocessing, evaluation_batches, evaluation_views, image_view, view_batches
 
 PREPROCESSING = ImagePreprocessing(image_size=16, max_side=24, max_aspect=1.5, background=(0, 0, 0))
 
@@ -52,3 +52,19 @@ def test_encoded_bytes_get_the_evaluation_view(tmp_path, width, height, mode, fm
 def test_bytes_that_are_no_image_raise():
     with pytest.raises(OSError, match="cannot identify image file"):
         image_view(b"this is not an image", PREPROCESSING)
+
+
+@pytest.mark.parametrize(("side", "dtype"), [(16, torch.uint8), (20, torch.float32)])
+def test_views_decoded_once_are_the_streamed_views(tmp_path, side, dtype):
+    """Stored 16 x 16 squares are kept as their bytes (nothing to interpolate); 20 px images are
+    resized to 16, so their views stay floats. Either way the batches are the streamed views."""
+    files = []
+    for i in range(5):
+        files.append(tmp_path / f"{i}.png")
+        files[-1].write_bytes(encoded(side, side, "RGB", "PNG", seed=i))
+    p = PREPROCESSING
+    shard = build_shard([ImageRecord(f) for f in files], p.max_side, p.max_aspect, p.background)
+    reader = ShardReader([save_shard(shard, tmp_path / "eval-00000.pt")], [len(files)])
+    views = evaluation_views(reader, p.image_size)
+    assert views.dtype == dtype and views.shape == (5, 3, 16, 16)
+    assert torch.equal(torch.cat(list(view_batches(views, batch_size=2))), stored_views(files, p))

@@ -15,8 +15,9 @@ def test_linearly_separable_features_reach_full_accuracy():
     centres = torch.randn(4, 16) * 5
     labels = torch.arange(4).repeat(50)
     features = centres[labels] + 0.1 * torch.randn(200, 16)
-    train, val = {"cls1": features[:160]}, {"cls1": features[160:]}
-    accuracies = train_linear_probes(train, labels[:160], val, labels[160:], 4, epochs=20, batch_size=32)
+    columns = {"cls1": slice(0, 16)}
+    accuracies = train_linear_probes(features[:160], labels[:160], features[160:], labels[160:], 4, columns,
+                                     epochs=20, batch_size=32)  # fmt: skip
     assert len(accuracies) == 13 and max(accuracies.values()) == 1.0
     assert min(accuracies.values()) < 1.0  # the grid matters: a too small lr stays near its random init
 
@@ -26,7 +27,8 @@ def test_probe_feature_variants_have_the_dinov2_widths():
                                    num_heads=2, fused_attn=False)  # fmt: skip
     images = torch.rand(5, 3, 16, 16)
     features = extract_features(backbone, [images[:3], images[3:]])
-    widths = {name: tuple(f.shape) for name, f in features.variants.items()}
+    assert features.probe_inputs.shape == (5, 5 * dim)  # 4 CLS tokens, then the patch-token average
+    widths = {name: tuple(features.variant(name).shape) for name in features.variant_columns}
     assert widths == {
         "cls1": (5, dim),
         "cls1+avgpool": (5, 2 * dim),
@@ -36,13 +38,14 @@ def test_probe_feature_variants_have_the_dinov2_widths():
     with torch.no_grad():  # cls1 is the model's own output: the final-norm CLS token
         with torch.autocast("cpu", dtype=torch.bfloat16):  # extraction runs under bf16 autocast
             expected = backbone(normalize(images)).float()
-        torch.testing.assert_close(features.variants["cls1"], expected)
+        torch.testing.assert_close(features.variant("cls1"), expected)
     assert features.patch_tokens.shape == (5, dim, 4, 4)  # (N, D, h, w) for 16 px / patch 4
 
 
 def one_optimizer_per_head(train, train_labels, val, val_labels, num_classes, epochs, batch_size, seed=0):
-    """The plain reading of DINOv2's grid: an nn.Linear, SGD and cosine schedule per (variant, lr),
-    drawing the same initial weights and batch orders as the batched version."""
+    """The plain reading of DINOv2's grid: an nn.Linear, SGD and cosine schedule per (variant, lr)
+    on that variant's own features, drawing the same initial weights and batch orders as the
+    batched version."""
     generator = torch.Generator().manual_seed(seed)
     heads = {}
     for variant, features in train.items():
@@ -75,26 +78,31 @@ def test_batched_heads_train_as_one_optimizer_per_head():
     centres = torch.randn(5, 12) * 1.5  # overlapping classes: accuracies spread between chance and 1
     labels = torch.arange(5).repeat(60)
     features = centres[labels] + torch.randn(300, 12)
-    wide = torch.cat([features, torch.randn(300, 12)], dim=1)
-    train = {"cls1": features[:200], "cls1+avgpool": wide[:200]}
-    val = {"cls1": features[200:], "cls1+avgpool": wide[200:]}
-    batched = train_linear_probes(train, labels[:200], val, labels[200:], 5, epochs=6, batch_size=32)
+    wide = torch.cat([torch.randn(300, 12), features, torch.randn(300, 12)], dim=1)
+    columns = {"cls1": slice(12, 24), "cls1+avgpool": slice(12, 36), "all": slice(0, 36)}
+    train, val = ({name: x[:, c] for name, c in columns.items()} for x in (wide[:200], wide[200:]))
     reference = one_optimizer_per_head(train, labels[:200], val, labels[200:], 5, epochs=6, batch_size=32)
-    assert batched.keys() == reference.keys()
     assert len(set(reference.values())) > 3  # the grid's heads differ, so the comparison is informative
+    batched = train_linear_probes(wide[:200], labels[:200], wide[200:], labels[200:], 5, columns, epochs=6,
+                                  batch_size=32, matmul_dtype=torch.float32)  # fmt: skip
+    assert batched.keys() == reference.keys()
     for head, accuracy in reference.items():  # rounding may flip at most one borderline sample
         assert abs(batched[head] - accuracy) <= 1 / 100 + 1e-6, head
+    in_bf16 = train_linear_probes(wide[:200], labels[:200], wide[200:], labels[200:], 5, columns, epochs=6,
+                                  batch_size=32)  # fmt: skip
+    best = max(reference.values())
+    assert abs(max(in_bf16.values()) - best) <= 2 / 100 + 1e-6  # bf16 matmuls: the best head stays as good
 
 
 def test_closed_form_gradients_are_autograds():
     generator = torch.Generator().manual_seed(2)
-    weight = torch.randn(3, 4, 6, generator=generator, requires_grad=True)  # (L, C, D)
+    weight = torch.randn(3, 4, 6, generator=generator, requires_grad=True)  # (H, C, F)
     bias = torch.randn(3, 1, 4, generator=generator, requires_grad=True)
     features, labels = torch.randn(5, 6, generator=generator), torch.tensor([0, 3, 1, 1, 2])
-    logits = torch.einsum("lcd,bd->lbc", weight, features) + bias  # (L, B, C)
+    logits = torch.einsum("lcd,bd->lbc", weight, features) + bias  # (H, B, C)
     sum(F.cross_entropy(head_logits, labels) for head_logits in logits).backward()  # each head's mean loss
     grad_weight, grad_bias = _cross_entropy_gradients(
-        weight.detach(), bias.detach(), features, F.one_hot(labels, 4).float()
+        weight.detach().view(12, 6), bias.detach().view(12), features, F.one_hot(labels, 4).float()
     )
-    torch.testing.assert_close(grad_weight, weight.grad)
-    torch.testing.assert_close(grad_bias, bias.grad)
+    torch.testing.assert_close(grad_weight, weight.grad.view(12, 6))
+    torch.testing.assert_close(grad_bias, bias.grad.view(12))

@@ -1,6 +1,5 @@
 """Evaluation inputs: the evaluation view of each stored image (and of any encoded image, for
-serving), the frozen backbone's features (one pass serves k-NN, linear and segmentation probes),
-and the raw-pixel baseline."""
+serving) and the frozen backbone's features (one pass serves k-NN, linear and segmentation probes)."""
 
 from __future__ import annotations
 
@@ -79,6 +78,26 @@ def evaluation_batches(reader: ShardReader, size: int, batch_size: int) -> Itera
         yield torch.stack([evaluation_view(reader.image(i), size) for i in range(start, stop)])
 
 
+def evaluation_views(reader: ShardReader, size: int) -> torch.Tensor:
+    """Every image's evaluation view, in order, decoded once for all the probes and baselines:
+    (N, 3, size, size) uint8 when every stored image already is a size x size square (its view is
+    its bytes / 255: nothing to interpolate, and a quarter of the memory), else float in [0, 1]."""
+    images = [reader.image(i) for i in range(len(reader))]
+    if not images:
+        return torch.zeros(0, 3, size, size)
+    if all(image.shape[1:] == (size, size) for image in images):
+        return torch.stack(images)
+    return torch.stack([evaluation_view(image, size) for image in images])
+
+
+def view_batches(views: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    """(B, 3, S, S) float batches in [0, 1] of ``evaluation_views``: bytes / 255 exactly as
+    ``evaluation_view`` computes them."""
+    for start in range(0, len(views), batch_size):
+        batch = views[start : start + batch_size]
+        yield batch.float().div_(255) if batch.dtype == torch.uint8 else batch
+
+
 def evaluation_masks(reader: ShardReader, size: int) -> torch.Tensor:
     """(N, size, size) int64 class ids: each mask's centred square, resized (nearest), aligned
     with ``evaluation_view`` of its image."""
@@ -94,13 +113,28 @@ def evaluation_masks(reader: ShardReader, size: int) -> torch.Tensor:
 class Features:
     """Frozen features of a split.
 
-    variants: the linear-probe inputs {"cls1": (N, D), "cls1+avgpool": (N, 2D), "cls4": (N, 4D),
-        "cls4+avgpool": (N, 5D)}; "cls1" is the backbone's output (k-NN uses it, L2-normalised).
+    probe_inputs: (N, (n + 1) D): the CLS tokens of the last n = min(4, depth) blocks (oldest
+        first), then the average of the last block's patch tokens. Every linear-probe variant is
+        a column range of it (``variant_columns``), so the probes share one matrix.
     patch_tokens: (N, D, h, w) last-block patch tokens after the final norm (bf16, to halve memory).
     """
 
-    variants: dict[str, torch.Tensor]
+    probe_inputs: torch.Tensor
     patch_tokens: torch.Tensor
+
+    @property
+    def variant_columns(self) -> dict[str, slice]:
+        """DINOv2's probe inputs: "cls1" (the backbone's output; k-NN uses it), "cls1+avgpool",
+        "cls4" (the last n CLS tokens), "cls4+avgpool" → their columns of ``probe_inputs``."""
+        dim = self.patch_tokens.shape[1]
+        blocks = self.probe_inputs.shape[1] // dim - 1
+        last = slice((blocks - 1) * dim, blocks * dim)
+        return {"cls1": last, "cls1+avgpool": slice(last.start, last.stop + dim), "cls4": slice(0, blocks * dim),
+                "cls4+avgpool": slice(0, (blocks + 1) * dim)}  # fmt: skip
+
+    def variant(self, name: str) -> torch.Tensor:
+        """(N, width) view of one probe input, e.g. ``variant("cls1")``."""
+        return self.probe_inputs[:, self.variant_columns[name]]
 
 
 @torch.no_grad()
@@ -113,9 +147,11 @@ def extract_features(
         batches: (B, 3, S, S) evaluation views in [0, 1] (``evaluation_batches``).
     """
     backbone.eval()
-    parts: dict[str, list[torch.Tensor]] = {"cls1": [], "cls4": [], "avgpool": [], "patch": []}
-    for batch in tqdm(batches, total=num_batches, desc=desc, unit="batch", disable=None, leave=False):
-        with torch.autocast(batch.device.type, dtype=torch.bfloat16):
+    inputs, patch = [], []
+    # One autocast region for the whole pass: its cache casts each weight to bf16 once, not per batch.
+    device = next(backbone.parameters()).device.type
+    with torch.autocast(device, dtype=torch.bfloat16):
+        for batch in tqdm(batches, total=num_batches, desc=desc, unit="batch", disable=None, leave=False):
             blocks = backbone.forward_intermediates(
                 normalize(batch),
                 indices=min(4, len(backbone.blocks)),
@@ -124,31 +160,13 @@ def extract_features(
                 intermediates_only=True,
                 return_prefix_tokens=True,
             )  # last 4 blocks: (patch tokens (B, N, D), prefix tokens (B, P, D)), final norm applied
-        cls = [prefix[:, 0].float() for _, prefix in blocks]
-        patches = blocks[-1][0]
-        side = math.isqrt(patches.shape[1])
-        parts["cls1"].append(cls[-1])
-        parts["cls4"].append(torch.cat(cls, dim=1))
-        parts["avgpool"].append(patches.float().mean(dim=1))
-        parts["patch"].append(patches.to(torch.bfloat16).transpose(1, 2).reshape(len(batch), -1, side, side))
-    cls1, cls4, avg, patch = (torch.cat(parts[k]) for k in ("cls1", "cls4", "avgpool", "patch"))
-    variants = {
-        "cls1": cls1,
-        "cls1+avgpool": torch.cat([cls1, avg], dim=1),
-        "cls4": cls4,
-        "cls4+avgpool": torch.cat([cls4, avg], dim=1),
-    }
-    return Features(variants, patch)
+            _keep(blocks, inputs, patch)
+    return Features(torch.cat(inputs), torch.cat(patch))
 
 
-def raw_pixel_features(batches: Iterable[torch.Tensor]) -> torch.Tensor:
-    """Baseline: each image's pixels, standardised per image (a fairer pixel baseline than raw).
-
-    Args:
-        batches: (B, 3, S, S) in [0, 1].
-
-    Returns:
-        (N, 3*S*S).
-    """
-    flat = torch.cat([b.flatten(1) for b in batches])
-    return (flat - flat.mean(1, keepdim=True)) / (flat.std(1, keepdim=True) + 1e-6)
+def _keep(blocks: list[tuple[torch.Tensor, torch.Tensor]], inputs: list, patch: list) -> None:
+    """Appends one batch's probe inputs (B, (n + 1) D) fp32 and (B, D, h, w) bf16 patch tokens."""
+    patches = blocks[-1][0]
+    side = math.isqrt(patches.shape[1])
+    inputs.append(torch.cat([*(prefix[:, 0].float() for _, prefix in blocks), patches.float().mean(dim=1)], dim=1))
+    patch.append(patches.to(torch.bfloat16).transpose(1, 2).reshape(len(patches), -1, side, side))

@@ -15,17 +15,16 @@ import torch
 from torch import nn
 
 from dinoflow.data.shards import ShardReader
-from dinoflow.eval.features import evaluation_batches, evaluation_masks, extract_features, raw_pixel_features
-from dinoflow.eval.knn import knn_classify_multi_k, top_k_accuracy
+from dinoflow.eval.features import evaluation_masks, evaluation_views, extract_features, view_batches
+from dinoflow.eval.knn import centred_byte_cosine_blocks, cosine_blocks, knn_votes, top_k_accuracy
 from dinoflow.eval.linear_probe import train_linear_probes
 from dinoflow.eval.segmentation import mean_iou, segmentation_miou
 
 
-def knn_metrics(train_features, train_labels, val_features, val_labels, num_classes, ks, k, temperature) -> dict:
-    """``top1_k<k>`` for every k, plus ``top1`` / ``top5`` at the headline k."""
-    scores = knn_classify_multi_k(
-        train_features, train_labels, val_features, num_classes, tuple(sorted({*ks, k})), temperature
-    )
+def knn_metrics(similarity_blocks, train_labels, val_labels, num_classes, ks, k, temperature) -> dict:
+    """``top1_k<k>`` for every k, plus ``top1`` / ``top5`` at the headline k, from the (m, N_train)
+    similarity blocks of consecutive val samples (``knn.cosine_blocks``)."""
+    scores = knn_votes(similarity_blocks, train_labels, num_classes, tuple(sorted({*ks, k})), temperature)
     metrics = {f"top1_k{kk}": top_k_accuracy(scores[kk], val_labels, 1) for kk in ks}
     return {
         **metrics,
@@ -48,16 +47,18 @@ class EvalSettings:
 
 
 class EvalSet:
-    """The train/val splits an evaluation scores on: labels, and masks when both splits have them."""
+    """The train/val splits an evaluation scores on: their evaluation views (decoded once, for every
+    backbone and baseline), labels, and masks when both splits have them."""
 
     def __init__(self, train: ShardReader, val: ShardReader, num_classes: int, image_size: int, with_masks: bool):
-        self.readers = (train, val)
+        readers = (train, val)
+        self.views = tuple(evaluation_views(r, image_size) for r in readers)
         self.labels = (train.labels(), val.labels())
         self.num_classes = num_classes
-        self.masks = tuple(evaluation_masks(r, image_size) for r in self.readers) if with_masks else None
+        self.masks = tuple(evaluation_masks(r, image_size) for r in readers) if with_masks else None
 
     def batches(self, split: int, settings: EvalSettings):
-        return evaluation_batches(self.readers[split], settings.image_size, settings.batch_size)
+        return view_batches(self.views[split], settings.batch_size)
 
 
 def score_backbone(
@@ -71,14 +72,14 @@ def score_backbone(
     """
     # One feature pass per split serves every protocol: k-NN uses the final CLS token ("cls1").
     train, val = (
-        extract_features(model, data.batches(i, settings), -(-len(r) // settings.batch_size), f"{name} {split}")
-        for i, (r, split) in enumerate(zip(data.readers, ("train", "val"), strict=True))
+        extract_features(model, data.batches(i, settings), -(-len(v) // settings.batch_size), f"{name} {split}")
+        for i, (v, split) in enumerate(zip(data.views, ("train", "val"), strict=True))
     )
-    result = {"knn": _knn(train.variants["cls1"], val.variants["cls1"], data, settings)}
+    result = {"knn": _knn(cosine_blocks(train.variant("cls1"), val.variant("cls1")), data, settings)}
     if linear:
         accuracies = train_linear_probes(
-            train.variants, data.labels[0], val.variants, data.labels[1], data.num_classes, settings.linear_epochs,
-            settings.batch_size,
+            train.probe_inputs, data.labels[0], val.probe_inputs, data.labels[1], data.num_classes,
+            train.variant_columns, settings.linear_epochs, settings.batch_size,
         )  # fmt: skip
         result["linear_head"] = max(accuracies, key=accuracies.get)
         result["linear"] = accuracies[result["linear_head"]]
@@ -89,11 +90,21 @@ def score_backbone(
     return result
 
 
-def _knn(train_features: torch.Tensor, val_features: torch.Tensor, data: EvalSet, settings: EvalSettings) -> dict:
+def _knn(similarity_blocks, data: EvalSet, settings: EvalSettings) -> dict:
     return knn_metrics(
-        train_features, data.labels[0], val_features, data.labels[1], data.num_classes, settings.ks, settings.k,
+        similarity_blocks, data.labels[0], data.labels[1], data.num_classes, settings.ks, settings.k,
         settings.temperature,
     )  # fmt: skip
+
+
+def raw_pixel_knn(data: EvalSet, settings: EvalSettings) -> dict:
+    """The baseline: k-NN on each image's pixels standardised per image (a fairer pixel baseline
+    than raw), i.e. by the cosine of the mean-centred pixels. Byte views use the exact int8 path."""
+    train, val = (v.flatten(1) for v in data.views)
+    if train.dtype == val.dtype == torch.uint8:
+        return _knn(centred_byte_cosine_blocks(train, val), data, settings)
+    centred = (x.float() - x.float().mean(1, keepdim=True) for x in (train, val))  # a cosine ignores the scale
+    return _knn(cosine_blocks(*centred), data, settings)
 
 
 def _segmentation_metrics(ours: dict, random: dict, data: EvalSet) -> dict[str, float]:
@@ -123,7 +134,7 @@ def evaluate_backbone(
         score_backbone(trained, data, settings, "trained"),
         score_backbone(random_init, data, settings, "random init"),
     )
-    raw_knn = _knn(*(raw_pixel_features(data.batches(i, settings)) for i in (0, 1)), data, settings)
+    raw_knn = raw_pixel_knn(data, settings)
     metrics = {
         "knn_top1": ours["knn"]["top1"],
         "knn_top5": ours["knn"]["top5"],

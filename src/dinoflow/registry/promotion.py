@@ -130,16 +130,12 @@ def _raw_pixels_knn(challenger, dataset_index, evaluate: EvaluateParams) -> floa
     recorded = _recorded_here(challenger, dataset_index.fingerprint, evaluation_protocol(evaluate))
     if "knn_top1_raw_pixels" in recorded:
         return recorded["knn_top1_raw_pixels"]
-    from dinoflow.eval.features import raw_pixel_features
-    from dinoflow.eval.suite import knn_metrics
+    from dinoflow.eval.suite import raw_pixel_knn
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config_file(download_backbone_files(challenger, Path(tmp)) / "config.yaml")
     settings = eval_settings(evaluate, cfg.crops.global_size)
-    data = eval_set(dataset_index, settings)
-    train, val = (raw_pixel_features(data.batches(i, settings)) for i in (0, 1))
-    k, ks, temperature = settings.k, settings.ks, settings.temperature
-    return knn_metrics(train, data.labels[0], val, data.labels[1], data.num_classes, ks, k, temperature)["top1"]
+    return raw_pixel_knn(eval_set(dataset_index, settings), settings)["top1"]
 
 
 def _evidence(version, scores: dict) -> Evidence:
