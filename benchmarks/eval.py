@@ -119,10 +119,10 @@ def time_raw_pixel_knn(train_n: int = 60_000, test_n: int = 10_000, pixels: int 
 
 
 def time_linear_grid(n: int = 60_000, width: int = 128, epochs: int = 30) -> dict:
-    """Separable-ish Gaussian classes, the probe inputs of a width-128, 4-block network."""
+    """Overlapping Gaussian classes in the probe inputs' shape of a width-128, 4-block network."""
     generator = torch.Generator().manual_seed(2)
     labels = torch.randint(0, 10, (n + n // 6,), generator=generator)
-    centres = torch.randn(10, 5 * width, generator=generator) * 0.3
+    centres = torch.randn(10, 5 * width, generator=generator) * 0.04  # overlapping classes: top-1 well below 1
     features = centres[labels] + torch.randn(len(labels), 5 * width, generator=generator)
     columns = {"cls1": slice(3 * width, 4 * width), "cls1+avgpool": slice(3 * width, 5 * width),
                "cls4": slice(0, 4 * width), "cls4+avgpool": slice(0, 5 * width)}  # fmt: skip
