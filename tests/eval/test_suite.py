@@ -22,7 +22,10 @@ def test_raw_pixel_knn_is_the_same_on_bytes_and_on_float_views():
 
     on_bytes = raw_pixel_knn(split_set(images), settings)
     on_floats = raw_pixel_knn(split_set(images.float() / 255), settings)
-    assert on_bytes.keys() == on_floats.keys()
+    mixed = split_set(images)  # a split whose images needed resizing has float views, the other bytes
+    mixed.views = (images[:90], images[90:].float() / 255)
+    on_mixed = raw_pixel_knn(mixed, settings)
+    assert on_bytes.keys() == on_floats.keys() == on_mixed.keys()
     for name, value in on_bytes.items():
-        assert abs(value - on_floats[name]) < 1e-6, name
+        assert abs(value - on_floats[name]) < 1e-6 and abs(value - on_mixed[name]) < 1e-6, name
     assert on_bytes["top1"] > 0.8  # the set is not trivially at chance, so the comparison means something
