@@ -46,7 +46,8 @@ demo: install  ## run the default pipeline on the embedded synthetic data (demo 
 # 429 tests (424 passed, 5 CUDA skips) in 8:47-10:01, 9:42-10:52 with the install (three clean clones);
 # 433 tests (428 passed) in 8:47-12:13, 9:35-13:22 with the install (two clean clones an hour apart on
 # one machine: 15 and 21 CPU-minutes for the same tests; bf16 GEMM peak 1.5-1.8 TFLOP/s that hour).
-# 439 tests (434 passed) in 8:02, 8:47 with the install, 14 CPU-minutes (bf16 GEMM peak 2.0-2.4 that day).
+# 439 tests (434 passed) in 8:02-8:29, 8:47-9:13 with the install, 14 CPU-minutes (two clean clones;
+# bf16 GEMM peak 2.0-2.4 TFLOP/s that day).
 test: install browser  ## run the whole test suite, end-to-end `kedro run` included
 	$(BIN)/pytest -n auto --dist loadfile --no-loadscope-reorder --durations=15
 
