@@ -21,18 +21,6 @@ from dinoflow.eval.linear_probe import train_linear_probes
 from dinoflow.eval.segmentation import mean_iou, segmentation_miou
 
 
-def knn_metrics(similarity_blocks, train_labels, val_labels, num_classes, ks, k, temperature) -> dict:
-    """``top1_k<k>`` for every k, plus ``top1`` / ``top5`` at the headline k, from the (m, N_train)
-    similarity blocks of consecutive val samples (``knn.cosine_blocks``)."""
-    scores = knn_votes(similarity_blocks, train_labels, num_classes, tuple(sorted({*ks, k})), temperature)
-    metrics = {f"top1_k{kk}": top_k_accuracy(scores[kk], val_labels, 1) for kk in ks}
-    return {
-        **metrics,
-        "top1": top_k_accuracy(scores[k], val_labels, 1),
-        "top5": top_k_accuracy(scores[k], val_labels, 5),
-    }
-
-
 @dataclass(frozen=True)
 class EvalSettings:
     """The evaluation protocol (defaults: DINO's k-NN, DINOv2's probes)."""
@@ -91,10 +79,16 @@ def score_backbone(
 
 
 def _knn(similarity_blocks, data: EvalSet, settings: EvalSettings) -> dict:
-    return knn_metrics(
-        similarity_blocks, data.labels[0], data.labels[1], data.num_classes, settings.ks, settings.k,
-        settings.temperature,
-    )  # fmt: skip
+    """``top1_k<k>`` for every k, plus ``top1`` / ``top5`` at the headline k, from the (m, N_train)
+    similarity blocks of consecutive val samples (``knn.cosine_blocks``)."""
+    ks = tuple(sorted({*settings.ks, settings.k}))
+    scores = knn_votes(similarity_blocks, data.labels[0], data.num_classes, ks, settings.temperature)
+    val_labels = data.labels[1]
+    return {
+        **{f"top1_k{k}": top_k_accuracy(scores[k], val_labels, 1) for k in settings.ks},
+        "top1": top_k_accuracy(scores[settings.k], val_labels, 1),
+        "top5": top_k_accuracy(scores[settings.k], val_labels, 5),
+    }
 
 
 def raw_pixel_knn(data: EvalSet, settings: EvalSettings) -> dict:
@@ -103,8 +97,8 @@ def raw_pixel_knn(data: EvalSet, settings: EvalSettings) -> dict:
     train, val = (v.flatten(1) for v in data.views)
     if train.dtype == val.dtype == torch.uint8:
         return _knn(centred_byte_cosine_blocks(train, val), data, settings)
-    centred = (x.float() - x.float().mean(1, keepdim=True) for x in (train, val))  # a cosine ignores the scale
-    return _knn(cosine_blocks(*centred), data, settings)
+    floats = (x.float() for x in (train, val))  # bytes or [0, 1]: a cosine ignores the scale
+    return _knn(cosine_blocks(*(x - x.mean(1, keepdim=True) for x in floats)), data, settings)
 
 
 def _segmentation_metrics(ours: dict, random: dict, data: EvalSet) -> dict[str, float]:
