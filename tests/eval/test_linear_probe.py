@@ -96,13 +96,21 @@ def test_batched_heads_train_as_one_optimizer_per_head():
 
 def test_closed_form_gradients_are_autograds():
     generator = torch.Generator().manual_seed(2)
-    weight = torch.randn(3, 4, 6, generator=generator, requires_grad=True)  # (H, C, F)
-    bias = torch.randn(3, 1, 4, generator=generator, requires_grad=True)
     features, labels = torch.randn(5, 6, generator=generator), torch.tensor([0, 3, 1, 1, 2])
-    logits = torch.einsum("lcd,bd->lbc", weight, features) + bias  # (H, B, C)
+    columns = [slice(1, 4), slice(0, 6)]  # two variants: 3 heads on columns 1-3, 2 heads on all 6
+    weights = [
+        torch.randn(3, 4, 3, generator=generator, requires_grad=True),
+        torch.randn(2, 4, 6, generator=generator, requires_grad=True),
+    ]  # (H_v, C, F_v)
+    bias = torch.randn(5, 1, 4, generator=generator, requires_grad=True)
+    per_variant = [torch.einsum("lcd,bd->lbc", w, features[:, c]) for w, c in zip(weights, columns, strict=True)]
+    logits = torch.cat(per_variant) + bias  # (H, B, C)
     sum(F.cross_entropy(head_logits, labels) for head_logits in logits).backward()  # each head's mean loss
-    grad_weight, grad_bias = _cross_entropy_gradients(
-        weight.detach().view(12, 6), bias.detach().view(12), features, F.one_hot(labels, 4).float()
-    )
-    torch.testing.assert_close(grad_weight, weight.grad.view(12, 6))
-    torch.testing.assert_close(grad_bias, bias.grad.view(12))
+    grads = [torch.empty(12, 3), torch.empty(8, 6)]
+    grad_bias = _cross_entropy_gradients(
+        [w.detach().reshape(-1, w.shape[2]) for w in weights], bias.detach().view(20), features, columns,
+        F.one_hot(labels, 4).float(), grads,
+    )  # fmt: skip
+    for grad, weight in zip(grads, weights, strict=True):
+        torch.testing.assert_close(grad, weight.grad.reshape(-1, weight.shape[2]))
+    torch.testing.assert_close(grad_bias, bias.grad.view(20))
