@@ -48,8 +48,9 @@ demo: install  ## run the default pipeline on the embedded synthetic data (demo 
 # one machine: 15 and 21 CPU-minutes for the same tests; bf16 GEMM peak 1.5-1.8 TFLOP/s that hour).
 # 439 tests (434 passed) in 8:02-8:29, 8:47-9:13 with the install, 14 CPU-minutes (two clean clones;
 # bf16 GEMM peak 2.0-2.4 TFLOP/s that day).
-# On 2 AMD EPYC (AVX-512) cores, bf16 GEMM peak 0.41 TFLOP/s: 439 tests (434 passed) in 10:25, 11:38
-# with the install, 18 CPU-minutes (one clean clone); the kill drill 139 s and the DVC test 118 s.
+# On 2 AMD EPYC (AVX-512) cores, bf16 GEMM peak 0.41 TFLOP/s: 439 tests (434 passed) in 9:50-10:25,
+# 10:46-11:38 with the install, 17-18 CPU-minutes (two clean clones); the kill drill 134-139 s, the DVC
+# test 108-118 s.
 test: install browser  ## run the whole test suite, end-to-end `kedro run` included
 	$(BIN)/pytest -n auto --dist loadfile --no-loadscope-reorder --durations=15
 
