@@ -38,12 +38,19 @@ def _split(flat: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.Tens
     return [part.view(shape) for part, shape in zip(flat.split([r * w for r, w in shapes]), shapes, strict=True)]
 
 
-def _init_weights(variants: dict[str, slice], heads: int, num_classes: int, generator: torch.Generator):
+def _init_weights(
+    variants: dict[str, slice], heads_per_variant: int, num_classes: int, generator: torch.Generator
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """The flat fp32 buffer of every variant's (L·C, F_v) heads ~ N(0, 0.01²) (DINO's init), and
     the views' shapes."""
-    shapes = [(heads * num_classes, columns.stop - columns.start) for columns in variants.values()]
-    drawn = [torch.randn(heads, num_classes, width, generator=generator) * 0.01 for _, width in shapes]
+    shapes = [(heads_per_variant * num_classes, columns.stop - columns.start) for columns in variants.values()]
+    drawn = [torch.randn(heads_per_variant, num_classes, w, generator=generator) * 0.01 for _, w in shapes]
     return torch.cat([d.flatten() for d in drawn]), shapes
+
+
+def _logits(features: torch.Tensor, columns: list[slice], weights: list[torch.Tensor]) -> torch.Tensor:
+    """(B, F) features → (B, ΣH_v·C) logits (no bias), each variant's heads on its own columns."""
+    return torch.cat([features[:, c] @ w.T for c, w in zip(columns, weights, strict=True)], dim=1)
 
 
 def _cross_entropy_gradients(
@@ -67,8 +74,7 @@ def _cross_entropy_gradients(
         ∂b (ΣH_v·C,) fp32.
     """
     batch, classes = len(features), one_hot.shape[1]
-    logits = torch.cat([features[:, c] @ w.T for c, w in zip(columns, weights, strict=True)], dim=1)
-    delta = logits.float().add_(bias).view(batch, -1, classes)  # (B, H, C)
+    delta = _logits(features, columns, weights).float().add_(bias).view(batch, -1, classes)  # (B, H, C)
     # Softmax spelt out: over C = 10 classes ``Tensor.softmax`` ran several times slower.
     delta.sub_(delta.amax(dim=2, keepdim=True)).exp_()
     delta.div_(delta.sum(dim=2, keepdim=True)).sub_(one_hot[:, None]).div_(batch)
@@ -132,8 +138,7 @@ def train_linear_probes(
             bias_velocity.mul_(0.9).addcmul_(grad_bias, bias_rates)
             bias.sub_(bias_velocity, alpha=cosine)
             step += 1
-    val = val_features.float()
-    logits = torch.cat([val[:, c] @ w.T for c, w in zip(columns, _split(weight, shapes), strict=True)], dim=1)
+    logits = _logits(val_features.float(), columns, _split(weight, shapes))
     correct = logits.add_(bias).view(len(val_labels), heads, num_classes).argmax(2) == val_labels[:, None]
     names = [f"{variant}@{lr:g}" for variant in variants for lr in learning_rates]
     return {name: float(c) for name, c in zip(names, correct.float().mean(0), strict=True)}
