@@ -19,7 +19,7 @@ images removed, and whether pretraining on the curated set beats the uncurated o
    sampling to half; wall time and peak memory, each N in its own process.
 
     python benchmarks/curation.py [--backbone RUN] [--pretrain] [--scenario bursts|photo-bursts|skewed]
-        [--minutes 2] [--seeds 0 1] [--scale]
+        [--minutes 2] [--seeds 0 1] [--arms NAME ...] [--scale] [key=value ...]
 """
 
 from __future__ import annotations
@@ -178,7 +178,11 @@ def main() -> None:
     parser.add_argument("--backbone", type=Path, help="also embed the photos with this run folder's teacher")
     parser.add_argument("--scale", action="store_true", help="time and memory for 10k, 100k and 1M embeddings")
     parser.add_argument("--scale-one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--arms", nargs="+", help="--pretrain: only these arms besides 'uncurated' (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS / "curation.json")
+    parser.add_argument(
+        "overrides", nargs="*", help="--pretrain: key=value added to every arm, e.g. pretrain.loss.koleo_weight=0"
+    )
     args = parser.parse_args()
     if args.scale_one:
         print(json.dumps(scale_point(args.scale_one)))
@@ -214,6 +218,8 @@ def main() -> None:
                 args.minutes,
                 args.seeds,
                 args.scenario,
+                args.arms,
+                tuple(args.overrides),
                 **({"duplicate_share": args.duplicate_share} if args.scenario.endswith("bursts") else {}),
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)

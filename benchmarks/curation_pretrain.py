@@ -106,8 +106,21 @@ SCENARIOS = {
 }  # fmt: skip
 
 
-def compare(tmp: Path, minutes: float, seeds: list[int], scenario: str = "bursts", **folder_args) -> dict:
+def compare(
+    tmp: Path,
+    minutes: float,
+    seeds: list[int],
+    scenario: str = "bursts",
+    only: list[str] | None = None,
+    overrides: tuple[str, ...] = (),
+    **folder_args,
+) -> dict:
+    """Each seed trains every arm of ``scenario`` (or the ``only`` ones; "uncurated" always runs: the
+    gains are against it) with ``overrides`` (``key=value``, e.g. the recipe) added to every arm."""
     make_folder, arms = SCENARIOS[scenario]
+    arms = {
+        name: [*params, *overrides] for name, params in arms.items() if name == "uncurated" or not only or name in only
+    }
     data = make_folder(tmp / scenario, **folder_args)
     project = fresh_clone(tmp / "project")
     runs, bank = {name: [] for name in arms}, tmp / "uncurated_dataset"
@@ -125,5 +138,5 @@ def compare(tmp: Path, minutes: float, seeds: list[int], scenario: str = "bursts
     base = [u["knn_top1_uncurated_bank"] for u in runs["uncurated"]]
     gains = {name: [c["knn_top1_uncurated_bank"] - b for c, b in zip(runs[name], base, strict=True)]
              for name in arms if name != "uncurated"}  # fmt: skip
-    return {"scenario": scenario, "folder": {k: v for k, v in data.items() if k != "folder"}, "minutes": minutes, "runs": runs, "gain_per_seed": gains,
+    return {"scenario": scenario, "folder": {k: v for k, v in data.items() if k != "folder"}, "minutes": minutes, "overrides": list(overrides), "runs": runs, "gain_per_seed": gains,
             "mean_gain": {name: statistics.mean(g) for name, g in gains.items()}}  # fmt: skip
