@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,11 @@ from dinoflow.data.decode import SIXTEEN_BIT_MODES
 from dinoflow.data.manifest import is_duplicate, quarantine_summary
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+# GX imports altair, which imports jsonschema, which imports rfc3987_syntax when it is installed (the
+# notebooks' Jupyter server pulls it in) only to check the "iri" string format, and that module builds
+# its grammar on import: a second of every validation, for a format no suite here checks. None in
+# sys.modules makes that optional import fail as if the package were absent.
+sys.modules.setdefault("rfc3987_syntax", None)
 
 import great_expectations as gx  # noqa: E402
 import great_expectations.expectations as gxe  # noqa: E402
