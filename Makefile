@@ -50,8 +50,9 @@ demo: install  ## run the default pipeline on the embedded synthetic data (demo 
 # bf16 GEMM peak 2.0-2.4 TFLOP/s that day).
 # On 2 AMD EPYC (AVX-512) cores, bf16 GEMM peak 0.41 TFLOP/s: 439 tests (434 passed) in 9:50-10:25,
 # 10:46-11:38 with the install, 17-18 CPU-minutes (two clean clones); the kill drill 134-139 s, the DVC
-# test 108-118 s. Another day, same kind (bf16 peak 0.38-0.41): 8:51, 9:36 with the install, 16
-# CPU-minutes; the kill drill 102 s, the DVC test 93 s.
+# test 108-118 s. Another day, same kind (bf16 peak 0.38-0.41): 8:51 and 11:06, 9:36 and 12:07 with
+# the install, 16 and 22 CPU-minutes (two clean clones of the same code 35 minutes apart); the kill
+# drill 102 and 130 s, the DVC test 93 and 122 s.
 test: install browser  ## run the whole test suite, end-to-end `kedro run` included
 	$(BIN)/pytest -n auto --dist loadfile --no-loadscope-reorder --durations=15
 
