@@ -118,6 +118,9 @@ def compare(
     """Each seed trains every arm of ``scenario`` (or the ``only`` ones; "uncurated" always runs: the
     gains are against it) with ``overrides`` (``key=value``, e.g. the recipe) added to every arm."""
     make_folder, arms = SCENARIOS[scenario]
+    unknown = sorted(set(only or ()) - set(arms))
+    if unknown:  # before any folder is built: a misspelt arm would otherwise train the uncurated one alone
+        raise SystemExit(f"--arms: {unknown} are not arms of --scenario {scenario}; its arms are {sorted(arms)}")
     arms = {
         name: [*params, *overrides] for name, params in arms.items() if name == "uncurated" or not only or name in only
     }
