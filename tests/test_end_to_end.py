@@ -112,6 +112,9 @@ def test_first_promotion_is_decided_and_recorded(project_run, mlflow_client):
     promotion = json.loads((project_run[0] / "data" / "08_reporting" / "promotion.json").read_text())
     assert promotion["decision"] in ("promoted", "rejected") and promotion["champion_before"] is None
     assert promotion["reasons"][-1].startswith("first promotion: k-NN gain over random init")
+    # conf/base turns the raw-pixel gate on: promote scored raw pixels on the same evaluation set.
+    (raw_pixels,) = [r for r in promotion["reasons"] if r.startswith("k-NN gain over raw pixels")]
+    assert "min +0.0500" in raw_pixels and "unknown" not in raw_pixels
     version = mlflow_client.get_model_version("dinoflow-backbone", promotion["challenger"])
     assert version.tags["promotion.decision"] == promotion["decision"]
     if promotion["decision"] == "promoted":
