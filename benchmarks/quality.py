@@ -55,6 +55,7 @@ def run_pipeline(project: Path, folder: Path, minutes: float, seed: int, params:
     kedro_run(project, "--params", ",".join(overrides))
     result = json.loads((project / "data" / "06_models" / "pretrain_result.json").read_text())
     metrics = json.loads((project / "data" / "08_reporting" / "metrics.json").read_text())
+    promotion = json.loads((project / "data" / "08_reporting" / "promotion.json").read_text())
     config_path = project / result["config"]  # relative paths are the project's
     config = yaml.safe_load(config_path.read_text())
     summary = result["summary"]
@@ -73,6 +74,7 @@ def run_pipeline(project: Path, folder: Path, minutes: float, seed: int, params:
         "knn_top1_raw_pixels": metrics["knn_top1_raw_pixels"],
         "linear_top1": metrics["linear_top1"],
         "linear_top1_random_init": metrics["linear_top1_random_init"],
+        "promotion": {k: promotion[k] for k in ("decision", "reasons")},  # what the registry's gates made of it
         "config": str(config_path),
     }
 
@@ -116,6 +118,8 @@ def table(report: dict) -> str:
     rows.append("\n" + "; ".join(f"seed {r['seed']}: training {r['train_seconds']:.0f} s, evaluate node "
                                  f"{r['evaluate_seconds']:.0f} s ({r['evaluate_share_of_training']:.0%})"
                                  for r in report["dinoflow"]))  # fmt: skip
+    rows.append("; ".join(f"seed {r['seed']}: {r['promotion']['decision']} ({'; '.join(r['promotion']['reasons'])})"
+                          for r in report["dinoflow"]))  # fmt: skip
     m = report["machine"]
     rows.append(f"\n{m['cpu']} ({m['kind']}), {m['threads']} threads; GEMM peak {m['gemm_peak_tflops_bf16']} TFLOP/s "
                 f"bf16, {m['gemm_peak_tflops_fp32']} fp32; training budget {report['minutes']} min")  # fmt: skip
