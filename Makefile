@@ -54,6 +54,8 @@ demo: install  ## run the default pipeline on the embedded synthetic data (demo 
 # test 108-118 s. Another day, same kind (bf16 peak 0.38-0.41): 8:51 and 11:06, 9:36 and 12:07 with
 # the install, 16 and 22 CPU-minutes (two clean clones of the same code 35 minutes apart); the kill
 # drill 102 and 130 s, the DVC test 93 and 122 s.
+# Without compiling the whole environment at install (AMD EPYC, bf16 peak 0.41-0.42 that session):
+# 9:11, 9:27 with the install, 16.6 CPU-minutes, against 9:23 and 10:25 (18.3 CPU-minutes) with it.
 test: install browser  ## run the whole test suite, end-to-end `kedro run` included
 	$(BIN)/pytest -n auto --dist loadfile --no-loadscope-reorder --durations=15
 
