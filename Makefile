@@ -11,8 +11,8 @@ export GX_ANALYTICS_ENABLED := False
 export KEDRO_LOGGING_CONFIG := conf/logging.yml
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Bytecode is written when a module is first imported, so only what runs gets compiled: compiling
-# all 7 GB of dependencies at install time took 37 of the install's 46 s (2 cores). Set empty, not
-# unset: an inherited PYTHONDONTWRITEBYTECODE=1 would make every process compile its imports again.
+# all 7 GB of dependencies at install time took 37 of the install's 46 s (2 cores). Empty turns off
+# an inherited PYTHONDONTWRITEBYTECODE=1, which would make every process compile its imports again.
 export PYTHONDONTWRITEBYTECODE :=
 # Every target sees the project's tools first, as in an activated virtualenv (DVC stages call kedro).
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
