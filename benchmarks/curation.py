@@ -8,6 +8,8 @@ images removed, and whether pretraining on the curated set beats the uncurated o
    the pixel embedding with and without crop variants, the 16 px one whitened (``curation.whitening``),
    a random-init backbone (the demo preset's ViT) and, with ``--backbone <run folder>``, a trained one (on the photos), over a grid of thresholds: share of planted copies removed per kind, share of
    distinct images removed, share of planted val copies removed.
+   Also, at the full view size (no embedding), how close each distinct image's nearest distinct
+   look-alike is, and each planted copy to its original (``full_size_agreement``).
 2. ``--pretrain``: a duplicated generated set trained through ``kedro run`` with and without
    ``curation.enabled`` at the same time budget, k-NN on the same val split, per seed.
    ``--scenario bursts`` (default): 90% of the folder (``--duplicate-share``) is near-copies of 16
@@ -33,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pandas as pd
 import torch
@@ -40,7 +43,14 @@ import yaml
 
 from dinoflow.config import resolve_config
 from dinoflow.curation.curate import NEAR_DUPLICATE, VAL_NEAR_COPY, CurationSettings, curate
-from dinoflow.curation.embeddings import backbone_embeddings, pixel_embeddings, whiten
+from dinoflow.curation.embeddings import (
+    backbone_embeddings,
+    crop_variants,
+    load_view,
+    pixel_embedding,
+    pixel_embeddings,
+    whiten,
+)
 from dinoflow.curation.planted import COPY_KINDS, plant_copies
 from dinoflow.data.manifest import build_manifest
 from dinoflow.data.synthetic import SyntheticSpec, generate
@@ -113,11 +123,49 @@ def embeddings(frame: pd.DataFrame, root: Path, trained: Path | None = None) -> 
     return out
 
 
+def full_size_agreement(frame: pd.DataFrame, root: Path, planted: dict) -> dict:
+    """How alike images are at the full view size (grey, standardised per image, no blur: the
+    cosine is the pixels' Pearson correlation), for what no threshold on a pixel embedding can get
+    past: each distinct training image's closest other distinct image, and each planted copy
+    against its original at the best of either one's crop variants (as the curation search aligns
+    them)."""
+    train = frame.loc[frame["split"] == "train", "path"].tolist()
+    involved = {p for c in planted["copies"] for p in (c.copy, c.original)} | {c.copy for c in planted["val_copies"]}
+    distinct = [p for p in train if p not in involved]
+    views = {p: load_view(root / p, 32) for p in {*distinct, *involved}}
+    plain = np.ascontiguousarray(torch.stack([pixel_embedding(views[p], 32, blur_sigma=0) for p in distinct]).numpy())
+    index = faiss.IndexFlatIP(plain.shape[1])
+    index.add(plain)
+    similarity, neighbour = index.search(plain, 2)
+    self_first = neighbour[:, 0] == np.arange(len(plain))  # an exact twin may rank before the image itself
+    closest = np.where(self_first, similarity[:, 1], similarity[:, 0])
+    other = np.where(self_first, neighbour[:, 1], neighbour[:, 0])
+    pairs = {tuple(sorted((i, int(j)))) for i, (s, j) in enumerate(zip(closest, other, strict=True)) if s >= 0.99}
+
+    def aligned(a: str, b: str) -> float:
+        va, vb = (pixel_embedding(crop_variants(views[p], 0.06), 32, blur_sigma=0) for p in (a, b))
+        return float(max((va @ vb[0]).max(), (vb @ va[0]).max()))
+
+    per_kind = {kind: [aligned(c.copy, c.original) for c in planted["copies"] if c.kind == kind] for kind in COPY_KINDS}
+    return {
+        "distinct_images": len(distinct),
+        "distinct_pairs_at_0.99_or_more": len(pairs),
+        "distinct_closest_percentiles_50_90_99": np.percentile(closest, [50, 90, 99]).round(4).tolist(),
+        "copies_min_median_by_kind": {
+            k: [round(min(v), 4), round(float(np.median(v)), 4)] for k, v in per_kind.items()
+        },
+    }
+
+
 def detection(name: str, root: Path, seed: int, trained: Path | None = None) -> dict:
     planted = plant(root, seed)
     frame = pd.DataFrame([r for r in build_manifest(root, progress=False) if r["status"] == "ok"])
     report = {"folder": name, "images": len(frame), "planted_copies": len(planted["copies"]),
               "planted_val_copies": len(planted["val_copies"]), "embeddings": {}}  # fmt: skip
+    report["full_size_agreement"] = agreement = full_size_agreement(frame, root, planted)
+    print(f"\n{name}: at full size, {agreement['distinct_pairs_at_0.99_or_more']} pairs of distinct training images "
+          f"correlate at 0.99 or more (closest-other percentiles 50/90/99: {agreement['distinct_closest_percentiles_50_90_99']}); "
+          f"planted copies vs their originals, min / median by kind: {agreement['copies_min_median_by_kind']}")  # fmt: skip
     for embedding, (vectors, seconds) in embeddings(frame, root, trained).items():
         grid = [score(frame, vectors, planted, t) for t in THRESHOLDS]
         report["embeddings"][embedding] = {"embed_seconds": round(seconds, 1), "grid": grid}
