@@ -35,7 +35,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pandas as pd
 import torch
@@ -43,6 +42,7 @@ import yaml
 
 from dinoflow.config import resolve_config
 from dinoflow.curation.curate import NEAR_DUPLICATE, VAL_NEAR_COPY, CurationSettings, curate
+from dinoflow.curation.duplicates import near_duplicate_groups
 from dinoflow.curation.embeddings import (
     backbone_embeddings,
     crop_variants,
@@ -130,17 +130,12 @@ def full_size_agreement(frame: pd.DataFrame, root: Path, planted: dict) -> dict:
     against its original at the best of either one's crop variants (as the curation search aligns
     them)."""
     train = frame.loc[frame["split"] == "train", "path"].tolist()
-    involved = {p for c in planted["copies"] for p in (c.copy, c.original)} | {c.copy for c in planted["val_copies"]}
-    distinct = [p for p in train if p not in involved]
-    views = {p: load_view(root / p, 32) for p in {*distinct, *involved}}
-    plain = np.ascontiguousarray(torch.stack([pixel_embedding(views[p], 32, blur_sigma=0) for p in distinct]).numpy())
-    index = faiss.IndexFlatIP(plain.shape[1])
-    index.add(plain)
-    similarity, neighbour = index.search(plain, 2)
-    self_first = neighbour[:, 0] == np.arange(len(plain))  # an exact twin may rank before the image itself
-    closest = np.where(self_first, similarity[:, 1], similarity[:, 0])
-    other = np.where(self_first, neighbour[:, 1], neighbour[:, 0])
-    pairs = {tuple(sorted((i, int(j)))) for i, (s, j) in enumerate(zip(closest, other, strict=True)) if s >= 0.99}
+    pairs = {p for c in planted["copies"] for p in (c.copy, c.original)}
+    planted_files = pairs | {c.copy for c in planted["val_copies"]}
+    distinct = [p for p in train if p not in planted_files]
+    views = {p: load_view(root / p, 32) for p in {*distinct, *pairs}}
+    plain = torch.stack([pixel_embedding(views[p], 32, blur_sigma=0) for p in distinct]).numpy()
+    groups = near_duplicate_groups(plain[:, None], threshold=0.99)  # the search curation runs, plain views only
 
     def aligned(a: str, b: str) -> float:
         va, vb = (pixel_embedding(crop_variants(views[p], 0.06), 32, blur_sigma=0) for p in (a, b))
@@ -149,8 +144,8 @@ def full_size_agreement(frame: pd.DataFrame, root: Path, planted: dict) -> dict:
     per_kind = {kind: [aligned(c.copy, c.original) for c in planted["copies"] if c.kind == kind] for kind in COPY_KINDS}
     return {
         "distinct_images": len(distinct),
-        "distinct_pairs_at_0.99_or_more": len(pairs),
-        "distinct_closest_percentiles_50_90_99": np.percentile(closest, [50, 90, 99]).round(4).tolist(),
+        "distinct_groups_at_0.99_or_more": [len(g) for g in groups.members()],
+        "distinct_closest_percentiles_50_90_99": np.percentile(groups.best_match, [50, 90, 99]).round(4).tolist(),
         "copies_min_median_by_kind": {
             k: [round(min(v), 4), round(float(np.median(v)), 4)] for k, v in per_kind.items()
         },
@@ -163,8 +158,8 @@ def detection(name: str, root: Path, seed: int, trained: Path | None = None) -> 
     report = {"folder": name, "images": len(frame), "planted_copies": len(planted["copies"]),
               "planted_val_copies": len(planted["val_copies"]), "embeddings": {}}  # fmt: skip
     report["full_size_agreement"] = agreement = full_size_agreement(frame, root, planted)
-    print(f"\n{name}: at full size, {agreement['distinct_pairs_at_0.99_or_more']} pairs of distinct training images "
-          f"correlate at 0.99 or more (closest-other percentiles 50/90/99: {agreement['distinct_closest_percentiles_50_90_99']}); "
+    print(f"\n{name}: at full size, groups of distinct training images at 0.99 or more: "
+          f"{agreement['distinct_groups_at_0.99_or_more']} (closest-other percentiles 50/90/99: {agreement['distinct_closest_percentiles_50_90_99']}); "
           f"planted copies vs their originals, min / median by kind: {agreement['copies_min_median_by_kind']}")  # fmt: skip
     for embedding, (vectors, seconds) in embeddings(frame, root, trained).items():
         grid = [score(frame, vectors, planted, t) for t in THRESHOLDS]
