@@ -65,6 +65,11 @@ def run_pipeline(project: Path, folder: Path, minutes: float, seed: int, params:
         "seed": seed,
         "wall_seconds": time.perf_counter() - started,
         "train_seconds": summary["loop_seconds"],
+        # What the budget paid for: the calibration (model build and timed steps) and the loop, and
+        # the step time the count was fixed with against the one the run then had.
+        "budget_used_seconds": summary["budget_calibration_seconds"] + summary["loop_seconds"],
+        "calibrated_seconds_per_iteration": summary["budget_seconds_per_iteration"],
+        "seconds_per_iteration": summary["loop_seconds"] / summary["iterations"],
         "evaluate_seconds": evaluate,  # the evaluate node: both backbones, raw pixels, pictures, logging
         "evaluate_share_of_training": evaluate / summary["loop_seconds"],
         "iterations": summary["iterations"],
@@ -118,6 +123,10 @@ def table(report: dict) -> str:
     rows.append("\n" + "; ".join(f"seed {r['seed']}: training {r['train_seconds']:.0f} s, evaluate node "
                                  f"{r['evaluate_seconds']:.0f} s ({r['evaluate_share_of_training']:.0%})"
                                  for r in report["dinoflow"]))  # fmt: skip
+    budget = report["minutes"] * 60
+    rows.append("; ".join(f"seed {r['seed']}: {r['iterations']:,} steps used {r['budget_used_seconds']:.0f} s of the "
+                          f"{budget:.0f}-s budget ({r['calibrated_seconds_per_iteration']:.3f} s per step calibrated, "
+                          f"{r['seconds_per_iteration']:.3f} run)" for r in report["dinoflow"]))  # fmt: skip
     rows.append("; ".join(f"seed {r['seed']}: {r['promotion']['decision']} ({'; '.join(r['promotion']['reasons'])})"
                           for r in report["dinoflow"]))  # fmt: skip
     m = report["machine"]
