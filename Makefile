@@ -81,13 +81,14 @@ format: install
 	$(BIN)/ruff check --fix src tests scripts
 	$(BIN)/ruff format src tests scripts
 
-bench: install  ## run the benchmarks (+ the lightly reference); JSON results under benchmarks/results/
+bench: install  ## speed against references, and the scaling curves (quick sizes); JSON in benchmarks/results/
 	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable '.[dev,bench]'
 	python benchmarks/train_step.py
 	python benchmarks/multicrop.py
 	python benchmarks/eval.py
 	python benchmarks/e2e.py
 	python benchmarks/system_metrics.py
+	python benchmarks/scaling.py --quick
 
 bench-quality: install  ## real-data quality: Fashion-MNIST, 10-minute budget, lightly reference and supervised ceiling (~45 min)
 	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable '.[dev,bench]'
