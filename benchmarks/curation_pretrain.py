@@ -134,10 +134,13 @@ def compare(
                 shutil.copytree(project / "data" / "05_model_input" / "dataset", bank)
             backbone, cfg = load_backbone(Path(run["config"]).parent)
             same_bank = score_on(backbone, bank, EvalSettings(image_size=cfg.crops.global_size))["knn_top1"]
-            keys = ("seed", "knn_top1", "knn_top1_random_init", "iterations", "images_seen")
+            # The step times show when one arm got more steps from the same minutes (the count is
+            # calibrated on each run's first steps), which would confound the comparison.
+            keys = ("seed", "knn_top1", "knn_top1_random_init", "iterations", "images_seen", "seconds_per_iteration",
+                    "calibrated_seconds_per_iteration")  # fmt: skip
             runs[name].append({**{k: run[k] for k in keys}, "knn_top1_uncurated_bank": same_bank})
             print(f"seed {seed} {name}: k-NN {same_bank:.3f} on the uncurated bank, {run['knn_top1']:.3f} on its own "
-                  f"({run['iterations']} iterations)")  # fmt: skip
+                  f"({run['iterations']} iterations, {run['seconds_per_iteration']:.3f} s each)")  # fmt: skip
     base = [u["knn_top1_uncurated_bank"] for u in runs["uncurated"]]
     gains = {name: [c["knn_top1_uncurated_bank"] - b for c, b in zip(runs[name], base, strict=True)]
              for name in arms if name != "uncurated"}  # fmt: skip
