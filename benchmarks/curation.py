@@ -1,11 +1,12 @@
 """Curation quality: how many planted near-copies each embedding finds, at what cost in distinct
 images removed, and whether pretraining on the curated set beats the uncurated one at equal budget.
 
-1. Detection (seconds): two folders — the embedded generator's shapes (32 px) and Fashion-MNIST
-   photos (Debian's dataset-fashion-mnist; skipped with the reason when it cannot be installed) —
+1. Detection (seconds): three folders — the embedded generator's shapes (32 px, its default
+   look), the demo data (the generator as ``data.synthetic`` sets it: 64 px, light objects on
+   darker grounds; distinct images look alike in grey) and Fashion-MNIST photos (Debian's dataset-fashion-mnist; skipped with the reason when it cannot be installed) —
    get planted near-copies of 10% of their training images (re-encoded JPEG, resized, small crop,
    small colour cast; equal shares) and copies of 5% of their val images placed in training. For
-   the pixel embedding with and without crop variants, the 16 px one whitened (``curation.whitening``),
+   the pixel embedding with and without crop variants, the 16 px grey one whitened (``curation.whitening``),
    a random-init backbone (the demo preset's ViT) and, with ``--backbone <run folder>``, a trained one (on the photos), over a grid of thresholds: share of planted copies removed per kind, share of
    distinct images removed, share of planted val copies removed.
    Also, at the full view size (no embedding), how close each distinct image's nearest distinct
@@ -60,8 +61,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fashion_mnist import DatasetUnavailable, write_folder  # noqa: E402
 from quality_common import PARAMS, RESULTS, in_own_process, machine  # noqa: E402
 
+# The embedded demo data's generator settings: light objects of random hues on darker grounds.
+DEMO_DATA = yaml.safe_load((PARAMS.parent / "parameters_data_ingestion.yml").read_text())["data"]["synthetic"]
 THRESHOLDS = (0.85, 0.9, 0.93, 0.95, 0.96, 0.965, 0.97, 0.98, 0.99, 0.995)
-WHITENED_SHRINKAGE = 0.01  # curation.whitening as the README suggests it for look-alike objects
+WHITENED_SHRINKAGE = 0.01  # curation.whitening as the README suggests it for look-alike objects (grey)
 
 
 def plant(root: Path, seed: int) -> dict:
@@ -109,8 +112,8 @@ def embeddings(frame: pd.DataFrame, root: Path, trained: Path | None = None) -> 
         started = time.perf_counter()
         out[name] = (pixel_embeddings(paths, size=32, tolerance=tolerance, workers=2), time.perf_counter() - started)
     started = time.perf_counter()
-    vectors = whiten(pixel_embeddings(paths, size=32, thumbnail=16, workers=2), WHITENED_SHRINKAGE)
-    out[f"pixels 16 px, crop variants, whitened ({WHITENED_SHRINKAGE})"] = (vectors, time.perf_counter() - started)
+    vectors = whiten(pixel_embeddings(paths, size=32, thumbnail=16, colour=False, workers=2), WHITENED_SHRINKAGE)
+    out[f"pixels 16 px grey, crop variants, whitened ({WHITENED_SHRINKAGE})"] = (vectors, time.perf_counter() - started)
     demo = resolve_config({"preset": "demo"}, yaml.safe_load(PARAMS.read_text())["pretrain_presets"])
     started = time.perf_counter()
     backbone = build_backbone_from_config(demo, drop_path=False)
@@ -124,8 +127,8 @@ def embeddings(frame: pd.DataFrame, root: Path, trained: Path | None = None) -> 
 
 
 def full_size_agreement(frame: pd.DataFrame, root: Path, planted: dict) -> dict:
-    """How alike images are at the full view size (grey, standardised per image, no blur: the
-    cosine is the pixels' Pearson correlation), for what no threshold on a pixel embedding can get
+    """How alike images are at the full view size (the pixel embedding with no blur at 32 px: for
+    grey photos the cosine is the pixels' Pearson correlation), for what no threshold on a pixel embedding can get
     past: each distinct training image's closest other distinct image, and each planted copy
     against its original at the best of either one's crop variants (as the curation search aligns
     them)."""
@@ -245,6 +248,10 @@ def main() -> None:
         )
         shutil.rmtree(shapes / "masks")  # planted copies have no mask: keep the folder uniform
         results["detection"].append(detection("generated shapes, 2,000 + 500", shapes, args.seed))
+        demo = Path(tmp) / "demo"
+        generate(SyntheticSpec(**{**DEMO_DATA, "seed": args.seed}), demo)  # the embedded demo data at seed 0
+        shutil.rmtree(demo / "masks")
+        results["detection"].append(detection("demo data (data.synthetic), 3,000 + 1,000", demo, args.seed))
         try:
             photos = write_folder(Path(tmp) / "fashion-mnist", {"train": 5000, "val": 1000})
             results["detection"].append(

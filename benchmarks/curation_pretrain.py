@@ -93,8 +93,8 @@ def skewed_duplicated_folder(root: Path, seed: int = 0) -> dict:
 # The copies make two classes up to 40 times larger than the others: the validation gate would stop the
 # uncurated run (validation.max_class_imbalance), so it is relaxed in both arms alike.
 RELAXED = "validation.max_class_imbalance=1000"
-# The settings the README gives for look-alike objects: 16 px thumbnails in the folder's whitened basis.
-WHITENED = ["curation.thumbnail=16", "curation.whitening=0.01", "curation.duplicate_threshold=0.97",
+# The settings the README gives for look-alike objects: 16 px grey thumbnails in the folder's whitened basis.
+WHITENED = ["curation.thumbnail=16", "curation.colour=false", "curation.whitening=0.01", "curation.duplicate_threshold=0.97",
             "curation.decontamination_threshold=0.97"]  # fmt: skip
 SCENARIOS = {
     "bursts": (burst_duplicated_folder, {"uncurated": [RELAXED], "deduplicated": [RELAXED, "curation.enabled=true"]}),

@@ -1,6 +1,7 @@
 """Curation on real files with planted near-copies: what is removed, what is kept, the sampling's
-effect and determinism. Figures asserted are measured on this folder (see benchmarks/curation.py
-for the same at scale)."""
+effect and determinism. The detection targets (issue: >= 95% of copies, <= 1% of distinct images,
+>= 95% of val copies) hold with the default settings on both planted folders, the generated
+shapes and the demo data's own look (see benchmarks/curation.py for the same at scale)."""
 
 from pathlib import Path
 
@@ -11,22 +12,36 @@ import pytest
 from dinoflow.curation.curate import NEAR_DUPLICATE, SAMPLED_OUT, VAL_NEAR_COPY, CurationSettings, curate
 from dinoflow.curation.embeddings import pixel_embeddings
 from dinoflow.data.manifest import build_manifest
+from tests.planted import demo_look_folder
+
+
+def embedded(planted: dict) -> tuple[pd.DataFrame, np.ndarray]:
+    rows = [r for r in build_manifest(planted["root"], progress=False, workers=1) if r["status"] == "ok"]
+    frame = pd.DataFrame(rows)
+    return frame, pixel_embeddings([planted["root"] / p for p in frame["path"]], size=32, workers=1)
 
 
 @pytest.fixture(scope="module")
 def manifest_and_vectors(planted):
-    rows = [r for r in build_manifest(planted["root"], progress=False, workers=1) if r["status"] == "ok"]
-    frame = pd.DataFrame(rows)
-    vectors = pixel_embeddings([planted["root"] / p for p in frame["path"]], size=32, workers=1)
-    return frame, vectors
+    return embedded(planted)
+
+
+@pytest.fixture(scope="module", params=["generated shapes", "demo look"])
+def detection_case(request, planted, tmp_path_factory):
+    """(answer key, manifest, vectors) of each planted folder. On the demo look, grey thumbnails
+    took 90 of the 600 distinct training images at the default threshold (measured)."""
+    if request.param == "generated shapes":
+        return planted, *embedded(planted)
+    folder = demo_look_folder(tmp_path_factory.mktemp("demo_look") / "folder")
+    return folder, *embedded(folder)
 
 
 def removed_paths(result, reason):
     return set(result.removed.loc[result.removed["reason"] == reason, "path"])
 
 
-def test_planted_near_copies_go_and_distinct_images_stay(planted, manifest_and_vectors):
-    frame, vectors = manifest_and_vectors
+def test_planted_near_copies_go_and_distinct_images_stay(detection_case):
+    planted, frame, vectors = detection_case
     result = curate(frame, vectors, CurationSettings())
     planted_pairs = {(p.copy, p.original) for p in planted["copies"]}
     gone = removed_paths(result, NEAR_DUPLICATE)
@@ -39,12 +54,15 @@ def test_planted_near_copies_go_and_distinct_images_stay(planted, manifest_and_v
     assert result.report["removed"]["near_duplicate"] == len(gone)
 
 
-def test_planted_copies_of_val_images_are_removed_from_training(planted, manifest_and_vectors):
-    frame, vectors = manifest_and_vectors
+def test_planted_copies_of_val_images_are_removed_from_training(detection_case):
+    planted, frame, vectors = detection_case
     result = curate(frame, vectors, CurationSettings())
     contaminated = {p.copy for p in planted["val_copies"]}
-    assert len(contaminated & removed_paths(result, VAL_NEAR_COPY)) / len(contaminated) >= 0.95
-    assert removed_paths(result, VAL_NEAR_COPY) <= contaminated  # nothing else
+    # out of training for either reason: a val copy can also sit in a near-duplicate group of training images
+    out = removed_paths(result, VAL_NEAR_COPY) | removed_paths(result, NEAR_DUPLICATE)
+    assert len(contaminated & out) / len(contaminated) >= 0.95
+    # distinct look-alikes of a val image count as false removals (the same 1% line as above)
+    assert len(removed_paths(result, VAL_NEAR_COPY) - contaminated) <= 0.01 * planted["distinct_train"]
     assert (frame.loc[result.kept, "split"] == "val").sum() == (frame["split"] == "val").sum()  # val untouched
 
 

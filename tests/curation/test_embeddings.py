@@ -16,10 +16,35 @@ from dinoflow.train.builders import build_backbone_from_config
 def test_pixel_embedding_is_unit_and_ignores_brightness_and_contrast():
     view = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
     base = pixel_embedding(view, 16)
-    assert base.shape == (256,) and abs(float(base.norm()) - 1) < 1e-5
+    assert base.shape == (3 * 256,) and abs(float(base.norm()) - 1) < 1e-5
     shifted = pixel_embedding(0.7 * view + 0.1, 16)  # a contrast and brightness change
     assert float(base @ shifted) > 0.99999
     assert float(pixel_embedding(torch.full((3, 32, 32), 0.5), 16).abs().max()) == 0.0  # a flat image matches nothing
+
+
+def test_pixel_embedding_tells_colours_apart_that_grey_would_merge():
+    """Two images of one layout whose object and ground swap hues of equal luminance: every
+    channel is (object − ground colour) x the same centred pattern, so the cosine is the one of
+    the two colour differences, d1·d2 / (|d1| |d2|), hand-computed; in grey both are the same
+    centred disc, cosine 1."""
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    disc = (((yy - 12) ** 2 + (xx - 18) ** 2) < 64).float()
+    ground_1, object_1 = torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0.9, 0.5, 0.2])
+    ground_2, object_2 = torch.tensor([0.3, 0.2, 0.1]), torch.tensor([0.2, 0.6, 0.6])
+    views = [ground[:, None, None] + (obj - ground)[:, None, None] * disc
+             for ground, obj in ((ground_1, object_1), (ground_2, object_2))]  # fmt: skip
+    d1, d2 = object_1 - ground_1, object_2 - ground_2
+    expected = float(d1 @ d2 / (d1.norm() * d2.norm()))  # 0.165
+    assert float(pixel_embedding(views[0], 8) @ pixel_embedding(views[1], 8)) == pytest.approx(expected, abs=1e-5)
+    grey = [pixel_embedding(view, 8, colour=False) for view in views]  # both objects lighter than their grounds
+    assert grey[0].shape == (64,) and float(grey[0] @ grey[1]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_pixel_embedding_barely_moves_under_a_small_colour_cast():
+    """The planted copies' cast (near_copy: gain 0.92-1.08 and offset ±10/255 per channel)."""
+    view = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
+    cast = view * torch.tensor([0.92, 1.08, 1.0])[:, None, None] + torch.tensor([0.04, -0.04, 0.0])[:, None, None]
+    assert float(pixel_embedding(view, 8) @ pixel_embedding(cast, 8)) > 0.99
 
 
 def test_pixel_embeddings_of_files_match_one_by_one(tmp_path):
@@ -30,11 +55,12 @@ def test_pixel_embeddings_of_files_match_one_by_one(tmp_path):
         Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(paths[-1])
     many = pixel_embeddings(paths, size=32, thumbnail=8, tolerance=0.06, workers=2)
     view = load_view(paths[1], 32)
-    assert many.shape == (3, 16, 64) and many.dtype == np.float32  # 16 crop variants, the plain view first
+    assert many.shape == (3, 16, 3 * 64) and many.dtype == np.float32  # 16 crop variants, the plain view first
     np.testing.assert_allclose(many[1, 0], pixel_embedding(view, 8).numpy(), atol=1e-6)
     cut_left = F.interpolate(view[None, :, :, 2:], size=(32, 32), mode="bilinear", antialias=True)[0]  # 2 px = 6% of 32
     assert min(np.abs(many[1] - pixel_embedding(cut_left, 8).numpy()).max(axis=1)) < 1e-6
-    assert pixel_embeddings(paths[:1], tolerance=0.0).shape == (1, 1, 64)
+    assert pixel_embeddings(paths[:1], tolerance=0.0).shape == (1, 1, 3 * 64)
+    assert pixel_embeddings([], tolerance=0.0).shape == (0, 1, 3 * 64)
 
 
 def test_whitening_matches_hand_computed_cosines():

@@ -111,7 +111,10 @@ class CurationParams(_Params):
     eval_size: int = Field(
         default=32, ge=8, description="side (px) of the evaluation view every image is embedded from"
     )
-    thumbnail: int = Field(default=8, ge=4, description="pixels embedding: side of the grey thumbnail")
+    thumbnail: int = Field(default=8, ge=4, description="pixels embedding: side of the thumbnail")
+    colour: bool = Field(
+        default=True, description="pixels embedding: RGB channels; false: grey (for whitening grey photos)"
+    )
     whitening: float | None = Field(
         default=None, gt=0, le=1, description="PCA-whiten the embeddings with this shrinkage; null: off"
     )
@@ -119,11 +122,11 @@ class CurationParams(_Params):
         default=0.06, ge=0.0, le=0.25, description="pixels: side share a copy may lose to a crop"
     )
     duplicate_threshold: float = Field(
-        default=0.965, ge=-1.0, le=1.0, description="cosine at or above which images are copies"
+        default=0.97, ge=-1.0, le=1.0, description="cosine at or above which images are copies"
     )
     neighbours: int = Field(default=16, ge=1, description="k of the k-NN graph the copies are found on")
     decontamination_threshold: float = Field(
-        default=0.965, ge=-1.0, le=1.0, description="train images this close to a val one go"
+        default=0.97, ge=-1.0, le=1.0, description="train images this close to a val one go"
     )
     warn_removed_share: float = Field(
         default=0.25, ge=0.0, le=1.0, description="warn when near-duplicates are more of the training images"

@@ -27,9 +27,9 @@ REPRESENTATIVE_RULE = "the copy with the most pixels (re-encodes and crops lose 
 class CurationSettings:
     """The decision rules (``curation.*`` parameters, as plain values)."""
 
-    duplicate_threshold: float = 0.965  # cosine similarity at or above which two images are copies
+    duplicate_threshold: float = 0.97  # cosine similarity at or above which two images are copies
     neighbours: int = 16  # k of the k-NN graph
-    decontamination_threshold: float = 0.965  # train images this close to a val image are removed
+    decontamination_threshold: float = 0.97  # train images this close to a val image are removed
     levels: tuple[int, ...] = (64, 8)  # hierarchical k-means clusters per level, finest first
     target_size: int | None = None  # training images kept by sampling (overrides target_share)
     target_share: float | None = None  # share of the deduplicated training images kept; None: no sampling

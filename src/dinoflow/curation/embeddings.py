@@ -1,8 +1,9 @@
 """Image embeddings for curation: every image goes through the evaluation preprocessing
 (``eval.features.evaluation_view``: centred square, bicubic resize), then either
 
-- ``pixel_embedding``: a grey thumbnail standardised per image — brightness, contrast, a small
-  colour cast and re-encoding barely move it, which is what copy detection needs (the first
+- ``pixel_embedding``: a colour thumbnail, each channel centred, standardised per image —
+  brightness, contrast, a small colour cast and re-encoding barely move it, while distinct images
+  of alike layout but other colours stay apart, which is what copy detection needs (the first
   round, before any backbone exists); or
 - ``backbone_embeddings``: the L2-normalised CLS token of a backbone (a registered champion).
 
@@ -32,7 +33,7 @@ from dinoflow.data.multicrop import normalize
 from dinoflow.eval.features import ImagePreprocessing, image_view
 from dinoflow.parallel import process_map
 
-GREY_WEIGHTS = torch.tensor([0.299, 0.587, 0.114])  # ITU-R BT.601 luma
+LUMA_WEIGHTS = torch.tensor([0.299, 0.587, 0.114])  # ITU-R BT.601
 
 
 def unit_rows(x: torch.Tensor) -> np.ndarray:
@@ -61,40 +62,50 @@ def crop_variants(view: torch.Tensor, tolerance: float) -> torch.Tensor:
     return torch.cat([F.interpolate(c[None], size=(size, size), mode="bilinear", antialias=True) for c in crops])
 
 
-def pixel_embedding(views: torch.Tensor, thumbnail: int, blur_sigma: float = 1.0) -> torch.Tensor:
-    """(..., 3, S, S) in [0, 1] → (..., thumbnail²): grey, Gaussian-blurred (``blur_sigma`` px of
-    the view: a pixel of shift costs little), area-averaged to ``thumbnail`` px, zero mean and
-    unit norm (a constant image maps to zeros and matches nothing)."""
+def pixel_embedding(views: torch.Tensor, thumbnail: int, colour: bool = True, blur_sigma: float = 1.5) -> torch.Tensor:
+    """(..., 3, S, S) in [0, 1] → (..., C·thumbnail²): Gaussian-blurred (``blur_sigma`` px of the
+    view: a pixel of shift or of JPEG's half-resolution chroma costs little), area-averaged to
+    ``thumbnail`` px, each channel centred on its own mean (brightness and a colour cast's offset
+    go), unit norm (a constant image maps to zeros and matches nothing).
+
+    ``colour``: the three RGB channels (C = 3). Distinct images of alike layout (the demo's light
+    objects on darker grounds) differ mostly in their hues: grey thumbnails took 40% of the demo
+    data as copies (README "Curate your data"). Off: luma only (C = 1, ITU-R BT.601), for ``whiten``
+    on a folder of grey photos, whose lack of colour variation would make whitening weigh a colour
+    cast's hue up."""
     lead = views.shape[:-3]
-    grey = torch.einsum("c,...chw->...hw", GREY_WEIGHTS, views).reshape(-1, 1, *views.shape[-2:])
+    flat = views.reshape(-1, 3, *views.shape[-2:])
+    if not colour:
+        flat = torch.einsum("c,nchw->nhw", LUMA_WEIGHTS, flat)[:, None]
     if blur_sigma > 0:
-        grey = gaussian_blur(grey, [2 * math.ceil(3 * blur_sigma) + 1] * 2, [blur_sigma] * 2)
-    small = F.adaptive_avg_pool2d(grey, thumbnail).flatten(1)
-    centred = small - small.mean(1, keepdim=True)
+        flat = gaussian_blur(flat, [2 * math.ceil(3 * blur_sigma) + 1] * 2, [blur_sigma] * 2)
+    small = F.adaptive_avg_pool2d(flat, thumbnail)
+    centred = (small - small.mean((2, 3), keepdim=True)).flatten(1)
     return (centred / centred.norm(dim=1, keepdim=True).clamp_min(1e-6)).reshape(*lead, -1)
 
 
 def _pixel_rows(path: Path, size: int, thumbnail: int, tolerance: float, max_side: int,
-                background: tuple[int, int, int]) -> np.ndarray:  # fmt: skip
+                background: tuple[int, int, int], colour: bool) -> np.ndarray:  # fmt: skip
     # One thread per worker process: a forked child inherits the parent's OpenMP pool state, and
     # more threads than cores spin against each other.
     torch.set_num_threads(1)
-    return pixel_embedding(crop_variants(load_view(path, size, max_side, background), tolerance), thumbnail).numpy()
+    view = load_view(path, size, max_side, background)
+    return pixel_embedding(crop_variants(view, tolerance), thumbnail, colour).numpy()
 
 
 def pixel_embeddings(
     paths: Sequence[Path], size: int = 32, thumbnail: int = 8, tolerance: float = 0.06, max_side: int = 64,
-    background: tuple[int, int, int] = WHITE, workers: int = 1, progress: bool = False,
+    background: tuple[int, int, int] = WHITE, colour: bool = True, workers: int = 1, progress: bool = False,
 ) -> np.ndarray:  # fmt: skip
-    """(N, V, thumbnail²) float32 unit rows of ``pixel_embedding``: each image's ``crop_variants``,
+    """(N, V, D) float32 unit rows of ``pixel_embedding``: each image's ``crop_variants``,
     the plain view first (V = 1 when ``tolerance`` cuts no pixel). Decoded in ``workers`` processes."""
-    rows = partial(
-        _pixel_rows, size=size, thumbnail=thumbnail, tolerance=tolerance, max_side=max_side, background=background
-    )
+    rows = partial(_pixel_rows, size=size, thumbnail=thumbnail, tolerance=tolerance, max_side=max_side,
+                   background=background, colour=colour)  # fmt: skip
     out = list(tqdm(process_map(rows, paths, workers=workers, chunksize=64), total=len(paths),
                     desc="embed (pixels)", unit="img", disable=not progress, mininterval=1.0))  # fmt: skip
     if not out:
-        return np.zeros((0, len(crop_variants(torch.zeros(3, size, size), tolerance)), thumbnail**2), np.float32)
+        empty = pixel_embedding(crop_variants(torch.zeros(3, size, size), tolerance), thumbnail, colour)
+        return np.zeros((0, *empty.shape), np.float32)
     return np.stack(out).astype(np.float32)
 
 

@@ -55,7 +55,10 @@ def plant_copies(
         with Image.open(source) as image:
             copy = near_copy(image.convert("RGB"), kind, rng)
         folder = root / target_dir if target_dir else source.parent
-        name = f"{source.stem}_copy{i}_{kind}.png"  # lossless: the copy keeps exactly its degradation
+        # lossless: the copy keeps exactly its degradation; a copy placed elsewhere names where its
+        # original lies, so it never overwrites a copy of a same-named image planted there
+        origin = "" if target_dir is None else f"_of_{source.parent.parent.name}"
+        name = f"{source.stem}_copy{i}_{kind}{origin}.png"
         folder.mkdir(parents=True, exist_ok=True)
         copy.save(folder / name)
         plants.append(Plant((folder / name).relative_to(root).as_posix(), original, kind))

@@ -48,8 +48,10 @@ def _embed_unwhitened(
 
     if curation.embedding == "pixels":
         vectors = pixel_embeddings(paths, curation.eval_size, curation.thumbnail, curation.crop_tolerance, max_side,
-                                   background, workers=curation.workers or os.cpu_count() or 1, progress=True)  # fmt: skip
-        return vectors, (f"pixels: blurred grey {curation.thumbnail} px thumbnails of the {curation.eval_size} px "
+                                   background, curation.colour, workers=curation.workers or os.cpu_count() or 1,
+                                   progress=True)  # fmt: skip
+        return vectors, (f"pixels: blurred {'colour' if curation.colour else 'grey'} {curation.thumbnail} px "
+                         f"thumbnails of the {curation.eval_size} px "
                          f"evaluation view, {vectors.shape[1]} crop variant(s) each")  # fmt: skip
     version = registered_version(curation.embedding)
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,8 +94,9 @@ def warn_if_most_are_duplicates(report: dict[str, Any], curation: CurationParams
         log.warning(
             "near-duplicate removal took %.0f%% of the training images (%d of %d), more than "
             "curation.warn_removed_share = %.0f%%. If the groups in curation/near_duplicates.png hold distinct "
-            "images, raise curation.duplicate_threshold (now %s), whiten the embeddings for look-alike objects "
-            "such as product shots (curation.whitening, now %s; e.g. 0.01) or embed with a trained backbone "
+            "images, raise curation.duplicate_threshold (now %s), whiten grey thumbnails of look-alike objects "
+            "such as product shots (curation.whitening, now %s; e.g. 0.01 with curation.colour=false) or embed "
+            "with a trained backbone "
             "(curation.embedding: models:/<name>@champion).",
             100 * share, report["removed"]["near_duplicate"], report["images_in"]["train"],
             100 * curation.warn_removed_share, curation.duplicate_threshold,
