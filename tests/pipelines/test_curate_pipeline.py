@@ -133,4 +133,4 @@ def test_whitened_embeddings_still_find_the_copies(planted, tmp_path, mlflow_tmp
     found = len(planted_copies - set(outputs["curated_manifest"]["path"])) / len(planted_copies)
     involved = {p for c in planted["copies"] for p in (c.copy, c.original)} | planted_copies
     distinct_removed = len(set(outputs["curation_removed"]["path"]) - involved) / planted["distinct_train"]
-    assert found >= 0.9 and distinct_removed <= 0.01  # measured: 31 of 32 copies, no distinct image
+    assert found >= 0.9 and distinct_removed <= 0.01  # measured: 30 of 32 copies, no distinct image

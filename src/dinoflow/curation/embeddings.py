@@ -62,9 +62,12 @@ def crop_variants(view: torch.Tensor, tolerance: float) -> torch.Tensor:
     return torch.cat([F.interpolate(c[None], size=(size, size), mode="bilinear", antialias=True) for c in crops])
 
 
-def pixel_embedding(views: torch.Tensor, thumbnail: int, colour: bool = True, blur_sigma: float = 1.5) -> torch.Tensor:
+def pixel_embedding(
+    views: torch.Tensor, thumbnail: int, colour: bool = True, blur_sigma: float | None = None
+) -> torch.Tensor:
     """(..., 3, S, S) in [0, 1] → (..., C·thumbnail²): Gaussian-blurred (``blur_sigma`` px of the
-    view: a pixel of shift or of JPEG's half-resolution chroma costs little), area-averaged to
+    view, so a pixel of shift costs little; by default 1.5 px in colour, where a JPEG re-encode
+    smears hue over 2 px as it keeps chroma at half resolution, and 1 px in grey), area-averaged to
     ``thumbnail`` px, each channel centred on its own mean (brightness and a colour cast's offset
     go), unit norm (a constant image maps to zeros and matches nothing).
 
@@ -77,8 +80,9 @@ def pixel_embedding(views: torch.Tensor, thumbnail: int, colour: bool = True, bl
     flat = views.reshape(-1, 3, *views.shape[-2:])
     if not colour:
         flat = torch.einsum("c,nchw->nhw", LUMA_WEIGHTS, flat)[:, None]
-    if blur_sigma > 0:
-        flat = gaussian_blur(flat, [2 * math.ceil(3 * blur_sigma) + 1] * 2, [blur_sigma] * 2)
+    sigma = (1.5 if colour else 1.0) if blur_sigma is None else blur_sigma
+    if sigma > 0:
+        flat = gaussian_blur(flat, [2 * math.ceil(3 * sigma) + 1] * 2, [sigma] * 2)
     small = F.adaptive_avg_pool2d(flat, thumbnail)
     centred = (small - small.mean((2, 3), keepdim=True)).flatten(1)
     return (centred / centred.norm(dim=1, keepdim=True).clamp_min(1e-6)).reshape(*lead, -1)
