@@ -3,7 +3,8 @@ images removed, and whether pretraining on the curated set beats the uncurated o
 
 1. Detection (seconds): three folders — the embedded generator's shapes (32 px, its default
    look), the demo data (the generator as ``data.synthetic`` sets it: 64 px, light objects on
-   darker grounds; distinct images look alike in grey) and Fashion-MNIST photos (Debian's dataset-fashion-mnist; skipped with the reason when it cannot be installed) —
+   darker grounds; distinct images look alike in grey) and Fashion-MNIST photos (Debian's
+   dataset-fashion-mnist; skipped with the reason when it cannot be installed) —
    get planted near-copies of 10% of their training images (re-encoded JPEG, resized, small crop,
    small colour cast; equal shares) and copies of 5% of their val images placed in training. For
    the pixel embedding with and without crop variants, the 16 px grey one whitened (``curation.whitening``),
@@ -59,10 +60,8 @@ from dinoflow.train.builders import build_backbone_from_config, load_backbone
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fashion_mnist import DatasetUnavailable, write_folder  # noqa: E402
-from quality_common import PARAMS, RESULTS, in_own_process, machine  # noqa: E402
+from quality_common import DEMO_DATA, PARAMS, RESULTS, in_own_process, machine  # noqa: E402
 
-# The embedded demo data's generator settings: light objects of random hues on darker grounds.
-DEMO_DATA = yaml.safe_load((PARAMS.parent / "parameters_data_ingestion.yml").read_text())["data"]["synthetic"]
 THRESHOLDS = (0.85, 0.9, 0.93, 0.95, 0.96, 0.965, 0.97, 0.98, 0.99, 0.995)
 WHITENED_SHRINKAGE = 0.01  # curation.whitening as the README suggests it for look-alike objects (grey)
 
@@ -128,8 +127,8 @@ def embeddings(frame: pd.DataFrame, root: Path, trained: Path | None = None) -> 
 
 def full_size_agreement(frame: pd.DataFrame, root: Path, planted: dict) -> dict:
     """How alike images are at the full view size (the pixel embedding with no blur at 32 px: for
-    grey photos the cosine is the pixels' Pearson correlation), for what no threshold on a pixel embedding can get
-    past: each distinct training image's closest other distinct image, and each planted copy
+    grey photos the cosine is the pixels' Pearson correlation), for what no threshold on a pixel
+    embedding can get past: each distinct training image's closest other distinct image, and each planted copy
     against its original at the best of either one's crop variants (as the curation search aligns
     them)."""
     train = frame.loc[frame["split"] == "train", "path"].tolist()

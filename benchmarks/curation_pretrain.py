@@ -32,19 +32,18 @@ from dinoflow.train.builders import load_backbone
 from e2e import fresh_clone
 from fashion_mnist import write_folder
 from quality import run_pipeline
-from quality_common import score_on
+from quality_common import DEMO_DATA, score_on
 
 CLASS_SIZES = (480, 240, 120, 60, 60, 60, 60, 60)
 SAMPLED_SHARE = 0.6
 PHOTOS = {"train": 4000, "val": 2000}
 BURST_CLASSES, BURST_IMAGES_PER_CLASS, DISTINCT_PER_CLASS = 2, 8, 150
-DEMO_LOOK = {"clutter_strokes": 1, "texture_strength": 0.1, "background_noise": 0.03, "min_contrast": 0.3,
-             "light_objects": True, "min_scale": 0.2, "max_scale": 0.45, "position_jitter": 1.0}  # fmt: skip
 
 
 def _generated_folder(root: Path, train_per_class: int, val_per_class: int, seed: int) -> Path:
-    spec = SyntheticSpec(num_classes=len(CLASS_SIZES), train_per_class=train_per_class, val_per_class=val_per_class,
-                         image_size=64, seed=seed, **DEMO_LOOK)  # fmt: skip
+    # the demo data's look, with this scenario's classes and counts
+    spec = SyntheticSpec(**{**DEMO_DATA, "num_classes": len(CLASS_SIZES), "train_per_class": train_per_class,
+                            "val_per_class": val_per_class, "seed": seed})  # fmt: skip
     generate(spec, root / "generated")
     folder = root / "folder"
     shutil.copytree(root / "generated" / "images", folder)  # images only: a plain labelled folder
@@ -94,8 +93,8 @@ def skewed_duplicated_folder(root: Path, seed: int = 0) -> dict:
 # uncurated run (validation.max_class_imbalance), so it is relaxed in both arms alike.
 RELAXED = "validation.max_class_imbalance=1000"
 # The settings the README gives for look-alike objects: 16 px grey thumbnails in the folder's whitened basis.
-WHITENED = ["curation.thumbnail=16", "curation.colour=false", "curation.whitening=0.01", "curation.duplicate_threshold=0.97",
-            "curation.decontamination_threshold=0.97"]  # fmt: skip
+# (at the default thresholds of 0.97)
+WHITENED = ["curation.thumbnail=16", "curation.colour=false", "curation.whitening=0.01"]
 SCENARIOS = {
     "bursts": (burst_duplicated_folder, {"uncurated": [RELAXED], "deduplicated": [RELAXED, "curation.enabled=true"]}),
     "photo-bursts": (photo_burst_folder, {"uncurated": [RELAXED],

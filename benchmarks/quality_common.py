@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 from dinoflow.data.shards import ShardReader
@@ -20,6 +21,8 @@ from train_step import gemm_peak  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "conf" / "base" / "parameters_pretrain.yml"
+# The embedded demo data's generator settings (data.synthetic): light objects of random hues on darker grounds.
+DEMO_DATA = yaml.safe_load((PARAMS.parent / "parameters_data_ingestion.yml").read_text())["data"]["synthetic"]
 RESULTS = ROOT / "benchmarks" / "results"
 CPU = torch.device("cpu")
 
