@@ -2,7 +2,7 @@
 (``fashion_mnist.py``), through the real pipeline (``kedro run --params data.source=...`` in a
 fresh clone), with a fixed training-time budget; in the same run, lightly's DINO example with its
 standard small-ViT recipe at the same budget on the same folder (``reference_dino.py``) and the
-supervised ceiling (the same backbone with labels, same crops, same wall time).
+supervised ceiling (the same backbone with labels on the same global crops, same wall time).
 
 Every backbone is scored with the evaluate node's protocol (weighted k-NN k=20 T=0.07 on the
 final CLS token, DINOv2's linear-probe grid) on the same 60,000 / 10,000 split. Writes
