@@ -9,8 +9,8 @@ data or the budget cannot show learning at all.
 
 Local crops are left out by default: a label describes the image, and a local crop (5-25% of it
 in the presets) often shows background only, so labelling it trains on noise and spends most of
-each step on it. On the demo data, labelling them too cut the figure from 0.550 to 0.252 in the
-same 150 s. ``--label-local-crops`` restores that older, lower ceiling for comparison.
+each step on it. On the demo data (seed 0, 150 s, before the warm-up below), labelling them too
+cut the figure from 0.601 to 0.330. ``--label-local-crops`` restores that older, lower ceiling for comparison.
 
     python benchmarks/supervised_ceiling.py --dataset data/05_model_input/dataset --seconds 150 \
         [--label-local-crops] [pretrain.preset=demo key=value ...]   # writes benchmarks/results/supervised_ceiling.json
