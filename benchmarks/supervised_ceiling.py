@@ -10,7 +10,7 @@ data or the budget cannot show learning at all.
 Local crops are left out by default: a label describes the image, and a local crop (5-25% of it
 in the presets) often shows background only, so labelling it trains on noise and spends most of
 each step on it. On the demo data (seed 0, 150 s, before the warm-up below), labelling them too
-cut the figure from 0.601 to 0.330. ``--label-local-crops`` restores that older, lower ceiling for comparison.
+cut the figure from 0.601 to 0.330. ``--label-local-crops`` restores that older, lower ceiling.
 
     python benchmarks/supervised_ceiling.py --dataset data/05_model_input/dataset --seconds 150 \
         [--label-local-crops] [pretrain.preset=demo key=value ...]   # writes benchmarks/results/supervised_ceiling.json
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from dinoflow.eval.suite import EvalSettings
 from dinoflow.train.batches import BatchStream
 from dinoflow.train.builders import build_backbone_from_config
 from dinoflow.train.distributed import DistEnv
+from dinoflow.train.schedules import cosine_schedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality_common import PARAMS, RESULTS, machine, score_on  # noqa: E402
@@ -40,21 +40,16 @@ from quality_common import PARAMS, RESULTS, machine, score_on  # noqa: E402
 # Without a warm-up the ceiling was a coin toss on the demo data: 0.601 with seed 0, 0.254 with
 # seed 1 (global crops, 150 s), as a ViT trained from scratch at full lr often is.
 WARMUP_SHARE = 0.1
-
-
-def wall_clock_lr_factor(progress: float) -> float:
-    """Share of the peak lr at ``progress`` (elapsed / budget, in [0, 1]): linear warm-up over
-    ``WARMUP_SHARE``, then a cosine to 0."""
-    if progress < WARMUP_SHARE:
-        return progress / WARMUP_SHARE
-    return 0.5 * (1 + math.cos(math.pi * (progress - WARMUP_SHARE) / (1 - WARMUP_SHARE)))
+# The lr schedule over the wall-clock budget, in steps of a thousandth of it (the step count is not
+# known in advance, so the training's per-iteration schedule is indexed by elapsed time instead).
+SCHEDULE_POINTS = 1000
 
 
 def train_supervised(cfg, dataset: Path, seconds: float, local_crops: bool = False) -> tuple[nn.Module, dict]:
     """AdamW (the config's scaled peak lr, weight decay) on cross-entropy over the global crops
     (and the local ones with ``local_crops``); the lr warms up linearly over the first
-    ``WARMUP_SHARE`` of the wall-clock budget, then decays on a cosine. Returns the backbone and
-    what it saw."""
+    ``WARMUP_SHARE`` of the wall-clock budget, then decays on a cosine (the training's
+    ``cosine_schedule``). Returns the backbone and what it saw."""
     from dinoflow.data.shards import ShardReader
 
     if not local_crops:  # not made at all, so every step's time goes to labelled views
@@ -68,6 +63,7 @@ def train_supervised(cfg, dataset: Path, seconds: float, local_crops: bool = Fal
     classifier = nn.Linear(backbone.num_features, num_classes)
     params = [*backbone.parameters(), *classifier.parameters()]
     peak = scaled_lr(cfg.optim.base_lr, cfg.optim.batch_size_per_rank, 1)
+    lr = cosine_schedule(peak, 0.0, SCHEDULE_POINTS, warmup_iters=int(WARMUP_SHARE * SCHEDULE_POINTS))
     optimizer = torch.optim.AdamW(params, lr=peak, weight_decay=cfg.optim.weight_decay)
     stream = BatchStream(images, cfg, DistEnv(), torch.device("cpu"), backbone.patch_embed.patch_size[0])
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.run.precision == "bf16")
@@ -75,7 +71,7 @@ def train_supervised(cfg, dataset: Path, seconds: float, local_crops: bool = Fal
     started, it, seen = time.perf_counter(), 0, 0
     while (elapsed := time.perf_counter() - started) < seconds:
         for group in optimizer.param_groups:
-            group["lr"] = peak * wall_clock_lr_factor(elapsed / seconds)
+            group["lr"] = lr[min(int(elapsed / seconds * SCHEDULE_POINTS), SCHEDULE_POINTS - 1)]
         crops, _ = stream.get(it)
         target = labels[stream.indices]
         with autocast:  # one forward per resolution, as the DINO student runs its crops
