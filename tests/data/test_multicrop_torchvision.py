@@ -97,12 +97,13 @@ def test_16px_crops_get_no_blur_kernel():
     assert torch.equal(mc.gaussian_blur(x, torch.tensor([0.1, 0.14]), 1), x)
 
 
-def test_views_follow_dino_colour_pipeline_with_torchvision_ops():
-    """Every view = DINO's order: flip 0.5 → ColorJitter(0.4, 0.4, 0.2, 0.1) p 0.8 (fixed order
+@pytest.mark.parametrize("hue", [0.1, 0.5])  # DINO's hue jitter, and one that reaches every hue
+def test_views_follow_dino_colour_pipeline_with_torchvision_ops(hue):
+    """Every view = DINO's order: flip 0.5 → ColorJitter(0.4, 0.4, 0.2, hue) p 0.8 (fixed order
     brightness, contrast, saturation, hue) → grayscale p 0.2 → blur (p 1.0 / 0.1 / 0.5 for
     global 1 / global 2 / local) → solarize (p 0.2, global 2 only) → normalise; here rebuilt
     image by image from torchvision ops and each sample's own uniforms."""
-    aug = mc.MultiCropAugmentation(64, (0.4, 1.0), 32, (0.05, 0.4), local_number=2)
+    aug = mc.MultiCropAugmentation(64, (0.4, 1.0), 32, (0.05, 0.4), local_number=2, hue_jitter=hue)
     assert [(p_blur, p_sol) for _, _, p_blur, p_sol in aug.views] == [(1.0, 0.0), (0.1, 0.2), (0.5, 0.0), (0.5, 0.0)]
     seeds = list(range(48))
     batch = torch.randint(0, 256, (48, 3, 96, 96), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
@@ -120,7 +121,7 @@ def test_views_follow_dino_colour_pipeline_with_torchvision_ops():
                 img = TF.adjust_brightness(img, 0.6 + 0.8 * float(u[mc._BRIGHT]))
                 img = TF.adjust_contrast(img, 0.6 + 0.8 * float(u[mc._CONTRAST]))
                 img = TF.adjust_saturation(img, 0.8 + 0.4 * float(u[mc._SAT]))
-                img, hits["jitter"] = TF.adjust_hue(img, -0.1 + 0.2 * float(u[mc._HUE])), hits["jitter"] + 1
+                img, hits["jitter"] = TF.adjust_hue(img, -hue + 2 * hue * float(u[mc._HUE])), hits["jitter"] + 1
             if u[mc._GRAY] < 0.2:
                 img, hits["gray"] = TF.rgb_to_grayscale(img, num_output_channels=3), hits["gray"] + 1
             if u[mc._BLUR] < p_blur:

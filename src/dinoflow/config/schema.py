@@ -64,6 +64,11 @@ class CropsConfig(_Section):
     jitter_strength: float = Field(
         default=1.0, ge=0.0, le=1.0, description="fraction of DINO's colour-jitter magnitudes"
     )
+    # Random per-image hues (the embedded data's colours) let two views match by colour alone; a
+    # shift that can reach every hue (0.5) takes that away (docs/demo-experiments.md).
+    hue_jitter: float = Field(
+        default=0.1, ge=0.0, le=0.5, description="largest hue shift in turns, times jitter_strength (DINO: 0.1)"
+    )
     grayscale_prob: float = Field(default=0.2, ge=0.0, le=1.0, description="share of grayscale views (DINO: 0.2)")
     # For data with no upright orientation (clip-art, microscopy, aerial images).
     rotation_degrees: float = Field(

@@ -109,9 +109,9 @@ def random_resized_crop_boxes(
     return torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
 
 
-def _colour_jitter(x: torch.Tensor, strength: float, u: torch.Tensor) -> torch.Tensor:
-    """ColorJitter(0.4, 0.4, 0.2, 0.1) x ``strength`` of (B, 3, S, S) in [0, 1], each sample with
-    the factors of its own uniforms ``u`` (B, 15); ``x`` is overwritten."""
+def _colour_jitter(x: torch.Tensor, strength: float, u: torch.Tensor, hue: float = 0.1) -> torch.Tensor:
+    """ColorJitter(0.4, 0.4, 0.2, ``hue``) x ``strength`` of (B, 3, S, S) in [0, 1], each sample
+    with the factors of its own uniforms ``u`` (B, 15); ``x`` is overwritten."""
 
     def factor(column: int, amount: float) -> torch.Tensor:
         return _between(u[:, column], 1 - amount * strength, 1 + amount * strength)
@@ -119,7 +119,7 @@ def _colour_jitter(x: torch.Tensor, strength: float, u: torch.Tensor) -> torch.T
     x = adjust_brightness(x, factor(_BRIGHT, 0.4))
     x = adjust_contrast(x, factor(_CONTRAST, 0.4))
     x = adjust_saturation(x, factor(_SAT, 0.2))
-    return adjust_hue(x, _between(u[:, _HUE], -0.1 * strength, 0.1 * strength))
+    return adjust_hue(x, _between(u[:, _HUE], -hue * strength, hue * strength))
 
 
 def _per_sample(factor: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -217,6 +217,9 @@ class MultiCropAugmentation:
         global_scale / local_scale: area fraction range of RandomResizedCrop.
         local_number: N local views.
         jitter_strength: scales DINO's colour-jitter magnitudes (1.0 = DINO).
+        hue_jitter: largest hue shift in turns before ``jitter_strength`` scales it (DINO: 0.1;
+            0.5 reaches every hue). Where hue is a random per-image identity (the embedded data's
+            colours), a full hue shift stops two views of one image from matching by colour.
         grayscale_prob: probability of a grayscale view (DINO: 0.2). When colour is a per-image
             identity (random colours), more grayscale views push the network to shapes.
         rotation_degrees: each view is rotated by an angle drawn in [-r, r] (0: off, as in DINO).
@@ -232,12 +235,13 @@ class MultiCropAugmentation:
         local_scale: tuple[float, float],
         local_number: int,
         jitter_strength: float = 1.0,
+        hue_jitter: float = 0.1,
         grayscale_prob: float = 0.2,
         rotation_degrees: float = 0.0,
     ) -> None:
         self.views = [(global_size, global_scale, 1.0, 0.0), (global_size, global_scale, 0.1, 0.2)]
         self.views += [(local_size, local_scale, 0.5, 0.0)] * local_number
-        self.jitter_strength, self.grayscale_prob = jitter_strength, grayscale_prob
+        self.jitter_strength, self.hue_jitter, self.grayscale_prob = jitter_strength, hue_jitter, grayscale_prob
         self.rotation_degrees = rotation_degrees
 
     @property
@@ -271,8 +275,8 @@ class MultiCropAugmentation:
             view = rotate(view, _between(u[:, _ROTATE], -self.rotation_degrees, self.rotation_degrees))
         view = _on_drawn(view, u[:, _FLIP] < 0.5, lambda v, _: v.flip(-1))
         if self.jitter_strength > 0:
-            jitter = self.jitter_strength
-            view = _on_drawn(view, u[:, _JITTER] < 0.8, lambda v, drawn: _colour_jitter(v, jitter, u[drawn]))
+            jitter, hue = self.jitter_strength, self.hue_jitter
+            view = _on_drawn(view, u[:, _JITTER] < 0.8, lambda v, drawn: _colour_jitter(v, jitter, u[drawn], hue))
         view = _on_drawn(view, u[:, _GRAY] < self.grayscale_prob, lambda v, _: grayscale(v).repeat(1, 3, 1, 1))
         sigma, kernel = _between(u[:, _SIGMA], *BLUR_SIGMA) * size / 224, blur_kernel_size(size)
         view = _on_drawn(view, u[:, _BLUR] < blur_p, lambda v, drawn: gaussian_blur(v, sigma[drawn], kernel))

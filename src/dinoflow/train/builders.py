@@ -94,6 +94,7 @@ def build_augmentation(cfg: PretrainConfig) -> MultiCropAugmentation:
         c.local_scale,
         c.local_number,
         c.jitter_strength,
+        c.hue_jitter,
         c.grayscale_prob,
         c.rotation_degrees,
     )
