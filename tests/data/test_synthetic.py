@@ -1,7 +1,10 @@
+import colorsys
+
 import numpy as np
+import pytest
 from PIL import Image
 
-from dinoflow.data.synthetic import SHAPES, SyntheticSpec, class_names, generate, render_sample
+from dinoflow.data.synthetic import SHAPE_SETS, SyntheticSpec, class_names, generate, render_sample
 
 
 def test_generation_is_deterministic_parallel_or_not_and_idempotent(tmp_path):
@@ -27,11 +30,51 @@ def test_layout_and_masks_match_labels(tmp_path):
         assert set(np.unique(mask)) == {0, label + 1}
 
 
-def test_every_shape_is_visible_and_distinct():
+@pytest.mark.parametrize("shapes", sorted(SHAPE_SETS))
+def test_every_shape_is_visible_and_distinct(shapes):
     rng = np.random.default_rng(0)
-    spec = SyntheticSpec(num_classes=len(SHAPES), image_size=64)
-    areas = [(render_sample(spec, label, rng)[1] > 0).mean() for label in range(len(SHAPES))]
-    assert min(areas) > 0.03  # the object is never lost outside the frame or too thin
+    spec = SyntheticSpec(num_classes=len(SHAPE_SETS[shapes]), image_size=64, shapes=shapes)
+    masks = [render_sample(spec, label, rng)[1] > 0 for label in range(spec.num_classes)]
+    assert min(m.mean() for m in masks) > 0.03  # the object is never lost outside the frame or too thin
+    yy, xx = (np.mgrid[0:64, 0:64] - 31.5) / 28.8
+    shape_masks = [fn(xx, yy) for fn in SHAPE_SETS[shapes].values()]
+    for a in range(len(shape_masks)):  # unrotated, no two classes share more than 90% of their pixels
+        for b in range(a):
+            overlap = (shape_masks[a] & shape_masks[b]).sum() / (shape_masks[a] | shape_masks[b]).sum()
+            assert overlap < 0.9, (list(SHAPE_SETS[shapes])[a], list(SHAPE_SETS[shapes])[b], overlap)
+
+
+def test_parts_share_one_silhouette_so_outlines_do_not_tell_them_apart():
+    yy, xx = np.mgrid[0:64, 0:64] / 31.5 - 1
+    radius = np.hypot(xx, yy)
+    for name, fn in SHAPE_SETS["parts"].items():
+        inside = fn(xx, yy)
+        assert not inside[radius > 0.9].any(), name  # all within the same disc
+        assert inside[(radius > 0.8) & (radius <= 0.9)].mean() > 0.3, name  # and reaching its rim
+
+
+def test_hue_colours_keep_lightness_and_saturation_and_the_figure_lighter():
+    luma = np.array([0.299, 0.587, 0.114])
+    spec = SyntheticSpec(num_classes=4, image_size=32, texture_strength=0.0, background_noise=0.0, clutter_strokes=0,
+                         colours="hue", shapes="parts")  # fmt: skip
+    hues = []
+    for label in range(4):
+        for index in range(25):
+            image, mask = render_sample(spec, label, np.random.default_rng([label, index]))
+            pixels = image.astype(float) / 255
+            obj = pixels[mask > 0].mean(axis=0)
+            hue, lightness, saturation = colorsys.rgb_to_hls(*obj)
+            assert lightness == pytest.approx(0.7, abs=0.01) and saturation == pytest.approx(0.8, abs=0.02)
+            assert (pixels[mask > 0] @ luma).min() > (pixels[mask == 0] @ luma).max() + 0.05
+            hues.append(hue)
+    assert np.histogram(hues, bins=4, range=(0, 1))[0].min() >= 10  # every quarter of the hue circle
+
+
+def test_unknown_class_set_or_colour_model_is_refused_in_words():
+    with pytest.raises(ValueError, match="shapes must be one of"):
+        SyntheticSpec(shapes="blobs")
+    with pytest.raises(ValueError, match="colours must be 'rgb' or 'hue'"):
+        SyntheticSpec(colours="cmyk")
 
 
 def test_min_contrast_separates_object_from_background_whatever_the_class():

@@ -28,13 +28,19 @@ class SyntheticParams(_Params):
     texture_strength: float = Field(ge=0.0, le=1.0, description="stripes/noise on the object colour")
     background_noise: float = Field(ge=0.0, description="per-pixel noise on the background")
     min_contrast: float = Field(
-        default=0.0, ge=0.0, le=0.5, description="least luminance gap object vs background colours"
+        default=0.0, ge=0.0, le=0.5, description="rgb colours: least luminance gap object vs background"
     )
     min_scale: float = Field(default=0.2, ge=0.05, le=0.5, description="object half-size / image side, lower bound")
     max_scale: float = Field(default=0.45, ge=0.05, le=0.5, description="object half-size / image side, upper bound")
     position_jitter: float = Field(default=1.0, ge=0.0, le=1.0, description="share of the free room the centre may use")
     light_objects: bool = Field(
         default=False, description="the object is lighter than its background (hues stay random)"
+    )
+    shapes: Literal["outlines", "parts"] = Field(
+        default="outlines", description="class set: plain silhouettes, or round ones told apart by their parts"
+    )
+    colours: Literal["rgb", "hue"] = Field(
+        default="rgb", description="uniform RGB colours, or random hues with the object lighter than its background"
     )
     seed: int = Field(description="generator / sampler seed")
 

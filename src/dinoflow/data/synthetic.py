@@ -6,6 +6,13 @@ and background colours, object texture (stripes or noise), background gradient a
 clutter strokes, object scale, position and rotation. Each image comes with a per-pixel
 mask (class id + 1 on the object, 0 on background) for the segmentation probe.
 
+Two class sets: ``outlines`` (ten plain silhouettes) and ``parts`` (round silhouettes told apart
+by their holes, slots, spokes and notches, so raw pixels cannot match outlines). Two colour
+models: ``rgb`` (object and background gradient ends uniform in RGB) and ``hue`` (random hues,
+the object at a fixed lightness and saturation, the background ends darker). Random RGB colours give two crops of one image a cue they
+share more reliably than the shape, and a self-supervised teacher learns colour instead
+(docs/demo-experiments.md); a random hue is as random but a hue jitter can take it away.
+
 The output is an ordinary image folder, so the rest of the platform cannot tell it from a
 user's data::
 
@@ -18,6 +25,7 @@ Usage: ``python -m dinoflow.data.synthetic --out data/01_raw/synthetic``.
 from __future__ import annotations
 
 import argparse
+import colorsys
 import hashlib
 import json
 import os
@@ -45,7 +53,7 @@ def _triangle(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return (v <= 0.75) & (v >= -0.85 + 1.7 * np.abs(u))
 
 
-SHAPES: dict[str, ShapeFn] = {
+OUTLINES: dict[str, ShapeFn] = {
     "disc": lambda u, v: np.hypot(u, v) <= 0.85,
     "ring": lambda u, v: (np.hypot(u, v) <= 0.9) & (np.hypot(u, v) >= 0.55),
     "square": lambda u, v: np.maximum(np.abs(u), np.abs(v)) <= 0.7,
@@ -61,6 +69,35 @@ SHAPES: dict[str, ShapeFn] = {
 }
 
 
+def _radius(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return np.hypot(u, v)
+
+
+def _in_disc(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return _radius(u, v) <= 0.9
+
+
+def _plus(u: np.ndarray, v: np.ndarray, width: float, length: float) -> np.ndarray:
+    """Two crossing bars of half-width ``width`` and half-length ``length``."""
+    return ((np.abs(u) <= width) & (np.abs(v) <= length)) | ((np.abs(v) <= width) & (np.abs(u) <= length))
+
+
+# Every part shape fits the same disc (radius 0.9): what tells them apart is inside it.
+PARTS: dict[str, ShapeFn] = {
+    "disc": _in_disc,
+    "ring": lambda u, v: _in_disc(u, v) & (_radius(u, v) >= 0.5),
+    "target": lambda u, v: (_radius(u, v) <= 0.3) | ((_radius(u, v) >= 0.55) & _in_disc(u, v)),
+    "wheel": lambda u, v: _in_disc(u, v) & ((_radius(u, v) >= 0.65) | _plus(u, v, 0.14, 1.0)),
+    "slots": lambda u, v: _in_disc(u, v) & (np.abs(np.abs(v) - 0.3) >= 0.13),
+    "perforated": lambda u, v: _in_disc(u, v) & (np.hypot(np.abs(u) - 0.4, np.abs(v) - 0.4) >= 0.2),
+    "pacman": lambda u, v: _in_disc(u, v) & ~((u > 0) & (np.abs(v) < u * 0.8)),
+    "split": lambda u, v: _in_disc(u, v) & (np.abs(u) >= 0.14),
+    "gear": lambda u, v: _in_disc(u, v) & ((_radius(u, v) <= 0.6) | (np.arctan2(v, u) * 6 / (2 * np.pi) % 1 < 0.55)),
+    "crosshole": lambda u, v: _in_disc(u, v) & ~_plus(u, v, 0.15, 0.6),
+}
+SHAPE_SETS: dict[str, dict[str, ShapeFn]] = {"outlines": OUTLINES, "parts": PARTS}
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
     """What to generate; the hash of this spec names the dataset version."""
@@ -72,16 +109,22 @@ class SyntheticSpec:
     clutter_strokes: int = 1
     texture_strength: float = 0.2  # amplitude of the stripes/noise modulating the object colour
     background_noise: float = 0.03  # std of per-pixel background noise (images in [0, 1])
-    min_contrast: float = 0.0  # least luminance gap between the object and its background, all along
+    min_contrast: float = 0.0  # rgb colours: least luminance gap between the object and its background
     min_scale: float = 0.2  # object half-size as a share of the image side, drawn in [min_scale, max_scale]
     max_scale: float = 0.45
     position_jitter: float = 1.0  # share of the free room the object centre may move into (0: centred)
-    light_objects: bool = False  # the object is lighter than its background (hues stay random)
+    light_objects: bool = False  # rgb colours: the object is lighter than its background (hues stay random)
+    shapes: str = "outlines"  # the class set: a key of SHAPE_SETS
+    colours: str = "rgb"  # rgb: uniform RGB colours; hue: random hues, the object lighter than its ground
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 2 <= self.num_classes <= len(SHAPES):
-            raise ValueError(f"num_classes must be in [2, {len(SHAPES)}], got {self.num_classes}")
+        if self.shapes not in SHAPE_SETS:
+            raise ValueError(f"shapes must be one of {sorted(SHAPE_SETS)}, got {self.shapes!r}")
+        if self.colours not in ("rgb", "hue"):
+            raise ValueError(f"colours must be 'rgb' or 'hue', got {self.colours!r}")
+        if not 2 <= self.num_classes <= len(SHAPE_SETS[self.shapes]):
+            raise ValueError(f"num_classes must be in [2, {len(SHAPE_SETS[self.shapes])}], got {self.num_classes}")
         if self.image_size < 16:
             raise ValueError(f"image_size must be >= 16, got {self.image_size}")
         if not 0.05 <= self.min_scale <= self.max_scale <= 0.5:
@@ -135,6 +178,28 @@ def _colours(rng: np.random.Generator, min_contrast: float, light_objects: bool)
     return colour, np.stack(ends)
 
 
+# The hue model (HLS): the object at one lightness and saturation, the background ends darker, each
+# at its own lightness. Any object hue is lighter than any background colour (luma at least 0.51
+# against at most 0.44), so the figure stands on its ground as with min_contrast. The background's
+# lightness varies so that distinct images of one class do not pass for copies in curation's
+# colour thumbnails.
+OBJECT_LIGHTNESS, OBJECT_SATURATION = 0.7, 0.8
+BACKGROUND_LIGHTNESS, BACKGROUND_SATURATION = (0.15, 0.3), 0.6
+
+
+def _hue_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The object's colour (3,) and the two background gradient ends (2, 3), each of a uniform
+    random hue; the object at the model's fixed lightness and saturation, each end at a uniform
+    random lightness in ``BACKGROUND_LIGHTNESS``."""
+    hues = rng.uniform(0, 1, 3)
+    colour = np.array(colorsys.hls_to_rgb(hues[0], OBJECT_LIGHTNESS, OBJECT_SATURATION))
+    lightness = rng.uniform(*BACKGROUND_LIGHTNESS, 2)
+    ends = np.array(
+        [colorsys.hls_to_rgb(h, v, BACKGROUND_SATURATION) for h, v in zip(hues[1:], lightness, strict=True)]
+    )
+    return colour, ends
+
+
 def _background(
     rng: np.random.Generator, ends: np.ndarray, size: int, yy: np.ndarray, xx: np.ndarray, noise: float
 ) -> np.ndarray:
@@ -164,7 +229,10 @@ def render_sample(spec: SyntheticSpec, label: int, rng: np.random.Generator):
     """
     size = spec.image_size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    colour, ends = _colours(rng, spec.min_contrast, spec.light_objects)
+    if spec.colours == "hue":
+        colour, ends = _hue_colours(rng)
+    else:
+        colour, ends = _colours(rng, spec.min_contrast, spec.light_objects)
     img = _background(rng, ends, size, yy, xx, spec.background_noise)
     _draw_clutter(rng, img, spec.clutter_strokes)
 
@@ -176,7 +244,8 @@ def render_sample(spec: SyntheticSpec, label: int, rng: np.random.Generator):
     du, dv = (xx - cx) / half, (yy - cy) / half
     u = du * np.cos(angle) + dv * np.sin(angle)
     v = -du * np.sin(angle) + dv * np.cos(angle)
-    inside = SHAPES[list(SHAPES)[label]](u, v)
+    shapes = SHAPE_SETS[spec.shapes]
+    inside = shapes[list(shapes)[label]](u, v)
 
     fill = colour[None, None] * _texture(rng, size, yy, xx, spec.texture_strength)[..., None]
     img = np.where(inside[..., None], fill, img)
@@ -186,7 +255,7 @@ def render_sample(spec: SyntheticSpec, label: int, rng: np.random.Generator):
 
 
 def class_names(spec: SyntheticSpec) -> list[str]:
-    return [f"{i:02d}_{name}" for i, name in enumerate(list(SHAPES)[: spec.num_classes])]
+    return [f"{i:02d}_{name}" for i, name in enumerate(list(SHAPE_SETS[spec.shapes])[: spec.num_classes])]
 
 
 def _write_class(spec: SyntheticSpec, root: Path, split_id: int, label: int) -> None:
