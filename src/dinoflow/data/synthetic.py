@@ -9,9 +9,10 @@ mask (class id + 1 on the object, 0 on background) for the segmentation probe.
 Two class sets: ``outlines`` (ten plain silhouettes) and ``parts`` (round silhouettes told apart
 by their holes, slots, spokes and notches, so raw pixels cannot match outlines). Two colour
 models: ``rgb`` (object and background gradient ends uniform in RGB) and ``hue`` (random hues,
-the object at a fixed lightness and saturation, the background ends darker). Random RGB colours give two crops of one image a cue they
-share more reliably than the shape, and a self-supervised teacher learns colour instead
-(docs/demo-experiments.md); a random hue is as random but a hue jitter can take it away.
+the object at a fixed lightness and saturation, the background ends darker). Random RGB colours
+give two crops of one image a cue they share more reliably than the shape, and a self-supervised
+teacher learns colour instead (docs/demo-experiments.md); a random hue is as random, but a hue
+jitter can take it away.
 
 The output is an ordinary image folder, so the rest of the platform cannot tell it from a
 user's data::
