@@ -73,7 +73,7 @@ def test_hue_colours_keep_lightness_and_saturation_and_the_figure_lighter():
 def test_unknown_class_set_or_colour_model_is_refused_in_words():
     with pytest.raises(ValueError, match="shapes must be one of"):
         SyntheticSpec(shapes="blobs")
-    with pytest.raises(ValueError, match="colours must be 'rgb' or 'hue'"):
+    with pytest.raises(ValueError, match=r"colours must be one of \['rgb', 'hue'\]"):
         SyntheticSpec(colours="cmyk")
 
 

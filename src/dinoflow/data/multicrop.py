@@ -109,7 +109,7 @@ def random_resized_crop_boxes(
     return torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
 
 
-def _colour_jitter(x: torch.Tensor, strength: float, u: torch.Tensor, hue: float = 0.1) -> torch.Tensor:
+def _colour_jitter(x: torch.Tensor, strength: float, u: torch.Tensor, hue: float) -> torch.Tensor:
     """ColorJitter(0.4, 0.4, 0.2, ``hue``) x ``strength`` of (B, 3, S, S) in [0, 1], each sample
     with the factors of its own uniforms ``u`` (B, 15); ``x`` is overwritten."""
 

@@ -70,12 +70,8 @@ OUTLINES: dict[str, ShapeFn] = {
 }
 
 
-def _radius(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    return np.hypot(u, v)
-
-
 def _in_disc(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    return _radius(u, v) <= 0.9
+    return np.hypot(u, v) <= 0.9
 
 
 def _plus(u: np.ndarray, v: np.ndarray, width: float, length: float) -> np.ndarray:
@@ -86,17 +82,18 @@ def _plus(u: np.ndarray, v: np.ndarray, width: float, length: float) -> np.ndarr
 # Every part shape fits the same disc (radius 0.9): what tells them apart is inside it.
 PARTS: dict[str, ShapeFn] = {
     "disc": _in_disc,
-    "ring": lambda u, v: _in_disc(u, v) & (_radius(u, v) >= 0.5),
-    "target": lambda u, v: (_radius(u, v) <= 0.3) | ((_radius(u, v) >= 0.55) & _in_disc(u, v)),
-    "wheel": lambda u, v: _in_disc(u, v) & ((_radius(u, v) >= 0.65) | _plus(u, v, 0.14, 1.0)),
+    "ring": lambda u, v: _in_disc(u, v) & (np.hypot(u, v) >= 0.5),
+    "target": lambda u, v: (np.hypot(u, v) <= 0.3) | ((np.hypot(u, v) >= 0.55) & _in_disc(u, v)),
+    "wheel": lambda u, v: _in_disc(u, v) & ((np.hypot(u, v) >= 0.65) | _plus(u, v, 0.14, 1.0)),
     "slots": lambda u, v: _in_disc(u, v) & (np.abs(np.abs(v) - 0.3) >= 0.13),
     "perforated": lambda u, v: _in_disc(u, v) & (np.hypot(np.abs(u) - 0.4, np.abs(v) - 0.4) >= 0.2),
     "pacman": lambda u, v: _in_disc(u, v) & ~((u > 0) & (np.abs(v) < u * 0.8)),
     "split": lambda u, v: _in_disc(u, v) & (np.abs(u) >= 0.14),
-    "gear": lambda u, v: _in_disc(u, v) & ((_radius(u, v) <= 0.6) | (np.arctan2(v, u) * 6 / (2 * np.pi) % 1 < 0.55)),
+    "gear": lambda u, v: _in_disc(u, v) & ((np.hypot(u, v) <= 0.6) | (np.arctan2(v, u) * 6 / (2 * np.pi) % 1 < 0.55)),
     "crosshole": lambda u, v: _in_disc(u, v) & ~_plus(u, v, 0.15, 0.6),
 }
 SHAPE_SETS: dict[str, dict[str, ShapeFn]] = {"outlines": OUTLINES, "parts": PARTS}
+COLOUR_MODELS = ("rgb", "hue")
 
 
 @dataclass(frozen=True)
@@ -122,8 +119,8 @@ class SyntheticSpec:
     def __post_init__(self) -> None:
         if self.shapes not in SHAPE_SETS:
             raise ValueError(f"shapes must be one of {sorted(SHAPE_SETS)}, got {self.shapes!r}")
-        if self.colours not in ("rgb", "hue"):
-            raise ValueError(f"colours must be 'rgb' or 'hue', got {self.colours!r}")
+        if self.colours not in COLOUR_MODELS:
+            raise ValueError(f"colours must be one of {list(COLOUR_MODELS)}, got {self.colours!r}")
         if not 2 <= self.num_classes <= len(SHAPE_SETS[self.shapes]):
             raise ValueError(f"num_classes must be in [2, {len(SHAPE_SETS[self.shapes])}], got {self.num_classes}")
         if self.image_size < 16:
