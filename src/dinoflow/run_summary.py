@@ -34,7 +34,7 @@ def evaluation_lines(m: Mapping[str, float], k: int, temperature: float) -> list
     ]
     if "seg_miou" in m:
         lines.append(
-            f"Segmentation mIoU (linear, patch tokens): trained {m['seg_miou']:.3f} "
+            f"Segmentation mIoU (linear, patch + CLS tokens): trained {m['seg_miou']:.3f} "
             f"| random init {m['seg_miou_random_init']:.3f} | background everywhere {m['seg_miou_majority']:.3f}"
         )
     return lines

@@ -11,8 +11,17 @@ import pytest
 import torch
 from PIL import Image
 
+from dinoflow.data.multicrop import normalize
 from dinoflow.data.shards import ImageRecord, ShardReader, build_shard, save_shard
-from dinoflow.eval.features import ImagePreprocessing, evaluation_batches, evaluation_views, image_view, view_batches
+from dinoflow.eval.features import (
+    ImagePreprocessing,
+    evaluation_batches,
+    evaluation_views,
+    extract_features,
+    image_view,
+    view_batches,
+)
+from dinoflow.models.backbone import build_backbone
 
 PREPROCESSING = ImagePreprocessing(image_size=16, max_side=24, max_aspect=1.5, background=(0, 0, 0))
 
@@ -68,3 +77,23 @@ def test_views_decoded_once_are_the_streamed_views(tmp_path, side, dtype):
     views = evaluation_views(reader, p.image_size)
     assert views.dtype == dtype and views.shape == (5, 3, 16, 16)
     assert torch.equal(torch.cat(list(view_batches(views, batch_size=2))), stored_views(files, p))
+
+
+def test_segmentation_inputs_pair_each_blocks_patch_tokens_with_its_cls_token():
+    """The segmentation probe's input: the last m blocks' patch tokens (oldest first, as a
+    (N, m D, h, w) grid) and the CLS tokens of the same blocks, as the backbone computes them."""
+    backbone, dim = build_backbone("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=24, depth=4,
+                                   num_heads=2, fused_attn=False)  # fmt: skip
+    images = torch.rand(5, 3, 16, 16)
+    features = extract_features(backbone, [images[:3], images[3:]], patch_blocks=2)
+    patches, cls = features.segmentation_inputs()
+    assert patches.shape == (5, 2 * dim, 4, 4) and cls.shape == (5, 2 * dim)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        blocks = backbone.forward_intermediates(normalize(images), indices=2, norm=True, output_fmt="NLC",
+                                                intermediates_only=True, return_prefix_tokens=True)  # fmt: skip
+    for i, (block_patches, block_prefix) in enumerate(blocks):
+        grid = block_patches.transpose(1, 2).reshape(5, dim, 4, 4).to(torch.bfloat16)
+        assert torch.equal(patches[:, i * dim : (i + 1) * dim], grid)
+        torch.testing.assert_close(cls[:, i * dim : (i + 1) * dim], block_prefix[:, 0].float())
+    assert torch.equal(features.last_patch_tokens, patches[:, dim:])
+    assert extract_features(backbone, [images], patch_blocks=0).patch_tokens is None

@@ -116,18 +116,20 @@ class Features:
     probe_inputs: (N, (n + 1) D): the CLS tokens of the last n = min(4, depth) blocks (oldest
         first), then the average of the last block's patch tokens. Every linear-probe variant is
         a column range of it (``variant_columns``), so the probes share one matrix.
-    patch_tokens: (N, D, h, w) last-block patch tokens after the final norm (bf16, to halve memory).
+    dim: D, the backbone's width.
+    patch_tokens: (N, m D, h, w) patch tokens of the last m <= n blocks after the final norm (oldest
+        first, D channels each; bf16, to halve memory), or None when none were kept.
     """
 
     probe_inputs: torch.Tensor
-    patch_tokens: torch.Tensor
+    dim: int
+    patch_tokens: torch.Tensor | None = None
 
     @property
     def variant_columns(self) -> dict[str, slice]:
         """DINOv2's probe inputs: "cls1" (the backbone's output; k-NN uses it), "cls1+avgpool",
         "cls4" (the last n CLS tokens), "cls4+avgpool" → their columns of ``probe_inputs``."""
-        dim = self.patch_tokens.shape[1]
-        blocks = self.probe_inputs.shape[1] // dim - 1
+        dim, blocks = self.dim, self.probe_inputs.shape[1] // self.dim - 1
         last = slice((blocks - 1) * dim, blocks * dim)
         return {"cls1": last, "cls1+avgpool": slice(last.start, last.stop + dim), "cls4": slice(0, blocks * dim),
                 "cls4+avgpool": slice(0, (blocks + 1) * dim)}  # fmt: skip
@@ -136,15 +138,32 @@ class Features:
         """(N, width) view of one probe input, e.g. ``variant("cls1")``."""
         return self.probe_inputs[:, self.variant_columns[name]]
 
+    @property
+    def last_patch_tokens(self) -> torch.Tensor:
+        """(N, D, h, w): the last block's patch tokens."""
+        return self.patch_tokens[:, -self.dim :]
+
+    def segmentation_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(patch tokens (N, m D, h, w), CLS tokens (N, m D)) of the same last m blocks: the
+        segmentation probe's input (``segmentation.probe_input``)."""
+        cls_end = self.variant_columns["cls1"].stop
+        return self.patch_tokens, self.probe_inputs[:, cls_end - self.patch_tokens.shape[1] : cls_end]
+
 
 @torch.no_grad()
 def extract_features(
-    backbone: nn.Module, batches: Iterable[torch.Tensor], num_batches: int | None = None, desc: str = "features"
+    backbone: nn.Module,
+    batches: Iterable[torch.Tensor],
+    num_batches: int | None = None,
+    desc: str = "features",
+    patch_blocks: int = 1,
 ) -> Features:
     """One pass of the frozen backbone (bf16 autocast) over evaluation views.
 
     Args:
         batches: (B, 3, S, S) evaluation views in [0, 1] (``evaluation_batches``).
+        patch_blocks: keep the patch tokens of the last min(patch_blocks, n) blocks (0: none; they
+            cost (h w) times the memory of the CLS tokens).
     """
     backbone.eval()
     inputs, patch = [], []
@@ -160,13 +179,18 @@ def extract_features(
                 intermediates_only=True,
                 return_prefix_tokens=True,
             )  # last 4 blocks: (patch tokens (B, N, D), prefix tokens (B, P, D)), final norm applied
-            _keep(blocks, inputs, patch)
-    return Features(torch.cat(inputs), torch.cat(patch))
+            _keep(blocks, inputs, patch, patch_blocks)
+    return Features(torch.cat(inputs), backbone.num_features, torch.cat(patch) if patch_blocks else None)
 
 
-def _keep(blocks: list[tuple[torch.Tensor, torch.Tensor]], inputs: list, patch: list) -> None:
-    """Appends one batch's probe inputs (B, (n + 1) D) fp32 and (B, D, h, w) bf16 patch tokens."""
-    patches = blocks[-1][0]
-    side = math.isqrt(patches.shape[1])
-    inputs.append(torch.cat([*(prefix[:, 0].float() for _, prefix in blocks), patches.float().mean(dim=1)], dim=1))
-    patch.append(patches.to(torch.bfloat16).transpose(1, 2).reshape(len(patches), -1, side, side))
+def _keep(blocks: list[tuple[torch.Tensor, torch.Tensor]], inputs: list, patch: list, patch_blocks: int) -> None:
+    """Appends one batch's probe inputs (B, (n + 1) D) fp32 and, for ``patch_blocks`` > 0, its
+    (B, m D, h, w) bf16 patch tokens."""
+    last = blocks[-1][0]
+    inputs.append(torch.cat([*(prefix[:, 0].float() for _, prefix in blocks), last.float().mean(dim=1)], dim=1))
+    if patch_blocks:
+        side = math.isqrt(last.shape[1])
+        grids = [
+            p.to(torch.bfloat16).transpose(1, 2).reshape(len(p), -1, side, side) for p, _ in blocks[-patch_blocks:]
+        ]
+        patch.append(torch.cat(grids, dim=1))

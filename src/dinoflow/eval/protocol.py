@@ -35,6 +35,7 @@ def eval_settings(evaluate: EvaluateParams, image_size: int) -> EvalSettings:
         temperature=evaluate.knn_temperature,
         linear_epochs=evaluate.linear_epochs,
         segmentation_epochs=evaluate.segmentation_epochs,
+        segmentation_lr=evaluate.segmentation_lr,
         batch_size=evaluate.batch_size,
     )
 

@@ -2,7 +2,7 @@
 
 The trained teacher backbone is scored with DINO's weighted k-NN (val split queries the train
 split) for several k, with DINOv2's grid of linear probes and, where the splits have masks, with
-DINOv2's linear segmentation probe on patch tokens; the same architecture at its random
+a DINOv2 linear segmentation probe (patch and CLS tokens of the last four blocks); the same architecture at its random
 initialisation (the run's starting point) and standardised raw pixels are scored with the same
 k-NN and the same probes, so every figure has its baseline next to it.
 """
@@ -31,6 +31,7 @@ class EvalSettings:
     temperature: float = 0.07
     linear_epochs: int = 30
     segmentation_epochs: int = 20
+    segmentation_lr: float = 1e-2
     batch_size: int = 256
 
 
@@ -59,8 +60,11 @@ def score_backbone(
         ``{"knn": {"top1", "top5", "top1_k<k>"...}, ["linear": float, "linear_head": str], ["seg": float]}``.
     """
     # One feature pass per split serves every protocol: k-NN uses the final CLS token ("cls1").
+    patch_blocks = 4 if data.masks is not None else 0  # patch tokens only for the segmentation probe
     train, val = (
-        extract_features(model, data.batches(i, settings), -(-len(v) // settings.batch_size), f"{name} {split}")
+        extract_features(
+            model, data.batches(i, settings), -(-len(v) // settings.batch_size), f"{name} {split}", patch_blocks
+        )
         for i, (v, split) in enumerate(zip(data.views, ("train", "val"), strict=True))
     )
     result = {"knn": _knn(cosine_blocks(train.variant("cls1"), val.variant("cls1")), data, settings)}
@@ -73,8 +77,9 @@ def score_backbone(
         result["linear"] = accuracies[result["linear_head"]]
     if data.masks is not None:
         result["seg"] = segmentation_miou(
-            train.patch_tokens, data.masks[0], val.patch_tokens, data.masks[1], settings.segmentation_epochs
-        )
+            train.segmentation_inputs(), data.masks[0], val.segmentation_inputs(), data.masks[1],
+            settings.segmentation_epochs, settings.segmentation_lr,
+        )  # fmt: skip
     return result
 
 

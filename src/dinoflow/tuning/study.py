@@ -127,7 +127,7 @@ class Objective:
 
     def online_knn(self, backbone: torch.nn.Module, image_size: int) -> float:
         """Weighted k-NN top-1 (``knn_k``, ``knn_temperature``) of the teacher on the fixed val subset."""
-        train, val = (extract_features(backbone, evaluation_batches(s, image_size, 256)).variant("cls1")
+        train, val = (extract_features(backbone, evaluation_batches(s, image_size, 256), patch_blocks=0).variant("cls1")
                       for s in self.probe_sets)  # fmt: skip
         scores = knn_classify(train, self.probe_sets[0].labels(), val, self.num_classes, self.knn_k,
                               self.knn_temperature)  # fmt: skip

@@ -54,7 +54,7 @@ def _pictures(backbone, dataset_index: DatasetIndex, training_curve: pd.DataFram
         return {}
     val = ShardReader.from_index(Path(dataset_index.dir), "val")
     images = next(evaluation_batches(val, image_size, evaluate.pictures))
-    tokens = extract_features(backbone, [images]).patch_tokens
+    tokens = extract_features(backbone, [images]).last_patch_tokens
     pictures = render_pictures(backbone, images, tokens)
     records = [{k: v for k, v in row.items() if pd.notna(v)} for row in training_curve.to_dict("records")]
     if records:  # a run trained before its metrics log existed has none
