@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+SEGMENTATION_BLOCKS = 4  # the last blocks whose tokens the probe reads, as DINOv2's four-block linear heads
+
 
 def probe_input(patch_tokens: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
     """(B, P, h, w) patch tokens and (B, G) CLS tokens → (B, P + G, h, w) float: every patch token

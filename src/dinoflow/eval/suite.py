@@ -2,9 +2,9 @@
 
 The trained teacher backbone is scored with DINO's weighted k-NN (val split queries the train
 split) for several k, with DINOv2's grid of linear probes and, where the splits have masks, with
-a DINOv2 linear segmentation probe (patch and CLS tokens of the last four blocks); the same architecture at its random
-initialisation (the run's starting point) and standardised raw pixels are scored with the same
-k-NN and the same probes, so every figure has its baseline next to it.
+a DINOv2 linear segmentation probe (patch and CLS tokens of the last four blocks); the same
+architecture at its random initialisation (the run's starting point) and standardised raw pixels
+are scored with the same k-NN and the same probes, so every figure has its baseline next to it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dinoflow.data.shards import ShardReader
 from dinoflow.eval.features import evaluation_masks, evaluation_views, extract_features, view_batches
 from dinoflow.eval.knn import centred_byte_cosine_blocks, cosine_blocks, knn_votes, top_k_accuracy
 from dinoflow.eval.linear_probe import train_linear_probes
-from dinoflow.eval.segmentation import mean_iou, segmentation_miou
+from dinoflow.eval.segmentation import SEGMENTATION_BLOCKS, mean_iou, segmentation_miou
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def score_backbone(
         ``{"knn": {"top1", "top5", "top1_k<k>"...}, ["linear": float, "linear_head": str], ["seg": float]}``.
     """
     # One feature pass per split serves every protocol: k-NN uses the final CLS token ("cls1").
-    patch_blocks = 4 if data.masks is not None else 0  # patch tokens only for the segmentation probe
+    patch_blocks = SEGMENTATION_BLOCKS if data.masks is not None else 0  # only the segmentation probe reads them
     train, val = (
         extract_features(
             model, data.batches(i, settings), -(-len(v) // settings.batch_size), f"{name} {split}", patch_blocks
