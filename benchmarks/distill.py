@@ -45,7 +45,7 @@ from quality_common import machine  # noqa: E402
 PRESETS = yaml.safe_load((ROOT / "conf" / "base" / "parameters_pretrain.yml").read_text())["pretrain_presets"]
 STUDENT_MODEL = {"embed_dim": 64, "depth": 2, "num_heads": 2}
 EVALUATE = EvaluateParams(knn_k=20, knn_ks=[20], knn_temperature=0.07, linear_epochs=1, segmentation_epochs=1,
-                          batch_size=256, pictures=0)  # fmt: skip
+                          segmentation_lr=0.01, batch_size=256, pictures=0)  # fmt: skip
 
 
 class _NoSink:

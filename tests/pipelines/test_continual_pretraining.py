@@ -64,7 +64,8 @@ def make_catalog(dataset_index: dict, pretrain_params: dict, tmp_path: Path) -> 
     )
     catalog["params:register"] = RegisterParams(model_name=MODEL, alias="challenger")
     catalog["params:evaluate"] = EvaluateParams(knn_k=5, knn_ks=[5], knn_temperature=0.07, linear_epochs=1,
-                                                segmentation_epochs=1, batch_size=16, pictures=0)  # fmt: skip
+                                                segmentation_epochs=1, segmentation_lr=0.01, batch_size=16,
+                                                pictures=0)  # fmt: skip
     catalog["metrics"] = {"knn_top1": 0.5}  # what evaluate would score: not under test here
     catalog["data_source"] = {"kind": "synthetic", "root": "unused"}
     catalog["validation_report"] = {"success": True}

@@ -48,6 +48,7 @@ def catalog(tiny_shards, tiny_config, tmp_path):
         knn_temperature=0.07,
         linear_epochs=3,
         segmentation_epochs=2,
+        segmentation_lr=0.01,
         batch_size=16,
         pictures=3,
     )

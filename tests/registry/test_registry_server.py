@@ -61,7 +61,8 @@ def register(cfg, tmp_path: Path, validation: str, evidence: dict | None = None,
 
 def evaluate_params(tmp_path: Path) -> EvaluateParams:
     return EvaluateParams(
-        knn_k=5, knn_ks=[5], knn_temperature=0.07, linear_epochs=1, segmentation_epochs=2, batch_size=16, pictures=0,
+        knn_k=5, knn_ks=[5], knn_temperature=0.07, linear_epochs=1, segmentation_epochs=2, segmentation_lr=0.01,
+        batch_size=16, pictures=0,
     )  # fmt: skip
 
 

@@ -39,7 +39,7 @@ def tune_params(tmp_path: Path, storage: str, n_trials: int, workers: int) -> Tu
 
 def run_tune(tiny_config, tiny_shards, tmp_path, params: TuneParams) -> tuple[dict, dict, dict]:
     evaluate = EvaluateParams(knn_k=20, knn_ks=[20], knn_temperature=0.07, linear_epochs=1, segmentation_epochs=1,
-                              pictures=0, batch_size=64)  # fmt: skip
+                              segmentation_lr=0.01, pictures=0, batch_size=64)  # fmt: skip
     return tune_node(DatasetIndex.model_validate(tiny_shards), to_dict(tiny_config), {}, params, evaluate)
 
 

@@ -231,9 +231,7 @@ class EvaluateParams(_Params):
     knn_ks: list[int] = Field(min_length=1, description="also reported as knn_top1_k<k>")
     linear_epochs: int = Field(ge=1, description="epochs of the linear-probe grid")
     segmentation_epochs: int = Field(ge=1, description="epochs of the segmentation probe")
-    segmentation_lr: float = Field(
-        default=0.01, gt=0.0, description="peak AdamW learning rate of the segmentation probe"
-    )
+    segmentation_lr: float = Field(gt=0.0, description="peak AdamW learning rate of the segmentation probe")
     pictures: int = Field(ge=0, description="validation images shown in the attention / PCA figures")
     knn_temperature: float = Field(gt=0.0, description="vote weight exp(sim / T)")
     batch_size: int = Field(ge=1, description="feature-extraction batch")
